@@ -1,0 +1,92 @@
+// Session: one generation run over an immutable Model. Not thread-safe except for cancel(), which
+// any thread may call. The desktop app drives a Session from a worker thread; strand-cli directly.
+//
+// Contract of every call: on success the memory state is committed at a block boundary; on any
+// error or cancel the session is exactly as before the call (the last committed block).
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "strand/memory_state.h"
+#include "strand/model.h"
+
+namespace strand {
+
+// One decoded frame: RGB8, row-major, width * height * 3 bytes.
+struct Frame {
+  int width = 0;
+  int height = 0;
+  int64_t index = 0;  // frame number in the video (block * frames_per_block + f)
+  std::vector<uint8_t> rgb;
+};
+
+// Milliseconds spent per stage on the last generated block.
+struct BlockTimings {
+  double denoise_ms = 0;   // all denoising passes of the DiT
+  double clean_ms = 0;     // the clean pass (state update)
+  double decode_ms = 0;    // autoencoder decode of the block's frames
+  double text_ms = 0;      // prompt encoding, when the prompt changed
+  double recache_ms = 0;   // re-cache replay, when requested
+  double total_ms = 0;
+};
+
+struct BlockResult {
+  int64_t block_index = 0;
+  std::vector<Frame> frames;   // frames_per_block frames
+  std::vector<float> latents;  // clean latents x0, [F, C, h, w]
+  BlockTimings timings;
+};
+
+struct SessionOptions {
+  uint64_t seed = 0;
+  int recache_history = 8;  // how many past blocks are kept for re-cache (0 disables re-cache)
+};
+
+// progress(step, steps): called after each DiT pass of the current block (steps = denoising
+// passes + 1 clean pass). Runs on the calling thread.
+using ProgressCallback = std::function<void(int step, int steps)>;
+
+class Session {
+ public:
+  Session(std::shared_ptr<const Model> model, SessionOptions options);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Sets the prompt used from the next block on. Errors (Error invalid_argument, nothing
+  // changes): empty/whitespace-only prompt, prompt over 4096 bytes, invalid UTF-8.
+  // recache_blocks > 0 replays the clean passes of the last k blocks (at most those kept, see
+  // SessionOptions::recache_history) under the new prompt, so memory agrees with it; 0 = hard switch.
+  void set_prompt(std::string_view prompt, int recache_blocks = 0);
+  [[nodiscard]] const std::string& prompt() const;
+
+  // Generates, decodes and commits the next block. Requires a prompt. Throws Error(cancelled) if
+  // cancel() was called (the flag is checked before each DiT pass; the state stays at the last
+  // committed block and the flag is cleared).
+  BlockResult generate_next_block();
+
+  // Thread-safe request to stop the current or next generate_next_block().
+  void cancel();
+
+  // The memory at the current block boundary (a deep copy; cheap for hybrid models).
+  [[nodiscard]] MemoryState snapshot() const;
+  // Continue from a snapshot. Error(model_mismatch) if it was made by another model.
+  // The snapshot's prompt becomes the active prompt; re-cache history is cleared.
+  void restore(const MemoryState& state);
+
+  [[nodiscard]] int64_t next_block() const;
+  [[nodiscard]] int64_t next_frame() const;
+  [[nodiscard]] const Model& model() const;
+  void set_progress_callback(ProgressCallback callback);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace strand

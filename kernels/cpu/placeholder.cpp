@@ -1,0 +1,1 @@
+namespace strand::cpu { int kernels_placeholder() { return 0; } }
