@@ -1,2 +1,80 @@
-// strand-cli: placeholder until the CLI lands.
-int main() { return 0; }
+// strand-cli: command-line front end of the Strand engine (no Qt).
+//
+//   strand-cli info   [--model M]
+//   strand-cli render [--model M] (--prompt P | --schedule S.json) --frames N --seed S --out PATH
+//                     [--save-snapshot-at FRAME:FILE]... [--from-snapshot FILE] [--stats FILE.json]
+//                     [--recache K]
+//   strand-cli bench  [--model M] [--blocks N] [--threads T] [--json FILE]
+//
+// Exit codes: 0 success; 2 any error (one line on stderr: "strand-cli: error: ..."), with no
+// output left behind; 130 cancelled by Ctrl-C (SIGINT) or SIGTERM, partial outputs removed.
+#include <exception>
+#include <iostream>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "cli.h"
+#include "strand/error.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage:\n"
+    "  strand-cli info   [--model M]\n"
+    "  strand-cli render [--model M] (--prompt P | --schedule S.json) --frames N --seed S --out PATH\n"
+    "                    [--save-snapshot-at FRAME:FILE]... [--from-snapshot FILE] [--stats FILE.json]\n"
+    "                    [--recache K]\n"
+    "  strand-cli bench  [--model M] [--blocks N] [--threads T] [--json FILE]\n"
+    "\n"
+    "render writes a folder of PNGs (PATH/frame_000000.png ...) or, for PATH ending in .mp4, an H.264\n"
+    "video. A schedule is a JSON list of {\"frame\": F, \"prompt\": \"...\"}; each prompt applies from the\n"
+    "block containing its frame. The default model is the bundled strand-tiny-random.\n";
+
+// Error text on one line, whatever the engine put in it.
+std::string one_line(std::string text) {
+  for (char& c : text) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  return text;
+}
+
+int fail(const std::string& message) {
+  std::cerr << "strand-cli: error: " << one_line(message) << std::endl;
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::vector<std::string> args(argv + (argc > 0 ? 1 : 0), argv + argc);
+  if (args.empty()) return fail("no command given (try: strand-cli --help)");
+  const std::string& command = args[0];
+  if (command == "-h" || command == "--help" || command == "help") {
+    std::cout << kUsage;
+    return 0;
+  }
+  const std::span<const std::string> rest(args.data() + 1, args.size() - 1);
+  for (const auto& arg : rest) {
+    if (arg == "-h" || arg == "--help") {
+      std::cout << kUsage;
+      return 0;
+    }
+  }
+  try {
+    if (command == "info") return strand::cli::run_info(rest);
+    if (command == "render") return strand::cli::run_render(rest);
+    if (command == "bench") return strand::cli::run_bench(rest);
+    return fail("unknown command '" + command + "' (commands: info, render, bench)");
+  } catch (const strand::Error& e) {
+    if (e.kind() == strand::ErrorKind::cancelled) {
+      std::cerr << "strand-cli: cancelled; partial outputs removed" << std::endl;
+      return 130;
+    }
+    return fail(e.what());
+  } catch (const std::bad_alloc&) {
+    return fail("out of memory");
+  } catch (const std::exception& e) {
+    return fail(e.what());
+  }
+}

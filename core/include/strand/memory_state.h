@@ -13,6 +13,7 @@ struct KvBlock {
   int64_t block_index = 0;
   std::vector<float> k;  // [T, d], RMS-normalised, not yet rotated
   std::vector<float> v;  // [T, d]
+  bool operator==(const KvBlock&) const = default;
 };
 
 struct LayerMemory {
@@ -20,6 +21,7 @@ struct LayerMemory {
   std::vector<float> state;
   // kind "softmax_kv": cached clean blocks, oldest first. Empty for hybrid.
   std::vector<KvBlock> kv_blocks;
+  bool operator==(const LayerMemory&) const = default;
 };
 
 struct MemoryState {

@@ -79,6 +79,10 @@ class Session {
   // The snapshot's prompt becomes the active prompt; re-cache history is cleared.
   void restore(const MemoryState& state);
 
+  // Seed of the noise from the next block on (a branch may take its own seed).
+  void set_seed(uint64_t seed);
+  [[nodiscard]] uint64_t seed() const;
+
   [[nodiscard]] int64_t next_block() const;
   [[nodiscard]] int64_t next_frame() const;
   [[nodiscard]] const Model& model() const;

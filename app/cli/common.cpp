@@ -1,0 +1,170 @@
+// Helpers shared by the strand-cli subcommands: model location and loading, prompt checks,
+// output files, resource figures and Ctrl-C handling.
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <csignal>
+#include <filesystem>
+#include <system_error>
+
+#include "cli.h"
+#include "strand/error.h"
+#include "strand/file_io.h"
+#include "strand/safetensors.h"
+#include "strand/tokenizer.h"
+
+namespace strand::cli {
+namespace fs = std::filesystem;
+
+namespace {
+constexpr const char* kBundledModel = "resources/models/strand-tiny-random.safetensors";
+// Session::set_prompt's limit (session.h documents it; the engine enforces it again).
+constexpr size_t kMaxPromptBytes = 4096;
+}  // namespace
+
+std::string model_path_or_default(const std::optional<std::string>& given) {
+  if (given) {
+    if (given->empty()) throw Error(ErrorKind::invalid_argument, "--model needs a file path");
+    return *given;
+  }
+  // The binary lives in <repo>/build*/bin/, so the bundled model is two folders up. Fall back to
+  // the source tree this binary was configured from, when the build passes its location.
+  std::vector<fs::path> candidates;
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) candidates.push_back(exe.parent_path() / ".." / ".." / kBundledModel);
+#ifdef STRAND_SOURCE_DIR
+  candidates.push_back(fs::path(STRAND_SOURCE_DIR) / kBundledModel);
+#endif
+  for (const auto& candidate : candidates) {
+    if (fs::is_regular_file(candidate, ec)) return candidate.lexically_normal().string();
+  }
+  if (candidates.empty()) throw Error(ErrorKind::io, "cannot locate the bundled model: pass --model");
+  throw Error(ErrorKind::io, "bundled model not found at " + candidates.front().lexically_normal().string() +
+                                 ": pass --model");
+}
+
+std::shared_ptr<const Model> load_model(const std::string& path) {
+  std::error_code ec;
+  const fs::file_status status = fs::status(path, ec);
+  if (!fs::exists(status)) throw Error(ErrorKind::io, "model file not found: " + path);
+  if (!fs::is_regular_file(status)) throw Error(ErrorKind::io, "model path is not a file: " + path);
+  try {
+    return Model::load(path);
+  } catch (const SafetensorsError& e) {
+    throw Error(e.kind(), "cannot load model " + path + ": " + without_path_prefix(e.what(), path) +
+                              " (rule: " + std::string(rule_name(e.rule())) + ")");
+  } catch (const Error& e) {
+    throw Error(e.kind(), "cannot load model " + path + ": " + without_path_prefix(e.what(), path));
+  }
+}
+
+std::string without_path_prefix(std::string message, const std::string& path) {
+  if (message.starts_with(path + ": ")) message.erase(0, path.size() + 2);
+  return message;
+}
+
+void validate_prompt(std::string_view prompt, const std::string& where) {
+  if (prompt.size() > kMaxPromptBytes) {
+    throw Error(ErrorKind::invalid_argument, where + " is too long (" + std::to_string(prompt.size()) +
+                                                 " bytes; the limit is " + std::to_string(kMaxPromptBytes) + ")");
+  }
+  if (!is_valid_utf8(prompt)) throw Error(ErrorKind::invalid_argument, where + " is not valid UTF-8");
+  const bool blank = std::all_of(prompt.begin(), prompt.end(), [](char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+  });
+  if (blank) throw Error(ErrorKind::invalid_argument, where + " is empty");
+}
+
+uint64_t peak_rss_bytes() {
+  rusage usage{};
+  if (::getrusage(RUSAGE_SELF, &usage) != 0) return 0;
+  return static_cast<uint64_t>(usage.ru_maxrss) * 1024;  // Linux reports kilobytes
+}
+
+void write_json_file(const std::string& path, const nlohmann::json& value) {
+  const std::string text = value.dump(2) + "\n";
+  write_file_atomic(path, std::span(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+}
+
+void prepare_output_file(const std::string& path, const std::string& what) {
+  if (path.empty()) throw Error(ErrorKind::invalid_argument, what + ": empty path");
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) throw Error(ErrorKind::io, what + " " + path + ": is a folder");
+  fs::path parent = fs::path(path).parent_path();
+  if (parent.empty()) parent = ".";
+  fs::create_directories(parent, ec);
+  if (ec || !fs::is_directory(parent)) {
+    throw Error(ErrorKind::io, what + " " + path + ": cannot create folder " + parent.string() +
+                                   (ec ? ": " + ec.message() : ""));
+  }
+  if (::access(parent.c_str(), W_OK) != 0) {
+    throw Error(ErrorKind::io, what + " " + path + ": folder is not writable");
+  }
+}
+
+nlohmann::json timings_to_json(const BlockTimings& t) {
+  return {{"denoise", t.denoise_ms}, {"clean", t.clean_ms},     {"decode", t.decode_ms},
+          {"text", t.text_ms},       {"recache", t.recache_ms}, {"total", t.total_ms}};
+}
+
+// ---- InterruptGuard -----------------------------------------------------------------------------
+
+namespace {
+std::atomic<int> g_interrupt_pipe{-1};
+
+extern "C" void on_interrupt(int /*signal*/) {
+  const int saved_errno = errno;
+  const int fd = g_interrupt_pipe.load();
+  const char byte = 1;
+  if (fd >= 0) (void)!::write(fd, &byte, 1);
+  errno = saved_errno;
+}
+
+void set_handler(int signal_number, void (*handler)(int)) {
+  struct sigaction action {};
+  action.sa_handler = handler;
+  sigemptyset(&action.sa_mask);
+  // SA_RESETHAND: the first Ctrl-C cancels cleanly; a second one kills at once, the usual
+  // escape hatch if the engine is stuck.
+  action.sa_flags = handler == SIG_DFL ? 0 : SA_RESETHAND;
+  ::sigaction(signal_number, &action, nullptr);
+}
+}  // namespace
+
+InterruptGuard::InterruptGuard(Session& session) : session_(session) {
+  if (::pipe2(pipe_, O_CLOEXEC) != 0) {
+    throw Error(ErrorKind::io, std::string("cannot set up Ctrl-C handling: ") + std::strerror(errno));
+  }
+  g_interrupt_pipe.store(pipe_[1]);
+  watcher_ = std::thread([this] {
+    char byte = 0;
+    for (;;) {
+      const ssize_t n = ::read(pipe_[0], &byte, 1);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0 || byte == 0) return;  // 0: the guard is closing
+      interrupted_.store(true);
+      session_.cancel();
+    }
+  });
+  set_handler(SIGINT, on_interrupt);
+  set_handler(SIGTERM, on_interrupt);
+}
+
+InterruptGuard::~InterruptGuard() {
+  set_handler(SIGINT, SIG_DFL);
+  set_handler(SIGTERM, SIG_DFL);
+  g_interrupt_pipe.store(-1);
+  const char stop = 0;
+  (void)!::write(pipe_[1], &stop, 1);
+  watcher_.join();
+  ::close(pipe_[0]);
+  ::close(pipe_[1]);
+}
+
+}  // namespace strand::cli

@@ -1,0 +1,389 @@
+#include "engine_worker.h"
+
+#include <QFile>
+#include <QThread>
+
+#include <algorithm>
+#include <cstring>
+#include <exception>
+#include <utility>
+
+#include "strand/error.h"
+#include "strand/model.h"
+#include "strand/session.h"
+
+namespace strand::desktop {
+
+namespace {
+
+// Engine frames are tightly packed RGB8; QImage rows are 4-byte aligned, so copy row by row.
+QImage toImage(const strand::Frame& frame) {
+  if (frame.width <= 0 || frame.height <= 0) return {};
+  const size_t row_bytes = static_cast<size_t>(frame.width) * 3;
+  if (frame.rgb.size() < row_bytes * static_cast<size_t>(frame.height)) return {};
+  QImage image(frame.width, frame.height, QImage::Format_RGB888);
+  if (image.isNull()) return {};  // allocation failed
+  for (int y = 0; y < frame.height; ++y) {
+    std::memcpy(image.scanLine(y), frame.rgb.data() + static_cast<size_t>(y) * row_bytes, row_bytes);
+  }
+  return image;
+}
+
+QString describe(const std::exception& error) { return QString::fromUtf8(error.what()); }
+
+}  // namespace
+
+qint64 estimateStateBytes(const strand::Model& model, qint64 blocks_done) {
+  const ModelConfig& config = model.config();
+  qint64 kept_blocks = std::max<qint64>(blocks_done, 0);
+  if (config.kv_window > 0) {
+    kept_blocks = std::min<qint64>(kept_blocks, config.kv_window + config.kv_sink);
+  }
+  return static_cast<qint64>(model.fixed_state_bytes()) +
+         static_cast<qint64>(model.state_bytes_per_block()) * kept_blocks;
+}
+
+EngineWorker::EngineWorker(EngineWorkerOptions options)
+    : options_(options),
+      owner_context_(std::make_unique<QObject>()),
+      mailbox_(options.frame_queue_capacity, options.overflow) {
+  thread_ = new QThread();
+  thread_->setObjectName(QStringLiteral("strand-engine"));
+  moveToThread(thread_);
+  thread_->start();
+}
+
+EngineWorker::~EngineWorker() {
+  {
+    std::lock_guard lock(mutex_);
+    shutting_down_ = true;
+    commands_.clear();
+    if (in_block_ && session_) session_->cancel();
+  }
+  mailbox_.wakeAll();
+  thread_->quit();
+  thread_->wait();
+  delete thread_;
+  // The engine thread has ended: the session and model are released here, and pending events for
+  // owner_context_ are discarded with it.
+}
+
+quint64 EngineWorker::enqueue(Command command, bool is_edit, bool abort_block_in_flight) {
+  quint64 epoch = 0;
+  {
+    std::lock_guard lock(mutex_);
+    if (shutting_down_) return epoch_.load();
+    // Bumping under the lock keeps epoch order equal to queue order across calling threads.
+    epoch = is_edit ? ++epoch_ : epoch_.load();
+    command.epoch = epoch;
+    if (command.kind == Command::Kind::cancel) ++cancel_requests_;
+    commands_.push_back(std::move(command));
+    // The engine thread claims a block only while the queue is empty (see pump()), so either it
+    // sees this command first or we see in_block_ and stop that block between DiT passes.
+    if (abort_block_in_flight && in_block_ && session_) session_->cancel();
+  }
+  if (is_edit) mailbox_.wakeAll();  // a producer waiting for space re-checks its epoch
+  schedulePump();
+  return epoch;
+}
+
+quint64 EngineWorker::loadModel(const QString& path, quint64 seed) {
+  Command command;
+  command.kind = Command::Kind::load_model;
+  command.text = path;
+  command.seed = seed;
+  return enqueue(std::move(command), /*is_edit=*/true, /*abort_block_in_flight=*/true);
+}
+
+void EngineWorker::generate(int blocks) {
+  Command command;
+  command.kind = Command::Kind::generate;
+  command.blocks = blocks;
+  enqueue(std::move(command), false, false);
+}
+
+void EngineWorker::pause() {
+  Command command;
+  command.kind = Command::Kind::pause;
+  enqueue(std::move(command), false, false);
+}
+
+void EngineWorker::cancel() {
+  Command command;
+  command.kind = Command::Kind::cancel;
+  enqueue(std::move(command), false, true);
+}
+
+quint64 EngineWorker::setPrompt(const QString& prompt, int recache_blocks) {
+  Command command;
+  command.kind = Command::Kind::set_prompt;
+  command.text = prompt;
+  command.recache_blocks = std::max(recache_blocks, 0);
+  return enqueue(std::move(command), true, true);
+}
+
+quint64 EngineWorker::restore(SnapshotPtr snapshot) {
+  Command command;
+  command.kind = Command::Kind::restore;
+  command.snapshot = std::move(snapshot);
+  return enqueue(std::move(command), true, true);
+}
+
+void EngineWorker::requestSnapshot() {
+  Command command;
+  command.kind = Command::Kind::snapshot;
+  enqueue(std::move(command), false, false);
+}
+
+void EngineWorker::schedulePump() {
+  if (pump_posted_.exchange(true)) return;  // one pending pump is enough
+  QMetaObject::invokeMethod(this, &EngineWorker::pump, Qt::QueuedConnection);
+}
+
+void EngineWorker::postToOwner(std::function<void()> fn) {
+  QMetaObject::invokeMethod(owner_context_.get(), std::move(fn), Qt::QueuedConnection);
+}
+
+void EngineWorker::postResult(quint64 epoch, std::function<void()> fn) {
+  postToOwner([this, epoch, fn = std::move(fn)] {
+    if (epoch == epoch_.load()) fn();
+  });
+}
+
+void EngineWorker::reportError(const QString& message) {
+  postToOwner([this, message] { emit error(message); });
+}
+
+void EngineWorker::pump() {
+  pump_posted_.store(false);
+  bool start_block = false;
+  for (;;) {
+    Command command;
+    bool have_command = false;
+    {
+      std::lock_guard lock(mutex_);
+      if (shutting_down_) return;
+      if (!commands_.empty()) {
+        command = std::move(commands_.front());
+        commands_.pop_front();
+        have_command = true;
+      } else {
+        start_block = remaining_blocks_ != 0 && session_ != nullptr;
+        in_block_ = start_block;
+      }
+    }
+    if (!have_command) break;
+    execute(command);
+  }
+  publishState();
+  if (!start_block) return;
+  runOneBlock();
+  publishState();
+  schedulePump();  // the next block comes after any command that arrived meanwhile
+}
+
+void EngineWorker::execute(Command& command) {
+  using Kind = Command::Kind;
+  switch (command.kind) {
+    case Kind::load_model:
+      executeLoadModel(command);
+      return;
+    case Kind::generate:
+      if (!session_) {
+        reportError(tr("No model is loaded."));
+      } else if (session_->prompt().empty()) {
+        reportError(tr("Enter a prompt before generating."));
+      } else if (command.blocks > 0 || command.blocks == kUntilStopped) {
+        remaining_blocks_ = command.blocks;
+      }
+      return;
+    case Kind::pause:
+    case Kind::cancel:
+      remaining_blocks_ = 0;
+      return;
+    case Kind::set_prompt: {
+      active_epoch_ = command.epoch;  // even if rejected: later blocks belong to the new epoch
+      if (!session_) {
+        reportError(tr("No model is loaded."));
+        return;
+      }
+      try {
+        session_->set_prompt(command.text.toStdString(), command.recache_blocks);
+        const QString prompt = command.text;
+        postResult(command.epoch, [this, prompt, epoch = command.epoch] {
+          emit promptApplied(prompt, epoch);
+        });
+      } catch (const std::exception& e) {
+        reportError(tr("Prompt not applied: %1").arg(describe(e)));
+      }
+      return;
+    }
+    case Kind::restore:
+      active_epoch_ = command.epoch;
+      if (!session_ || !command.snapshot) {
+        reportError(!session_ ? tr("No model is loaded.") : tr("No snapshot to restore."));
+        return;
+      }
+      try {
+        session_->restore(*command.snapshot);
+      } catch (const std::exception& e) {
+        reportError(tr("Could not restore the snapshot: %1").arg(describe(e)));
+      }
+      return;
+    case Kind::snapshot:
+      if (!session_) {
+        reportError(tr("No model is loaded."));
+        return;
+      }
+      try {
+        auto snapshot = std::make_shared<const strand::MemoryState>(session_->snapshot());
+        postResult(active_epoch_, [this, snapshot, epoch = active_epoch_] {
+          emit snapshotReady(snapshot, epoch);
+        });
+      } catch (const std::exception& e) {
+        reportError(tr("Could not take a snapshot: %1").arg(describe(e)));
+      }
+      return;
+  }
+}
+
+void EngineWorker::executeLoadModel(const Command& command) {
+  active_epoch_ = command.epoch;
+  remaining_blocks_ = 0;
+  loading_ = true;
+  publishState();
+  // Release the old session first so two models never sit in memory at once.
+  {
+    std::lock_guard lock(mutex_);
+    session_.reset();
+  }
+  model_.reset();
+  try {
+    auto model = strand::Model::load(QFile::encodeName(command.text).toStdString());
+    strand::SessionOptions session_options;
+    session_options.seed = command.seed;
+    session_options.recache_history = options_.recache_history;
+    auto session = std::make_shared<strand::Session>(model, session_options);
+    session->set_progress_callback([this](int step, int steps) {
+      postToOwner([this, step, steps] { emit progress(step, steps); });
+    });
+
+    const ModelConfig& config = model->config();
+    ModelInfo info;
+    info.path = command.text;
+    info.name = QString::fromStdString(config.name);
+    info.id = QString::fromStdString(model->id());
+    info.width = config.width;
+    info.height = config.height;
+    info.fps = config.fps;
+    info.frames_per_block = config.frames_per_block;
+    info.parameters = model->parameter_count();
+
+    model_ = std::move(model);
+    {
+      std::lock_guard lock(mutex_);
+      session_ = std::move(session);
+    }
+    postResult(command.epoch, [this, info] { emit modelLoaded(info); });
+  } catch (const std::exception& e) {
+    reportError(tr("Could not load the model \"%1\": %2").arg(command.text, describe(e)));
+  }
+  loading_ = false;
+}
+
+void EngineWorker::runOneBlock() {
+  const quint64 block_epoch = active_epoch_;
+  strand::BlockResult result;
+  QString failure;
+  bool committed = false;
+  try {
+    result = session_->generate_next_block();
+    committed = true;
+  } catch (const strand::Error& e) {
+    // A cancel leaves the session at its last committed block. Whoever cancelled has queued the
+    // command that says what happens next (stop, new prompt, restore). If no such command is
+    // queued, the cancel was one that landed after the previous block's last DiT pass and was
+    // still pending in the session: pump() simply retries the block.
+    if (e.kind() != strand::ErrorKind::cancelled) failure = describe(e);
+  } catch (const std::exception& e) {
+    failure = describe(e);
+  }
+  {
+    std::lock_guard lock(mutex_);
+    in_block_ = false;
+  }
+  if (!failure.isEmpty()) {
+    remaining_blocks_ = 0;
+    reportError(tr("Generation stopped: %1").arg(failure));
+    return;
+  }
+  if (!committed) return;
+
+  ++blocks_generated_;
+  if (remaining_blocks_ > 0) --remaining_blocks_;
+
+  const auto frame_count = static_cast<qint64>(result.frames.size());
+  if (block_epoch != epoch_.load()) {  // edited meanwhile: the user no longer wants these
+    stale_frames_dropped_ += frame_count;
+    return;
+  }
+
+  const auto abandon = [this, block_epoch] {
+    return shutting_down_.load() || epoch_.load() != block_epoch;
+  };
+  for (const strand::Frame& frame : result.frames) {
+    PendingFrame pending{toImage(frame), frame.index, block_epoch};
+    const FrameMailbox::PushResult pushed = mailbox_.push(std::move(pending), abandon);
+    if (pushed == FrameMailbox::PushResult::abandoned) {
+      stale_frames_dropped_ += 1;
+      continue;
+    }
+    if (pushed == FrameMailbox::PushResult::queued_notify) {
+      postToOwner([this] { deliverFrames(); });
+    }
+  }
+
+  BlockStats stats;
+  stats.block_index = result.block_index;
+  stats.first_frame = result.frames.empty() ? 0 : result.frames.front().index;
+  stats.frame_count = static_cast<int>(frame_count);
+  stats.denoise_ms = result.timings.denoise_ms;
+  stats.clean_ms = result.timings.clean_ms;
+  stats.decode_ms = result.timings.decode_ms;
+  stats.text_ms = result.timings.text_ms;
+  stats.recache_ms = result.timings.recache_ms;
+  stats.total_ms = result.timings.total_ms;
+  stats.state_bytes = estimateStateBytes(*model_, result.block_index + 1);
+  stats.epoch = block_epoch;
+  stats.preview_frames_dropped = mailbox_.dropped();
+  // Posted after the frames' delivery event, so receivers see a block's frames before its stats.
+  postResult(block_epoch, [this, stats] { emit blockDone(stats); });
+}
+
+void EngineWorker::deliverFrames() {
+  for (PendingFrame& frame : mailbox_.takeAll()) {
+    // Re-checked per frame: a receiver may edit (bump the epoch) in the middle of a batch.
+    if (frame.epoch != epoch_.load()) {
+      ++stale_frames_dropped_;
+      continue;
+    }
+    emit frameReady(frame.image, frame.index, frame.epoch);
+  }
+}
+
+void EngineWorker::publishState() {
+  EngineState now = EngineState::ready;
+  if (loading_) {
+    now = EngineState::loading;
+  } else if (!session_) {
+    now = EngineState::no_model;
+  } else if (remaining_blocks_ != 0) {
+    now = EngineState::generating;
+  }
+  if (now == published_state_) return;
+  published_state_ = now;
+  state_.store(now);
+  postToOwner([this, now] { emit stateChanged(now); });
+}
+
+}  // namespace strand::desktop

@@ -1,0 +1,194 @@
+// EngineWorker: the bridge between the Qt GUI and the engine (strand::Session).
+//
+// Threads. The worker object lives on its own QThread, which owns the Model and the Session and is
+// the only thread that calls into them (except Session::cancel(), which is atomic). Every public
+// method is thread-safe and never blocks on the engine: it appends a command to a queue that the
+// engine thread runs between blocks. All signals are emitted on the *owner thread* (the thread
+// that constructed the worker, normally the GUI thread), so receivers there are called directly
+// and the epoch check below happens at the last possible moment.
+//
+// Commands. Generation is a background mode: generate(n) / generateUntilStopped() set how many
+// blocks are still to make and return at once; pause() lets the current block finish, then stops;
+// cancel() aborts the current block between two DiT passes (Session::cancel()) and stops. Other
+// commands (prompt, restore, snapshot) run between blocks, in the order they were issued.
+//
+// Epochs. Every edit (setPrompt, restore, loadModel) bumps the epoch at once, on the caller's
+// thread, and aborts the block in flight. A block's results carry the epoch under which it was
+// generated; results of an older epoch are dropped, never emitted: the GUI never shows a frame of
+// a video that the user has already changed. Rare race: an edit that lands after the block's last
+// DiT pass cannot stop the commit; that block stays in the session's memory but its frames are
+// still dropped (counted in staleFramesDropped()).
+//
+// Frames go through a bounded FrameMailbox: live preview drops the oldest frames when the GUI
+// falls behind (never stalls the engine); FrameOverflow::wait makes the engine wait instead, for
+// consumers that need every frame (tests, export).
+#pragma once
+#include <QImage>
+#include <QMetaType>
+#include <QObject>
+#include <QString>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+
+#include "frame_mailbox.h"
+#include "strand/memory_state.h"
+
+class QThread;
+
+namespace strand {
+class Model;
+class Session;
+}  // namespace strand
+
+namespace strand::desktop {
+
+using SnapshotPtr = std::shared_ptr<const strand::MemoryState>;
+
+enum class EngineState {
+  no_model = 1,  // nothing loaded (or the last load failed)
+  loading,       // a model is being loaded
+  ready,         // a session exists and is idle
+  generating,    // blocks are being generated
+};
+
+struct ModelInfo {
+  QString path;
+  QString name;
+  QString id;  // weights hash
+  int width = 0, height = 0, fps = 0, frames_per_block = 0;
+  qint64 parameters = 0;
+};
+
+struct BlockStats {
+  qint64 block_index = 0;
+  qint64 first_frame = 0;
+  int frame_count = 0;
+  double denoise_ms = 0, clean_ms = 0, decode_ms = 0, text_ms = 0, recache_ms = 0;
+  double total_ms = 0;       // engine time for the block (BlockTimings::total_ms)
+  qint64 state_bytes = 0;    // memory-state size after the block
+  quint64 epoch = 0;
+  qint64 preview_frames_dropped = 0;  // total frames dropped by mailbox overflow so far
+};
+
+struct EngineWorkerOptions {
+  size_t frame_queue_capacity = 12;
+  FrameOverflow overflow = FrameOverflow::drop_oldest;
+  int recache_history = 8;  // SessionOptions::recache_history
+};
+
+// Memory-state bytes after `blocks_done` blocks: the fixed hybrid states plus the softmax_kv caches
+// that the window/sink rule of docs/model-spec.md keeps.
+qint64 estimateStateBytes(const strand::Model& model, qint64 blocks_done);
+
+class EngineWorker : public QObject {
+  Q_OBJECT
+
+ public:
+  static constexpr int kUntilStopped = -1;
+
+  explicit EngineWorker(EngineWorkerOptions options = {});
+  ~EngineWorker() override;  // aborts the block in flight and joins the engine thread
+  EngineWorker(const EngineWorker&) = delete;
+  EngineWorker& operator=(const EngineWorker&) = delete;
+
+  // --- Commands (thread-safe, non-blocking) ---
+  // Replaces the model and session (a new video with noise seed `seed`). Bumps the epoch.
+  quint64 loadModel(const QString& path, quint64 seed = 0);
+  void generate(int blocks);  // blocks >= 1, or kUntilStopped
+  void generateUntilStopped() { generate(kUntilStopped); }
+  void pause();
+  void cancel();
+  // Prompt for the next blocks; recache_blocks > 0 replays that many past blocks under it.
+  // Returns the new epoch. A rejected prompt is reported by error(); generation goes on with the
+  // previous prompt.
+  quint64 setPrompt(const QString& prompt, int recache_blocks = 0);
+  // Continues from `snapshot` (its prompt becomes active). Returns the new epoch.
+  quint64 restore(SnapshotPtr snapshot);
+  // Asks for a copy of the memory at the current block boundary -> snapshotReady().
+  void requestSnapshot();
+
+  // --- Queries (thread-safe) ---
+  [[nodiscard]] quint64 epoch() const { return epoch_.load(); }
+  [[nodiscard]] EngineState state() const { return state_.load(); }
+  [[nodiscard]] qint64 staleFramesDropped() const { return stale_frames_dropped_.load(); }
+  [[nodiscard]] qint64 overflowFramesDropped() const { return mailbox_.dropped(); }
+  [[nodiscard]] size_t pendingFrames() const { return mailbox_.size(); }
+  [[nodiscard]] qint64 blocksGenerated() const { return blocks_generated_.load(); }
+
+ signals:
+  // All emitted on the owner thread.
+  void modelLoaded(const strand::desktop::ModelInfo& info);
+  void frameReady(const QImage& image, qint64 frame_index, quint64 epoch);
+  void blockDone(const strand::desktop::BlockStats& stats);
+  void progress(int step, int steps);  // DiT passes of the current block
+  void promptApplied(const QString& prompt, quint64 epoch);
+  void snapshotReady(const strand::desktop::SnapshotPtr& snapshot, quint64 epoch);
+  void error(const QString& message);
+  void stateChanged(strand::desktop::EngineState state);
+
+ private:
+  struct Command {
+    enum class Kind { load_model = 1, generate, pause, cancel, set_prompt, restore, snapshot };
+    Kind kind = Kind::pause;
+    quint64 epoch = 0;       // epoch current when issued (edits: the epoch they start)
+    int blocks = 0;          // generate
+    QString text;            // load_model: path; set_prompt: prompt
+    int recache_blocks = 0;  // set_prompt
+    quint64 seed = 0;        // load_model
+    SnapshotPtr snapshot;    // restore
+  };
+
+  // Appends `command` (bumping the epoch first when `is_edit`; edits and cancel also abort the
+  // block in flight). Returns the command's epoch.
+  quint64 enqueue(Command command, bool is_edit, bool abort_block_in_flight);
+  void schedulePump();
+  void pump();  // engine thread: runs queued commands, then at most one block
+  void execute(Command& command);
+  void executeLoadModel(const Command& command);
+  void runOneBlock();
+  void deliverFrames();  // owner thread
+  void publishState();
+  void reportError(const QString& message);
+  void postToOwner(std::function<void()> fn);
+  // Runs `fn` on the owner thread only if no edit happened since `epoch`.
+  void postResult(quint64 epoch, std::function<void()> fn);
+
+  const EngineWorkerOptions options_;
+  QThread* thread_ = nullptr;               // owned; deleted in the destructor after join
+  std::unique_ptr<QObject> owner_context_;  // lives on the owner thread: target of posted events
+
+  // Guards the queue, the session pointer swap and in_block_, so that an edit either reaches the
+  // engine thread before it starts a block, or cancels that block.
+  mutable std::mutex mutex_;
+  std::deque<Command> commands_;
+  std::shared_ptr<strand::Session> session_;
+  bool in_block_ = false;
+  std::atomic<bool> shutting_down_{false};
+
+  std::atomic<quint64> epoch_{0};
+  std::atomic<quint64> cancel_requests_{0};
+  std::atomic<bool> pump_posted_{false};
+  std::atomic<EngineState> state_{EngineState::no_model};
+  std::atomic<qint64> stale_frames_dropped_{0};
+  std::atomic<qint64> blocks_generated_{0};
+  FrameMailbox mailbox_;
+
+  // Engine thread only.
+  std::shared_ptr<const strand::Model> model_;
+  int remaining_blocks_ = 0;  // > 0: that many; kUntilStopped; 0: idle
+  quint64 active_epoch_ = 0;  // epoch of the last edit the session has taken in
+  bool loading_ = false;
+  EngineState published_state_ = EngineState::no_model;
+};
+
+}  // namespace strand::desktop
+
+Q_DECLARE_METATYPE(strand::desktop::ModelInfo)
+Q_DECLARE_METATYPE(strand::desktop::BlockStats)
+Q_DECLARE_METATYPE(strand::desktop::SnapshotPtr)
+Q_DECLARE_METATYPE(strand::desktop::EngineState)

@@ -1,0 +1,104 @@
+// Backend: where the engine's arithmetic runs. A backend owns device memory (Buffer) and runs
+// ops on pointers into it. Compute dispatches each op to the primary backend when it
+// supports() that op, and otherwise to the CPU reference backend through host staging copies, so a
+// new device can be brought up op by op (as in ggml's supports_op).
+//
+// Contract for every op: all pointers belong to the backend the op runs on; shapes and semantics
+// are those of the CPU kernels in kernels/cpu/*.h (the reference implementation).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+namespace strand {
+
+enum class DeviceKind { cpu = 1, cuda };
+
+enum class Op {
+  linear = 0,
+  layer_norm,
+  layer_norm_modulate,
+  rms_norm,
+  l2_normalize_heads,
+  gelu_tanh,
+  gelu_erf,
+  silu,
+  gated_residual,
+  rope_3d,
+  attention,
+  gated_delta_update,
+  memory_read,
+  conv2d_3x3,
+  upsample_nearest_2x,
+  count
+};
+std::string_view op_name(Op op);
+
+// A block of device memory holding float32 values.
+class Buffer {
+ public:
+  virtual ~Buffer() = default;
+  [[nodiscard]] virtual DeviceKind device() const = 0;
+  [[nodiscard]] virtual size_t count() const = 0;  // floats
+  [[nodiscard]] virtual float* data() = 0;         // device pointer
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  [[nodiscard]] virtual std::string_view name() const = 0;
+  [[nodiscard]] virtual DeviceKind device() const = 0;
+  [[nodiscard]] virtual bool supports(Op op) const = 0;
+
+  // Zero-initialised buffer of `count` floats. Throws Error(out_of_memory).
+  virtual std::unique_ptr<Buffer> allocate(size_t count) = 0;
+  virtual void upload(float* device_dst, const float* host_src, size_t count) = 0;
+  virtual void download(float* host_dst, const float* device_src, size_t count) = 0;
+  virtual void copy(float* device_dst, const float* device_src, size_t count) = 0;
+  // Waits for queued work (no-op on the CPU).
+  virtual void synchronize() {}
+
+  // The ops (see kernels/cpu/*.h for exact semantics).
+  virtual void linear(const float* x, const float* w, const float* bias, float* y, int rows, int in,
+                      int out) = 0;
+  virtual void layer_norm(const float* x, float* y, int rows, int dim, const float* weight,
+                          const float* bias, float eps) = 0;
+  virtual void layer_norm_modulate(const float* x, float* y, int rows, int dim, const float* shift,
+                                   const float* scale, int rows_per_group, int group_stride,
+                                   float eps) = 0;
+  virtual void rms_norm(const float* x, float* y, int rows, int dim, const float* weight,
+                        float eps) = 0;
+  virtual void l2_normalize_heads(float* x, int rows, int heads, int head_dim, float eps) = 0;
+  virtual void gelu_tanh(float* x, size_t n) = 0;
+  virtual void gelu_erf(float* x, size_t n) = 0;
+  virtual void silu(float* x, size_t n) = 0;
+  virtual void gated_residual(float* x, const float* y, const float* gate, int rows, int dim,
+                              int rows_per_group, int group_stride) = 0;
+  // Positions are host arrays (small); x is device memory.
+  virtual void rope_3d(float* x, int tokens, int heads, int head_dim, int row_stride,
+                       const int* pos_t, const int* pos_r, const int* pos_c, float theta) = 0;
+  virtual void attention(const float* q, int q_stride, const float* k, int k_stride, const float* v,
+                         int v_stride, float* out, int out_stride, int tq, int tk, int heads,
+                         int head_dim, float scale) = 0;
+  virtual void gated_delta_update(float* s, const float* k, int k_stride, const float* v,
+                                  int v_stride, const float* alpha, const float* beta, int tokens,
+                                  int heads, int dk, int dv) = 0;
+  virtual void memory_read(const float* s, const float* q, int q_stride, float* out,
+                           int out_stride, int tokens, int heads, int dk, int dv, float scale) = 0;
+  virtual void conv2d_3x3(const float* in, int c_in, int h, int w, const float* weight,
+                          const float* bias, int c_out, int stride, float* out) = 0;
+  virtual void upsample_nearest_2x(const float* in, int c, int h, int w, float* out) = 0;
+};
+
+// The CPU backend: OpenBLAS sgemm + vectorised, multithreaded loops (kernels/cpu).
+std::unique_ptr<Backend> make_cpu_backend();
+
+}  // namespace strand
+
+namespace strand {
+// Wraps `primary`: ops it supports run there; the rest run on the CPU reference backend, with
+// their arguments staged through host memory (slow, but correct). With a CPU primary this is a
+// plain pass-through.
+std::unique_ptr<Backend> make_dispatch_backend(std::unique_ptr<Backend> primary);
+}  // namespace strand

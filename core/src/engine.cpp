@@ -1,0 +1,507 @@
+// The forward passes of docs/model-spec.md on a Backend. Heavy work (GEMMs, norms, attention, the
+// delta rule, convolutions) runs as backend ops on device buffers; small per-token gate arithmetic
+// and (un)patchify run on the host, where they cost a few microseconds per block.
+#include "engine.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "strand/error.h"
+
+namespace strand {
+namespace {
+
+constexpr float kLayerNormEps = 1e-6f;
+constexpr float kRmsEps = 1e-6f;
+constexpr float kBertEps = 1e-12f;
+constexpr float kL2Eps = 1e-6f;
+
+float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
+float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+}  // namespace
+
+Engine::Engine(std::shared_ptr<const Model> model, std::unique_ptr<Backend> backend)
+    : model_(std::move(model)), backend_(std::move(backend)) {
+  const ModelConfig& c = model_->config();
+  const int rows = c.latent_height() / c.patch, cols = c.latent_width() / c.patch;
+  for (int f = 0; f < c.frames_per_block; ++f) {
+    for (int r = 0; r < rows; ++r) {
+      for (int col = 0; col < cols; ++col) {
+        pos_t_.push_back(f);
+        pos_r_.push_back(r);
+        pos_c_.push_back(col);
+      }
+    }
+  }
+}
+
+Engine::~Engine() = default;
+
+const float* Engine::w(const std::string& name) {
+  const std::vector<float>& host = model_->weight(name);
+  if (backend_->device() == DeviceKind::cpu) return host.data();
+  auto it = device_weights_.find(name);
+  if (it == device_weights_.end()) {
+    auto buffer = backend_->allocate(host.size());
+    backend_->upload(buffer->data(), host.data(), host.size());
+    it = device_weights_.emplace(name, std::move(buffer)).first;
+  }
+  return it->second->data();
+}
+
+float* Engine::buffer(const std::string& key, size_t count) {
+  auto& slot = scratch_[key];
+  if (!slot || slot->count() < count) slot = backend_->allocate(std::max<size_t>(count, 1));
+  return slot->data();
+}
+
+MemoryState Engine::empty_memory() const {
+  const ModelConfig& c = model_->config();
+  MemoryState m;
+  m.model_id = model_->id();
+  m.layers.resize(c.layers.size());
+  const size_t dh = static_cast<size_t>(c.head_dim());
+  for (size_t i = 0; i < c.layers.size(); ++i) {
+    if (c.layers[i] == AttentionKind::hybrid) {
+      m.layers[i].state.assign(static_cast<size_t>(c.heads) * dh * dh, 0.0f);
+    }
+  }
+  return m;
+}
+
+std::vector<float> Engine::encode_text(const std::vector<int32_t>& ids) {
+  const ModelConfig& c = model_->config();
+  const int L = static_cast<int>(ids.size());
+  const int dt = c.text_dim, heads = c.text_heads, inter = c.text_intermediate;
+  const auto vocab = static_cast<int32_t>(model_->tokenizer().vocab().size());
+  if (L > c.text_max_positions) {
+    throw Error(ErrorKind::invalid_argument, "too many text tokens");
+  }
+  const auto& word = model_->weight("text_encoder.embeddings.word_embeddings.weight");
+  const auto& pos = model_->weight("text_encoder.embeddings.position_embeddings.weight");
+  const auto& type = model_->weight("text_encoder.embeddings.token_type_embeddings.weight");
+  std::vector<float> host(static_cast<size_t>(L) * dt);
+  for (int t = 0; t < L; ++t) {
+    if (ids[t] < 0 || ids[t] >= vocab) throw Error(ErrorKind::invalid_argument, "token id out of range");
+    for (int j = 0; j < dt; ++j) {
+      host[static_cast<size_t>(t) * dt + j] = word[static_cast<size_t>(ids[t]) * dt + j] +
+                                               pos[static_cast<size_t>(t) * dt + j] + type[j];
+    }
+  }
+  Backend& b = *backend_;
+  const size_t n = host.size();
+  float* h = buffer("text.h", n);
+  b.upload(h, host.data(), n);
+  const std::string te = "text_encoder.";
+  b.layer_norm(h, h, L, dt, w(te + "embeddings.LayerNorm.weight"), w(te + "embeddings.LayerNorm.bias"),
+               kBertEps);
+  float* q = buffer("text.q", n);
+  float* k = buffer("text.k", n);
+  float* v = buffer("text.v", n);
+  float* ctx = buffer("text.ctx", n);
+  float* a = buffer("text.a", n);
+  float* mid = buffer("text.mid", static_cast<size_t>(L) * inter);
+  const int dh = dt / heads;
+  for (int i = 0; i < c.text_layers; ++i) {
+    const std::string p = te + "encoder.layer." + std::to_string(i) + ".";
+    b.linear(h, w(p + "attention.self.query.weight"), w(p + "attention.self.query.bias"), q, L, dt, dt);
+    b.linear(h, w(p + "attention.self.key.weight"), w(p + "attention.self.key.bias"), k, L, dt, dt);
+    b.linear(h, w(p + "attention.self.value.weight"), w(p + "attention.self.value.bias"), v, L, dt, dt);
+    b.attention(q, dt, k, dt, v, dt, ctx, dt, L, L, heads, dh, 1.0f / std::sqrt(static_cast<float>(dh)));
+    b.linear(ctx, w(p + "attention.output.dense.weight"), w(p + "attention.output.dense.bias"), a, L, dt, dt);
+    b.gated_residual(a, h, nullptr, L, dt, L, 0);  // a = h + attn
+    b.layer_norm(a, h, L, dt, w(p + "attention.output.LayerNorm.weight"),
+                 w(p + "attention.output.LayerNorm.bias"), kBertEps);
+    b.linear(h, w(p + "intermediate.dense.weight"), w(p + "intermediate.dense.bias"), mid, L, dt, inter);
+    b.gelu_erf(mid, static_cast<size_t>(L) * inter);
+    b.linear(mid, w(p + "output.dense.weight"), w(p + "output.dense.bias"), a, L, inter, dt);
+    b.gated_residual(a, h, nullptr, L, dt, L, 0);
+    b.layer_norm(a, h, L, dt, w(p + "output.LayerNorm.weight"), w(p + "output.LayerNorm.bias"), kBertEps);
+  }
+  b.download(host.data(), h, n);
+  return host;
+}
+
+TextContext Engine::encode_prompt(const std::string& prompt) {
+  const ModelConfig& c = model_->config();
+  TextContext text;
+  text.prompt = prompt;
+  const std::vector<int32_t> ids = model_->tokenizer().encode(prompt);
+  text.tokens = static_cast<int>(ids.size());
+  text.hidden = encode_text(ids);
+  const int L = text.tokens, d = c.dim, dt = c.text_dim;
+  Backend& b = *backend_;
+  const size_t n = static_cast<size_t>(L) * d;
+  float* hid = buffer("prompt.hidden", text.hidden.size());
+  b.upload(hid, text.hidden.data(), text.hidden.size());
+  float* mid = buffer("prompt.mid", n);
+  float* ctx = buffer("prompt.ctx", n);
+  b.linear(hid, w("text_embedding.0.weight"), w("text_embedding.0.bias"), mid, L, dt, d);
+  b.gelu_tanh(mid, n);
+  b.linear(mid, w("text_embedding.2.weight"), w("text_embedding.2.bias"), ctx, L, d, d);
+  text.ctx.resize(n);
+  b.download(text.ctx.data(), ctx, n);
+  float* kv = buffer("prompt.kv", n);
+  for (size_t i = 0; i < c.layers.size(); ++i) {
+    const std::string p = "blocks." + std::to_string(i) + ".cross_attn.";
+    b.linear(ctx, w(p + "k.weight"), w(p + "k.bias"), kv, L, d, d);
+    b.rms_norm(kv, kv, L, d, w(p + "norm_k.weight"), kRmsEps);
+    text.cross_k.emplace_back(n);
+    b.download(text.cross_k.back().data(), kv, n);
+    b.linear(ctx, w(p + "v.weight"), w(p + "v.bias"), kv, L, d, d);
+    text.cross_v.emplace_back(n);
+    b.download(text.cross_v.back().data(), kv, n);
+  }
+  return text;
+}
+
+void Engine::time_embedding(float sigma, std::vector<float>& e, std::vector<float>& e0) {
+  const ModelConfig& c = model_->config();
+  const int half = c.freq_dim / 2, d = c.dim;
+  std::vector<float> emb(static_cast<size_t>(c.freq_dim));
+  const double t = static_cast<double>(sigma) * 1000.0;
+  for (int i = 0; i < half; ++i) {
+    const double freq = std::exp(-std::log(10000.0) * i / half);
+    emb[static_cast<size_t>(i)] = static_cast<float>(std::cos(t * freq));
+    emb[static_cast<size_t>(half + i)] = static_cast<float>(std::sin(t * freq));
+  }
+  Backend& b = *backend_;
+  float* in = buffer("time.in", emb.size());
+  float* mid = buffer("time.mid", static_cast<size_t>(d));
+  float* out = buffer("time.e", static_cast<size_t>(d));
+  float* proj = buffer("time.e0", static_cast<size_t>(6) * d);
+  b.upload(in, emb.data(), emb.size());
+  b.linear(in, w("time_embedding.0.weight"), w("time_embedding.0.bias"), mid, 1, c.freq_dim, d);
+  b.silu(mid, static_cast<size_t>(d));
+  b.linear(mid, w("time_embedding.2.weight"), w("time_embedding.2.bias"), out, 1, d, d);
+  e.resize(static_cast<size_t>(d));
+  b.download(e.data(), out, e.size());
+  b.copy(mid, out, static_cast<size_t>(d));
+  b.silu(mid, static_cast<size_t>(d));
+  b.linear(mid, w("time_projection.1.weight"), w("time_projection.1.bias"), proj, 1, d, 6 * d);
+  e0.resize(static_cast<size_t>(6) * d);
+  b.download(e0.data(), proj, e0.size());
+}
+
+void Engine::self_attention_hybrid(int layer, const float* a, float* y, LayerMemory& memory,
+                                   bool update) {
+  const ModelConfig& c = model_->config();
+  const int T = c.tokens_per_block(), d = c.dim, H = c.heads, dh = c.head_dim();
+  const size_t n = static_cast<size_t>(T) * d;
+  const std::string p = "blocks." + std::to_string(layer) + ".self_attn.";
+  Backend& b = *backend_;
+  float* q = buffer("sa.q", n);
+  float* k = buffer("sa.k", n);
+  float* v = buffer("sa.v", n);
+  float* o = buffer("sa.o", n);
+  // 1. Intra-block softmax attention.
+  b.linear(a, w(p + "q.weight"), w(p + "q.bias"), q, T, d, d);
+  b.rms_norm(q, q, T, d, w(p + "norm_q.weight"), kRmsEps);
+  b.linear(a, w(p + "k.weight"), w(p + "k.bias"), k, T, d, d);
+  b.rms_norm(k, k, T, d, w(p + "norm_k.weight"), kRmsEps);
+  b.linear(a, w(p + "v.weight"), w(p + "v.bias"), v, T, d, d);
+  b.rope_3d(q, T, H, dh, d, pos_t_.data(), pos_r_.data(), pos_c_.data(), c.rope_theta);
+  b.rope_3d(k, T, H, dh, d, pos_t_.data(), pos_r_.data(), pos_c_.data(), c.rope_theta);
+  b.attention(q, d, k, d, v, d, o, d, T, T, H, dh, 1.0f / std::sqrt(static_cast<float>(dh)));
+  // 2. Memory branch: block-level read of the pre-update state.
+  float* qm = buffer("sa.qm", n);
+  float* km = buffer("sa.km", n);
+  float* vm = buffer("sa.vm", n);
+  float* om = buffer("sa.om", n);
+  float* gates = buffer("sa.gates", static_cast<size_t>(3) * T * H);
+  b.linear(a, w(p + "mem_q.weight"), nullptr, qm, T, d, d);
+  b.l2_normalize_heads(qm, T, H, dh, kL2Eps);
+  b.linear(a, w(p + "mem_a.weight"), nullptr, gates, T, d, H);
+  b.linear(a, w(p + "mem_b.weight"), nullptr, gates + static_cast<size_t>(T) * H, T, d, H);
+  b.linear(a, w(p + "mem_g.weight"), nullptr, gates + static_cast<size_t>(2) * T * H, T, d, H);
+  const size_t state_size = memory.state.size();
+  float* s = buffer("sa.state", state_size);
+  b.upload(s, memory.state.data(), state_size);
+  b.memory_read(s, qm, d, om, d, T, H, dh, dh, 1.0f / std::sqrt(static_cast<float>(dh)));
+  // Gates on the host: T*H scalars.
+  std::vector<float> g(static_cast<size_t>(3) * T * H);
+  b.download(g.data(), gates, g.size());
+  const auto& a_log = model_->weight(p + "mem_A_log");
+  const auto& dt_bias = model_->weight(p + "mem_dt_bias");
+  std::vector<float> alpha(static_cast<size_t>(T) * H), beta(alpha.size()), gamma(alpha.size());
+  for (int t = 0; t < T; ++t) {
+    for (int h = 0; h < H; ++h) {
+      const size_t i = static_cast<size_t>(t) * H + h;
+      const float decay = -std::exp(a_log[h]) * softplus(g[i] + dt_bias[h]);
+      alpha[i] = std::exp(decay);
+      beta[i] = 2.0f * sigmoid(g[static_cast<size_t>(T) * H + i]);
+      gamma[i] = sigmoid(g[static_cast<size_t>(2) * T * H + i]);
+    }
+  }
+  // 3. o = o_softmax + gamma * o_mem (per token and head).
+  std::vector<float> o_host(n), om_host(n);
+  b.download(o_host.data(), o, n);
+  b.download(om_host.data(), om, n);
+  for (int t = 0; t < T; ++t) {
+    for (int h = 0; h < H; ++h) {
+      const float gm = gamma[static_cast<size_t>(t) * H + h];
+      float* dst = o_host.data() + static_cast<size_t>(t) * d + static_cast<size_t>(h) * dh;
+      const float* src = om_host.data() + static_cast<size_t>(t) * d + static_cast<size_t>(h) * dh;
+      for (int j = 0; j < dh; ++j) dst[j] += gm * src[j];
+    }
+  }
+  b.upload(o, o_host.data(), n);
+  b.linear(o, w(p + "o.weight"), w(p + "o.bias"), y, T, d, d);
+  // 4. Clean pass: fold the block into the state, after the read.
+  if (update) {
+    b.linear(a, w(p + "mem_k.weight"), nullptr, km, T, d, d);
+    b.l2_normalize_heads(km, T, H, dh, kL2Eps);
+    b.linear(a, w(p + "mem_v.weight"), nullptr, vm, T, d, d);
+    float* dev_alpha = buffer("sa.alpha", alpha.size());
+    float* dev_beta = buffer("sa.beta", beta.size());
+    b.upload(dev_alpha, alpha.data(), alpha.size());
+    b.upload(dev_beta, beta.data(), beta.size());
+    b.gated_delta_update(s, km, d, vm, d, dev_alpha, dev_beta, T, H, dh, dh);
+    b.download(memory.state.data(), s, state_size);
+  }
+}
+
+void Engine::self_attention_kv(int layer, const float* a, float* y, LayerMemory& memory,
+                               int64_t block, bool update, std::vector<KvBlock>* dropped) {
+  const ModelConfig& c = model_->config();
+  const int T = c.tokens_per_block(), d = c.dim, H = c.heads, dh = c.head_dim();
+  const int F = c.frames_per_block;
+  const size_t n = static_cast<size_t>(T) * d;
+  const std::string p = "blocks." + std::to_string(layer) + ".self_attn.";
+  Backend& b = *backend_;
+  float* q = buffer("sa.q", n);
+  float* k = buffer("sa.k", n);
+  float* v = buffer("sa.v", n);
+  float* o = buffer("sa.o", n);
+  b.linear(a, w(p + "q.weight"), w(p + "q.bias"), q, T, d, d);
+  b.rms_norm(q, q, T, d, w(p + "norm_q.weight"), kRmsEps);
+  b.linear(a, w(p + "k.weight"), w(p + "k.bias"), k, T, d, d);
+  b.rms_norm(k, k, T, d, w(p + "norm_k.weight"), kRmsEps);
+  b.linear(a, w(p + "v.weight"), w(p + "v.bias"), v, T, d, d);
+  std::vector<float> k_new(n), v_new(n);  // unrotated: what the cache keeps
+  b.download(k_new.data(), k, n);
+  b.download(v_new.data(), v, n);
+  b.rope_3d(q, T, H, dh, d, pos_t_.data(), pos_r_.data(), pos_c_.data(), c.rope_theta);
+  // Keys: cached blocks then the current one, rotated with positions relative to this block.
+  const size_t blocks = memory.kv_blocks.size() + 1;
+  float* k_all = buffer("kv.k_all", blocks * n);
+  float* v_all = buffer("kv.v_all", blocks * n);
+  std::vector<int> rel_t(static_cast<size_t>(T));
+  for (size_t i = 0; i < blocks; ++i) {
+    const bool current = i + 1 == blocks;
+    const std::vector<float>& kb = current ? k_new : memory.kv_blocks[i].k;
+    const std::vector<float>& vb = current ? v_new : memory.kv_blocks[i].v;
+    const int64_t age = current ? 0 : block - memory.kv_blocks[i].block_index;
+    for (int t = 0; t < T; ++t) {
+      rel_t[static_cast<size_t>(t)] = pos_t_[static_cast<size_t>(t)] - static_cast<int>(age * F);
+    }
+    float* kd = k_all + i * n;
+    b.upload(kd, kb.data(), n);
+    b.upload(v_all + i * n, vb.data(), n);
+    b.rope_3d(kd, T, H, dh, d, rel_t.data(), pos_r_.data(), pos_c_.data(), c.rope_theta);
+  }
+  b.attention(q, d, k_all, d, v_all, d, o, d, T, static_cast<int>(blocks) * T, H, dh,
+              1.0f / std::sqrt(static_cast<float>(dh)));
+  b.linear(o, w(p + "o.weight"), w(p + "o.bias"), y, T, d, d);
+  if (update) {
+    memory.kv_blocks.push_back(KvBlock{block, std::move(k_new), std::move(v_new)});
+    // Keep the `sink` oldest blocks and the `window` newest (window 0: keep everything).
+    if (c.kv_window > 0) {
+      auto& cache = memory.kv_blocks;
+      const size_t keep_head = static_cast<size_t>(c.kv_sink);
+      const size_t keep_tail = static_cast<size_t>(c.kv_window);
+      if (cache.size() > keep_head + keep_tail) {
+        const auto first = cache.begin() + static_cast<std::ptrdiff_t>(keep_head);
+        const auto last = cache.end() - static_cast<std::ptrdiff_t>(keep_tail);
+        if (dropped != nullptr) dropped->insert(dropped->end(), std::make_move_iterator(first), std::make_move_iterator(last));
+        cache.erase(cache.begin() + static_cast<std::ptrdiff_t>(keep_head),
+                    cache.end() - static_cast<std::ptrdiff_t>(keep_tail));
+      }
+    }
+  }
+}
+
+void Engine::cross_attention(int layer, const float* a, float* y, const TextContext& text) {
+  const ModelConfig& c = model_->config();
+  const int T = c.tokens_per_block(), d = c.dim, H = c.heads, dh = c.head_dim(), L = text.tokens;
+  const size_t n = static_cast<size_t>(T) * d;
+  const std::string p = "blocks." + std::to_string(layer) + ".cross_attn.";
+  Backend& b = *backend_;
+  float* q = buffer("ca.q", n);
+  float* o = buffer("ca.o", n);
+  float* k = buffer("ca.k", static_cast<size_t>(L) * d);
+  float* v = buffer("ca.v", static_cast<size_t>(L) * d);
+  b.upload(k, text.cross_k[static_cast<size_t>(layer)].data(), static_cast<size_t>(L) * d);
+  b.upload(v, text.cross_v[static_cast<size_t>(layer)].data(), static_cast<size_t>(L) * d);
+  b.linear(a, w(p + "q.weight"), w(p + "q.bias"), q, T, d, d);
+  b.rms_norm(q, q, T, d, w(p + "norm_q.weight"), kRmsEps);
+  b.attention(q, d, k, d, v, d, o, d, T, L, H, dh, 1.0f / std::sqrt(static_cast<float>(dh)));
+  b.linear(o, w(p + "o.weight"), w(p + "o.bias"), y, T, d, d);
+}
+
+std::vector<float> Engine::dit(const std::vector<float>& x, float sigma, const TextContext& text,
+                               MemoryState& memory, int64_t block, bool update,
+                               std::vector<std::vector<float>>* layer_outputs,
+                               std::vector<std::vector<KvBlock>>* dropped) {
+  const ModelConfig& c = model_->config();
+  const int F = c.frames_per_block, C = c.latent_channels, P = c.patch;
+  const int lh = c.latent_height(), lw = c.latent_width(), rows = lh / P, cols = lw / P;
+  const int T = c.tokens_per_block(), d = c.dim, cpp = C * P * P;
+  const size_t n = static_cast<size_t>(T) * d;
+  if (x.size() != static_cast<size_t>(F) * C * lh * lw) {
+    throw Error(ErrorKind::invalid_argument, "latent block has the wrong size");
+  }
+  if (memory.layers.size() != c.layers.size()) {
+    throw Error(ErrorKind::model_mismatch, "memory state does not match the model's layers");
+  }
+  if (dropped != nullptr) dropped->assign(c.layers.size(), {});
+  // Patchify: token (f, r, col) gathers latent[f, ci, r*P+pr, col*P+pc].
+  std::vector<float> tokens(static_cast<size_t>(T) * cpp);
+  for (int f = 0; f < F; ++f) {
+    for (int r = 0; r < rows; ++r) {
+      for (int col = 0; col < cols; ++col) {
+        float* dst = tokens.data() + (static_cast<size_t>(f * rows + r) * cols + col) * cpp;
+        for (int ci = 0; ci < C; ++ci) {
+          for (int pr = 0; pr < P; ++pr) {
+            for (int pc = 0; pc < P; ++pc) {
+              dst[(ci * P + pr) * P + pc] =
+                  x[((static_cast<size_t>(f) * C + ci) * lh + r * P + pr) * lw + col * P + pc];
+            }
+          }
+        }
+      }
+    }
+  }
+  Backend& b = *backend_;
+  float* tok = buffer("dit.tokens", tokens.size());
+  b.upload(tok, tokens.data(), tokens.size());
+  float* h = buffer("dit.h", n);
+  float* a = buffer("dit.a", n);
+  float* y = buffer("dit.y", n);
+  float* mlp = buffer("dit.mlp", static_cast<size_t>(T) * c.mlp_dim);
+  b.linear(tok, w("patch_embedding.weight"), w("patch_embedding.bias"), h, T, cpp, d);
+
+  std::vector<float> e, e0;
+  time_embedding(sigma, e, e0);
+  std::vector<float> mod(static_cast<size_t>(6) * d);
+  float* m = buffer("dit.mod", mod.size());
+  auto row = [&](int i) { return m + static_cast<size_t>(i) * d; };
+  // All frames of a block share sigma, so one modulation row serves every token (group = block).
+  for (size_t i = 0; i < c.layers.size(); ++i) {
+    const std::string p = "blocks." + std::to_string(i) + ".";
+    const auto& modulation = model_->weight(p + "modulation");
+    for (size_t j = 0; j < mod.size(); ++j) mod[j] = modulation[j] + e0[j];
+    b.upload(m, mod.data(), mod.size());
+    b.layer_norm_modulate(h, a, T, d, row(0), row(1), T, 0, kLayerNormEps);
+    if (c.layers[i] == AttentionKind::hybrid) {
+      self_attention_hybrid(static_cast<int>(i), a, y, memory.layers[i], update);
+    } else {
+      self_attention_kv(static_cast<int>(i), a, y, memory.layers[i], block, update,
+                        dropped != nullptr ? &(*dropped)[i] : nullptr);
+    }
+    b.gated_residual(h, y, row(2), T, d, T, 0);
+    b.layer_norm(h, a, T, d, w(p + "norm3.weight"), w(p + "norm3.bias"), kLayerNormEps);
+    cross_attention(static_cast<int>(i), a, y, text);
+    b.gated_residual(h, y, nullptr, T, d, T, 0);
+    b.layer_norm_modulate(h, a, T, d, row(3), row(4), T, 0, kLayerNormEps);
+    b.linear(a, w(p + "ffn.0.weight"), w(p + "ffn.0.bias"), mlp, T, d, c.mlp_dim);
+    b.gelu_tanh(mlp, static_cast<size_t>(T) * c.mlp_dim);
+    b.linear(mlp, w(p + "ffn.2.weight"), w(p + "ffn.2.bias"), y, T, c.mlp_dim, d);
+    b.gated_residual(h, y, row(5), T, d, T, 0);
+    if (layer_outputs != nullptr) {
+      layer_outputs->emplace_back(n);
+      b.download(layer_outputs->back().data(), h, n);
+    }
+  }
+  // Head.
+  const auto& head_mod = model_->weight("head.modulation");
+  std::vector<float> hm(static_cast<size_t>(2) * d);
+  for (size_t j = 0; j < hm.size(); ++j) hm[j] = head_mod[j] + e[j % static_cast<size_t>(d)];
+  b.upload(m, hm.data(), hm.size());
+  b.layer_norm_modulate(h, a, T, d, row(0), row(1), T, 0, kLayerNormEps);
+  b.linear(a, w("head.head.weight"), w("head.head.bias"), tok, T, d, cpp);
+  b.download(tokens.data(), tok, tokens.size());
+  // Unpatchify.
+  std::vector<float> out(x.size());
+  for (int f = 0; f < F; ++f) {
+    for (int r = 0; r < rows; ++r) {
+      for (int col = 0; col < cols; ++col) {
+        const float* src = tokens.data() + (static_cast<size_t>(f * rows + r) * cols + col) * cpp;
+        for (int ci = 0; ci < C; ++ci) {
+          for (int pr = 0; pr < P; ++pr) {
+            for (int pc = 0; pc < P; ++pc) {
+              out[((static_cast<size_t>(f) * C + ci) * lh + r * P + pr) * lw + col * P + pc] =
+                  src[(ci * P + pr) * P + pc];
+            }
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<float> Engine::decode(const float* latent) {
+  const ModelConfig& c = model_->config();
+  const int S = c.stages();
+  const auto& ch = c.ae_channels;
+  int h = c.latent_height(), wd = c.latent_width();
+  Backend& b = *backend_;
+  const size_t in_count = static_cast<size_t>(c.latent_channels) * h * wd;
+  float* cur = buffer("ae.in", in_count);
+  b.upload(cur, latent, in_count);
+  const size_t max_count = static_cast<size_t>(*std::max_element(ch.begin(), ch.end())) *
+                           static_cast<size_t>(c.width) * c.height;
+  float* x = buffer("ae.x", max_count);
+  float* up = buffer("ae.up", max_count);
+  b.conv2d_3x3(cur, c.latent_channels, h, wd, w("decoder.conv_in.weight"), w("decoder.conv_in.bias"),
+               ch[S], 1, x);
+  b.silu(x, static_cast<size_t>(ch[S]) * h * wd);
+  for (int s = 0; s < S; ++s) {
+    const int cin = ch[S - s], cout = ch[S - s - 1];
+    b.upsample_nearest_2x(x, cin, h, wd, up);
+    h *= 2;
+    wd *= 2;
+    const std::string p = "decoder.up." + std::to_string(s) + ".conv.";
+    b.conv2d_3x3(up, cin, h, wd, w(p + "weight"), w(p + "bias"), cout, 1, x);
+    b.silu(x, static_cast<size_t>(cout) * h * wd);
+  }
+  std::vector<float> rgb(static_cast<size_t>(3) * h * wd);
+  float* out = buffer("ae.rgb", rgb.size());
+  b.conv2d_3x3(x, ch[0], h, wd, w("decoder.conv_out.weight"), w("decoder.conv_out.bias"), 3, 1, out);
+  b.download(rgb.data(), out, rgb.size());
+  return rgb;
+}
+
+std::vector<float> Engine::encode(const float* rgb) {
+  const ModelConfig& c = model_->config();
+  const int S = c.stages();
+  const auto& ch = c.ae_channels;
+  int h = c.height, wd = c.width;
+  Backend& b = *backend_;
+  const size_t max_count = static_cast<size_t>(*std::max_element(ch.begin(), ch.end())) *
+                           static_cast<size_t>(c.width) * c.height;
+  float* in = buffer("ae.rgb", static_cast<size_t>(3) * h * wd);
+  b.upload(in, rgb, static_cast<size_t>(3) * h * wd);
+  float* x = buffer("ae.x", max_count);
+  float* y = buffer("ae.up", max_count);
+  b.conv2d_3x3(in, 3, h, wd, w("encoder.conv_in.weight"), w("encoder.conv_in.bias"), ch[0], 1, x);
+  b.silu(x, static_cast<size_t>(ch[0]) * h * wd);
+  for (int s = 0; s < S; ++s) {
+    const std::string p = "encoder.down." + std::to_string(s) + ".conv.";
+    b.conv2d_3x3(x, ch[s], h, wd, w(p + "weight"), w(p + "bias"), ch[s + 1], 2, y);
+    h = (h - 1) / 2 + 1;
+    wd = (wd - 1) / 2 + 1;
+    b.silu(y, static_cast<size_t>(ch[s + 1]) * h * wd);
+    std::swap(x, y);
+  }
+  std::vector<float> latent(static_cast<size_t>(c.latent_channels) * h * wd);
+  float* out = buffer("ae.in", latent.size());
+  b.conv2d_3x3(x, ch[S], h, wd, w("encoder.conv_out.weight"), w("encoder.conv_out.bias"),
+               c.latent_channels, 1, out);
+  b.download(latent.data(), out, latent.size());
+  return latent;
+}
+
+}  // namespace strand

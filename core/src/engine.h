@@ -1,0 +1,76 @@
+// Engine: the forward passes of a Model on a Backend (docs/model-spec.md): text encoder, DiT
+// passes (denoising and clean), autoencoder. Stateless apart from device weight copies and scratch;
+// all per-run state is the MemoryState passed in. Internal to core.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "strand/backend.h"
+#include "strand/memory_state.h"
+#include "strand/model.h"
+
+namespace strand {
+
+// A prompt encoded once: projected text tokens and each layer's cross-attention K/V.
+struct TextContext {
+  std::string prompt;
+  int tokens = 0;
+  std::vector<float> hidden;                  // [L, text_dim] encoder output
+  std::vector<float> ctx;                     // [L, d] after text_embedding
+  std::vector<std::vector<float>> cross_k;    // per layer [L, d], RMS-normalised
+  std::vector<std::vector<float>> cross_v;    // per layer [L, d]
+};
+
+class Engine {
+ public:
+  Engine(std::shared_ptr<const Model> model, std::unique_ptr<Backend> backend);
+  ~Engine();
+
+  [[nodiscard]] const Model& model() const { return *model_; }
+  [[nodiscard]] Backend& backend() { return *backend_; }
+
+  // Tokenises and encodes a prompt (Error(invalid_argument) on invalid UTF-8).
+  TextContext encode_prompt(const std::string& prompt);
+  // BERT last hidden state for token ids, [L, text_dim].
+  std::vector<float> encode_text(const std::vector<int32_t>& ids);
+
+  // Time embedding e [d] and projected e0 [6, d] for one sigma.
+  void time_embedding(float sigma, std::vector<float>& e, std::vector<float>& e0);
+
+  // One DiT pass over a block at index `block`: x [F, C, h, w] -> velocity [F, C, h, w].
+  // The memory is read; when `update` (the clean pass) each layer then writes its state / cache.
+  // layer_outputs, when given, receives each layer's output tokens [T, d] (for parity tests).
+  // softmax_kv layers append the block to their cache and then drop blocks outside sink + window;
+  // the dropped blocks are moved into `dropped` (per layer) when given, so the caller can undo.
+  std::vector<float> dit(const std::vector<float>& x, float sigma, const TextContext& text,
+                         MemoryState& memory, int64_t block, bool update,
+                         std::vector<std::vector<float>>* layer_outputs = nullptr,
+                         std::vector<std::vector<KvBlock>>* dropped = nullptr);
+
+  // Autoencoder, one frame: latent [C, h, w] <-> rgb [3, H, W] in [-1, 1].
+  std::vector<float> decode(const float* latent);
+  std::vector<float> encode(const float* rgb);
+
+  // A zeroed memory state with the model's layout.
+  [[nodiscard]] MemoryState empty_memory() const;
+
+ private:
+  struct Scratch;
+  const float* w(const std::string& name);  // device pointer of a weight
+  void self_attention_hybrid(int layer, const float* a, float* y, LayerMemory& memory, bool update);
+  void self_attention_kv(int layer, const float* a, float* y, LayerMemory& memory, int64_t block,
+                         bool update, std::vector<KvBlock>* dropped);
+  void cross_attention(int layer, const float* a, float* y, const TextContext& text);
+  float* buffer(const std::string& key, size_t count);  // reusable device scratch
+
+  std::shared_ptr<const Model> model_;
+  std::unique_ptr<Backend> backend_;
+  std::map<std::string, std::unique_ptr<Buffer>> device_weights_;
+  std::map<std::string, std::unique_ptr<Buffer>> scratch_;
+  std::vector<int> pos_t_, pos_r_, pos_c_;  // RoPE positions of a block's tokens
+};
+
+}  // namespace strand

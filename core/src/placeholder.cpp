@@ -1,2 +1,0 @@
-// Keeps strand_core non-empty while the engine sources land.
-namespace strand { int core_placeholder() { return 0; } }

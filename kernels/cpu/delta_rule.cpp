@@ -1,0 +1,223 @@
+#include "kernels/cpu/delta_rule.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <vector>
+
+#include "kernels/cpu/threading.h"
+
+namespace strand::cpu {
+namespace {
+
+// Below this many multiply-adds per call the sequential rule runs on one thread.
+constexpr std::ptrdiff_t kParallelMinWork = 256 * 1024;
+
+// One token of the sequential rule on the state of one head, in the order the spec writes it:
+// S <- alpha S; u = beta (v - S^T k); S <- S + k u^T.
+void delta_step(float* state, const float* key, const float* value, float alpha, float beta, int dk,
+                int dv, float* u) {
+  std::fill_n(u, dv, 0.0f);
+  for (int i = 0; i < dk; ++i) {
+    float* row = state + static_cast<std::ptrdiff_t>(i) * dv;
+    const float ki = key[i];
+    for (int j = 0; j < dv; ++j) {
+      row[j] *= alpha;
+      u[j] += row[j] * ki;
+    }
+  }
+  for (int j = 0; j < dv; ++j) u[j] = beta * (value[j] - u[j]);
+  for (int i = 0; i < dk; ++i) {
+    float* row = state + static_cast<std::ptrdiff_t>(i) * dv;
+    const float ki = key[i];
+    for (int j = 0; j < dv; ++j) row[j] += ki * u[j];
+  }
+}
+
+// Asks for the next chunk's rows of one head while the current chunk computes: each head reads a
+// short slice of every (long) token row, a pattern the hardware prefetchers do not follow.
+void prefetch_rows(const float* base, int stride, int rows, int width) {
+  constexpr int kFloatsPerLine = 16;
+  for (int r = 0; r < rows; ++r) {
+    const float* row = base + static_cast<std::ptrdiff_t>(r) * stride;
+    for (int i = 0; i < width; i += kFloatsPerLine) __builtin_prefetch(row + i);
+  }
+}
+
+// Scratch for one chunk of the WY form, sized once per call.
+struct ChunkScratch {
+  ChunkScratch(int chunk, int dk, int dv)
+      : decay_ratio(static_cast<size_t>(chunk)),
+        gamma(static_cast<size_t>(chunk)),
+        tail(static_cast<size_t>(chunk)),
+        gram(static_cast<size_t>(chunk) * chunk),
+        inverse(static_cast<size_t>(chunk) * chunk),
+        rhs(static_cast<size_t>(chunk) * (dk + dv)),
+        keys_decayed(static_cast<size_t>(chunk) * dk) {}
+  std::vector<double> decay_ratio;  // [n] gamma_t / gamma_i for the current row t, i < t
+  std::vector<double> gamma;        // [n] gamma_t = alpha_0 ... alpha_t within the chunk
+  std::vector<double> tail;         // [n] gamma_{n-1} / gamma_t = alpha_{t+1} ... alpha_{n-1}
+  std::vector<float> gram;          // [n, n] K K^T, then the strictly lower A
+  std::vector<float> inverse;       // [n, n] (I + A)^-1, unit lower triangular
+  std::vector<float> rhs;           // [n, dk + dv] [beta gamma k | beta v], then [W | U]
+  std::vector<float> keys_decayed;  // [n, dk] (gamma_n / gamma_i) k_i
+};
+
+// Chunk of n tokens (n <= chunk) for one head. With gamma_t = alpha_1 ... alpha_t within the chunk
+// and S_0 the state before it, unrolling the rule gives
+//   S_t = gamma_t S_0 + sum_{i<=t} (gamma_t / gamma_i) k_i u_i^T,
+//   u_t = beta_t (v_t - gamma_t S_0^T k_t - sum_{i<t} (gamma_t / gamma_i) (k_t . k_i) u_i).
+// In matrix form (rows = tokens): (I + A) U = diag(beta) V - diag(beta gamma) K S_0 with
+// A[t, i] = beta_t (gamma_t / gamma_i) (k_t . k_i) for i < t. So, with X = (I + A)^-1,
+//   W = X diag(beta gamma) K,  U~ = X diag(beta) V,  U = U~ - W S_0,
+//   S_n = gamma_n S_0 + sum_i (gamma_n / gamma_i) k_i u_i^T = gamma_n S_0 + K_dec^T U.
+// Every decay factor is a product of alphas over a token range, accumulated in double without any
+// division, so a vanishing gamma (alpha == 0 is a full reset) cannot produce 0/0.
+void chunk_update(float* state, const float* k, int k_stride, const float* v, int v_stride,
+                  const float* alpha, const float* beta, int heads, int n, int dk, int dv,
+                  ChunkScratch& scratch) {
+  double* ratio = scratch.decay_ratio.data();
+  double* gamma = scratch.gamma.data();
+  double* tail = scratch.tail.data();
+  float* gram = scratch.gram.data();
+  float* inv = scratch.inverse.data();
+  float* rhs = scratch.rhs.data();
+  float* keys_decayed = scratch.keys_decayed.data();
+  const int rhs_ld = dk + dv;
+  const auto alpha_at = [&](int t) {
+    return static_cast<double>(alpha[static_cast<std::ptrdiff_t>(t) * heads]);
+  };
+
+  double running = 1.0;
+  for (int t = 0; t < n; ++t) gamma[t] = running *= alpha_at(t);
+  running = 1.0;
+  for (int t = n - 1; t >= 0; --t) {
+    tail[t] = running;
+    running *= alpha_at(t);
+  }
+
+  // gram = K K^T, then A[t, i] = beta_t (gamma_t / gamma_i) gram[t, i] on the strictly lower part.
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, dk, 1.0f, k, k_stride, k, k_stride,
+              0.0f, gram, n);
+  for (int t = 0; t < n; ++t) {
+    // Row t of the ratios from row t - 1: gamma_t / gamma_i = alpha_t (gamma_{t-1} / gamma_i).
+    const double a = alpha_at(t);
+    for (int i = 0; i + 1 < t; ++i) ratio[i] *= a;
+    if (t > 0) ratio[t - 1] = a;
+    const double b = static_cast<double>(beta[static_cast<std::ptrdiff_t>(t) * heads]);
+    float* row = gram + static_cast<std::ptrdiff_t>(t) * n;
+    for (int i = 0; i < t; ++i) row[i] *= static_cast<float>(b * ratio[i]);
+  }
+
+  // X = (I + A)^-1 by forward substitution, row by row: X_t = e_t - sum_{i<t} A[t, i] X_i.
+  // Only the strictly lower part is written; strmm below treats the diagonal as unit.
+  for (int t = 0; t < n; ++t) {
+    float* xt = inv + static_cast<std::ptrdiff_t>(t) * n;
+    const float* at = gram + static_cast<std::ptrdiff_t>(t) * n;
+    std::fill_n(xt, t, 0.0f);
+    for (int i = 0; i < t; ++i) {
+      const float* xi = inv + static_cast<std::ptrdiff_t>(i) * n;
+      const float a = at[i];
+      xt[i] -= a;  // X_i has a unit diagonal entry at column i
+      for (int j = 0; j < i; ++j) xt[j] -= a * xi[j];
+    }
+  }
+
+  // rhs = [diag(beta gamma) K | diag(beta) V], K_dec = diag(gamma_n / gamma) K.
+  for (int t = 0; t < n; ++t) {
+    const double b = static_cast<double>(beta[static_cast<std::ptrdiff_t>(t) * heads]);
+    const auto bg = static_cast<float>(b * gamma[t]);
+    const auto bf = static_cast<float>(b);
+    const auto tf = static_cast<float>(tail[t]);
+    const float* kt = k + static_cast<std::ptrdiff_t>(t) * k_stride;
+    const float* vt = v + static_cast<std::ptrdiff_t>(t) * v_stride;
+    float* rt = rhs + static_cast<std::ptrdiff_t>(t) * rhs_ld;
+    float* kd = keys_decayed + static_cast<std::ptrdiff_t>(t) * dk;
+    for (int i = 0; i < dk; ++i) rt[i] = bg * kt[i];
+    for (int j = 0; j < dv; ++j) rt[dk + j] = bf * vt[j];
+    for (int i = 0; i < dk; ++i) kd[i] = tf * kt[i];
+  }
+  // [W | U~] = X rhs (triangular multiply: half the work of a full GEMM).
+  cblas_strmm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasUnit, n, rhs_ld, 1.0f, inv,
+              n, rhs, rhs_ld);
+  // U = U~ - W S_0.
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dv, dk, -1.0f, rhs, rhs_ld, state, dv,
+              1.0f, rhs + dk, rhs_ld);
+  // S = gamma_n S_0 + K_dec^T U.
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dk, dv, n, 1.0f, keys_decayed, dk, rhs + dk,
+              rhs_ld, static_cast<float>(gamma[n - 1]), state, dv);
+}
+
+}  // namespace
+
+void gated_delta_update_sequential(float* s, const float* k, int k_stride, const float* v,
+                                   int v_stride, const float* alpha, const float* beta, int tokens,
+                                   int heads, int dk, int dv) {
+  if (tokens <= 0 || heads <= 0 || dk <= 0 || dv <= 0) return;
+  const bool parallel =
+      heads > 1 && static_cast<std::ptrdiff_t>(tokens) * heads * dk * dv > kParallelMinWork;
+  // Heads are independent: one thread per head, each walking the tokens in order.
+#pragma omp parallel for schedule(static) num_threads(num_threads()) if (parallel)
+  for (int h = 0; h < heads; ++h) {
+    std::vector<float> u(static_cast<size_t>(dv));
+    float* state = s + static_cast<std::ptrdiff_t>(h) * dk * dv;
+    for (int t = 0; t < tokens; ++t) {
+      const std::ptrdiff_t th = static_cast<std::ptrdiff_t>(t) * heads + h;
+      delta_step(state, k + static_cast<std::ptrdiff_t>(t) * k_stride + static_cast<std::ptrdiff_t>(h) * dk,
+                 v + static_cast<std::ptrdiff_t>(t) * v_stride + static_cast<std::ptrdiff_t>(h) * dv,
+                 alpha[th], beta[th], dk, dv, u.data());
+    }
+  }
+}
+
+void gated_delta_update_chunked(float* s, const float* k, int k_stride, const float* v,
+                                int v_stride, const float* alpha, const float* beta, int tokens,
+                                int heads, int dk, int dv, int chunk) {
+  if (tokens <= 0 || heads <= 0 || dk <= 0 || dv <= 0) return;
+  chunk = std::clamp(chunk, 1, tokens);
+  const bool parallel =
+      heads > 1 && static_cast<std::ptrdiff_t>(tokens) * heads * dk * dv > kParallelMinWork;
+  // One OpenMP thread per head; the chunk products inside run on single-threaded OpenBLAS.
+#pragma omp parallel num_threads(num_threads()) if (parallel)
+  {
+    ChunkScratch scratch(chunk, dk, dv);
+#pragma omp for schedule(static)
+    for (int h = 0; h < heads; ++h) {
+      float* state = s + static_cast<std::ptrdiff_t>(h) * dk * dv;
+      for (int t0 = 0; t0 < tokens; t0 += chunk) {
+        const int n = std::min(chunk, tokens - t0);
+        const std::ptrdiff_t th = static_cast<std::ptrdiff_t>(t0) * heads + h;
+        if (t0 + n < tokens) {
+          prefetch_rows(k + static_cast<std::ptrdiff_t>(t0 + n) * k_stride + static_cast<std::ptrdiff_t>(h) * dk,
+                        k_stride, std::min(chunk, tokens - t0 - n), dk);
+          prefetch_rows(v + static_cast<std::ptrdiff_t>(t0 + n) * v_stride + static_cast<std::ptrdiff_t>(h) * dv,
+                        v_stride, std::min(chunk, tokens - t0 - n), dv);
+        }
+        chunk_update(state,
+                     k + static_cast<std::ptrdiff_t>(t0) * k_stride + static_cast<std::ptrdiff_t>(h) * dk,
+                     k_stride,
+                     v + static_cast<std::ptrdiff_t>(t0) * v_stride + static_cast<std::ptrdiff_t>(h) * dv,
+                     v_stride, alpha + th, beta + th, heads, n, dk, dv, scratch);
+      }
+    }
+  }
+}
+
+void memory_read(const float* s, const float* q, int q_stride, float* out, int out_stride,
+                 int tokens, int heads, int dk, int dv, float scale) {
+  if (tokens <= 0 || heads <= 0 || dv <= 0) return;
+  const bool parallel =
+      heads > 1 && static_cast<std::ptrdiff_t>(tokens) * heads * dk * dv > kParallelMinWork;
+#pragma omp parallel for schedule(static) num_threads(num_threads()) if (parallel)
+  for (int h = 0; h < heads; ++h) {
+    // out_h[T, dv] = scale * q_h[T, dk] S_h[dk, dv]
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tokens, dv, dk, scale,
+                q + static_cast<std::ptrdiff_t>(h) * dk, q_stride,
+                s + static_cast<std::ptrdiff_t>(h) * dk * dv, dv, 0.0f,
+                out + static_cast<std::ptrdiff_t>(h) * dv, out_stride);
+  }
+}
+
+}  // namespace strand::cpu

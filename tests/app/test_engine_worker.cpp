@@ -1,0 +1,322 @@
+// EngineWorker against the bundled tiny model: ordering, epochs, cancel, restore, errors.
+// Frame indices are checked against the Session contract (block * frames_per_block + f), and
+// restore against a second, independent run; nothing here compares with recorded output.
+#include <QtTest>
+
+#include <chrono>
+#include <memory>
+#include <thread>
+
+#include "engine_worker.h"
+
+using namespace strand::desktop;
+
+namespace {
+
+constexpr int kTimeoutMs = 30000;
+
+// STRAND_TEST_MODEL overrides the bundled model (e.g. to try another model file).
+QString bundledModelPath() {
+  const QString override_path = qEnvironmentVariable("STRAND_TEST_MODEL");
+  if (!override_path.isEmpty()) return override_path;
+  return QStringLiteral(STRAND_SOURCE_DIR "/resources/models/strand-tiny-random.safetensors");
+}
+
+#define REQUIRE_BUNDLED_MODEL()                                                              \
+  do {                                                                                       \
+    if (!QFileInfo::exists(bundledModelPath()))                                              \
+      QSKIP("bundled model resources/models/strand-tiny-random.safetensors is missing "     \
+            "(create it with the training/ export script)");                                \
+  } while (false)
+
+// Every frame, in arrival order.
+struct FrameLog {
+  QList<qint64> indices;
+  QList<quint64> epochs;
+  QList<QImage> images;
+};
+
+void record(EngineWorker* worker, FrameLog* log) {
+  QObject::connect(worker, &EngineWorker::frameReady, worker,
+                   [log](const QImage& image, qint64 index, quint64 epoch) {
+                     log->indices << index;
+                     log->epochs << epoch;
+                     log->images << image;
+                   },
+                   Qt::DirectConnection);
+}
+
+// Busy-waits WITHOUT running the event loop, so nothing is delivered meanwhile.
+bool waitWithoutEvents(const std::function<bool()>& done, int timeout_ms) {
+  QElapsedTimer timer;
+  timer.start();
+  while (!done()) {
+    if (timer.elapsed() > timeout_ms) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
+bool waitForState(EngineWorker* worker, EngineState wanted, int timeout_ms = kTimeoutMs) {
+  QElapsedTimer timer;
+  timer.start();
+  while (worker->state() != wanted) {
+    if (timer.elapsed() > timeout_ms) return false;
+    QTest::qWait(2);
+  }
+  // Let the queued stateChanged / blockDone events of that transition arrive too.
+  QCoreApplication::processEvents();
+  return true;
+}
+
+EngineWorkerOptions losslessOptions() {
+  EngineWorkerOptions options;
+  options.overflow = FrameOverflow::wait;  // tests need every frame
+  options.frame_queue_capacity = 8;
+  return options;
+}
+
+}  // namespace
+
+class TestEngineWorker : public QObject {
+  Q_OBJECT
+
+ private:
+  std::unique_ptr<EngineWorker> worker_;
+  ModelInfo info_;
+
+  // Loads the bundled model into worker_ (fails the test if that does not work).
+  bool load(quint64 seed = 7) {
+    worker_ = std::make_unique<EngineWorker>(losslessOptions());
+    QSignalSpy loaded(worker_.get(), &EngineWorker::modelLoaded);
+    QSignalSpy errors(worker_.get(), &EngineWorker::error);
+    worker_->loadModel(bundledModelPath(), seed);
+    if (!loaded.wait(kTimeoutMs)) {
+      qWarning() << "model did not load:" << (errors.isEmpty() ? QString() : errors[0][0].toString());
+      return false;
+    }
+    info_ = loaded[0][0].value<ModelInfo>();
+    return info_.frames_per_block > 0;
+  }
+
+ private slots:
+  void cleanup() { worker_.reset(); }
+
+  void missingModelReportsError() {
+    EngineWorker worker;
+    QSignalSpy errors(&worker, &EngineWorker::error);
+    QSignalSpy loaded(&worker, &EngineWorker::modelLoaded);
+    worker.loadModel(QStringLiteral("/nonexistent/strand-model.safetensors"));
+    QVERIFY(errors.wait(kTimeoutMs));
+    QVERIFY(errors[0][0].toString().contains(QStringLiteral("nonexistent")));
+    QVERIFY(loaded.isEmpty());
+    QVERIFY(waitForState(&worker, EngineState::no_model));
+    // Commands without a model are errors, never crashes.
+    worker.generate(1);
+    QVERIFY(errors.wait(kTimeoutMs));
+  }
+
+  void garbageModelReportsError() {
+    QTemporaryFile file;
+    QVERIFY(file.open());
+    file.write(QByteArray(4096, '\x7f'));
+    file.flush();
+    EngineWorker worker;
+    QSignalSpy errors(&worker, &EngineWorker::error);
+    worker.loadModel(file.fileName());
+    QVERIFY(errors.wait(kTimeoutMs));
+    QVERIFY(waitForState(&worker, EngineState::no_model));
+  }
+
+  void generatesBlocksInOrder() {
+    REQUIRE_BUNDLED_MODEL();
+    QVERIFY(load());
+    FrameLog log;
+    record(worker_.get(), &log);
+    QSignalSpy blocks(worker_.get(), &EngineWorker::blockDone);
+    const quint64 epoch = worker_->setPrompt(QStringLiteral("a red fox running through snow"));
+    worker_->generate(2);
+    QTRY_COMPARE_WITH_TIMEOUT(blocks.count(), 2, kTimeoutMs);
+    QVERIFY(waitForState(worker_.get(), EngineState::ready));
+
+    const int fpb = info_.frames_per_block;
+    QCOMPARE(log.indices.size(), 2 * fpb);
+    for (int i = 0; i < log.indices.size(); ++i) {
+      QCOMPARE(log.indices[i], qint64{i});  // block * frames_per_block + f, in order
+      QCOMPARE(log.epochs[i], epoch);
+      QCOMPARE(log.images[i].size(), QSize(info_.width, info_.height));
+    }
+    for (int b = 0; b < 2; ++b) {
+      const auto stats = blocks[b][0].value<BlockStats>();
+      QCOMPARE(stats.block_index, qint64{b});
+      QCOMPARE(stats.first_frame, qint64{b} * fpb);
+      QCOMPARE(stats.frame_count, fpb);
+      QVERIFY(stats.total_ms > 0);
+      QVERIFY(stats.state_bytes > 0);
+    }
+    for (int b = 0; b < 2; ++b) {
+      const auto stats = blocks[b][0].value<BlockStats>();
+      qInfo("block %d: %.1f ms (denoise %.1f, decode %.1f, clean %.1f)", b, stats.total_ms,
+            stats.denoise_ms, stats.decode_ms, stats.clean_ms);
+    }
+    // Exactly two blocks were asked for: no more arrive.
+    QTest::qWait(100);
+    QCOMPARE(blocks.count(), 2);
+  }
+
+  void promptChangeDropsStaleResults() {
+    REQUIRE_BUNDLED_MODEL();
+    QVERIFY(load());
+    FrameLog log;
+    record(worker_.get(), &log);
+    QSignalSpy blocks(worker_.get(), &EngineWorker::blockDone);
+    const int fpb = info_.frames_per_block;
+
+    const quint64 first_epoch = worker_->setPrompt(QStringLiteral("a quiet harbour at dawn"));
+    worker_->generate(1);
+    // Let block 0 finish and its frames wait in the mailbox, undelivered (no event loop here).
+    QVERIFY(waitWithoutEvents([&] { return worker_->pendingFrames() == static_cast<size_t>(fpb); },
+                              kTimeoutMs));
+    // Edit before the GUI thread gets to them: those frames are now stale.
+    const quint64 second_epoch = worker_->setPrompt(QStringLiteral("a storm over the harbour"));
+    QVERIFY(second_epoch > first_epoch);
+    QCOMPARE(worker_->epoch(), second_epoch);
+    worker_->generate(1);
+    QTRY_COMPARE_WITH_TIMEOUT(blocks.count(), 1, kTimeoutMs);
+    QVERIFY(waitForState(worker_.get(), EngineState::ready));
+
+    QCOMPARE(worker_->staleFramesDropped(), qint64{fpb});
+    QCOMPARE(blocks[0][0].value<BlockStats>().block_index, qint64{1});
+    QCOMPARE(blocks[0][0].value<BlockStats>().epoch, second_epoch);
+    QCOMPARE(log.indices.size(), fpb);
+    for (int i = 0; i < fpb; ++i) {
+      QCOMPARE(log.epochs[i], second_epoch);
+      QCOMPARE(log.indices[i], qint64{fpb + i});  // block 1: block 0 was committed, then dropped
+    }
+  }
+
+  void cancelStopsWithinOneBlock() {
+    REQUIRE_BUNDLED_MODEL();
+    QVERIFY(load());
+    QSignalSpy blocks(worker_.get(), &EngineWorker::blockDone);
+    QSignalSpy progress(worker_.get(), &EngineWorker::progress);
+    worker_->setPrompt(QStringLiteral("a train crossing a bridge"));
+    worker_->generateUntilStopped();
+    QVERIFY(blocks.wait(kTimeoutMs));
+    const double block_ms = blocks[0][0].value<BlockStats>().total_ms;
+    // Wait until the next block is under way (its first DiT pass is done), then cancel.
+    progress.clear();
+    QVERIFY(progress.wait(kTimeoutMs));
+    const int steps = progress.last()[1].toInt();
+    const qint64 committed_at_cancel = worker_->blocksGenerated();
+    QElapsedTimer timer;
+    timer.start();
+    worker_->cancel();
+    QVERIFY(waitForState(worker_.get(), EngineState::ready, kTimeoutMs));
+    const qint64 stop_ms = timer.elapsed();
+    qInfo("block takes %.1f ms (%d DiT passes); cancel acknowledged after %lld ms", block_ms, steps,
+          static_cast<long long>(stop_ms));
+    // At most the block in flight may still commit (if the cancel landed after its last pass).
+    const qint64 committed_after = worker_->blocksGenerated();
+    QVERIFY(committed_after <= committed_at_cancel + 1);
+    QVERIFY2(stop_ms < static_cast<qint64>(block_ms) + 1000, "cancel took longer than a block");
+
+    // The memory is at the last committed block, and generation has stopped.
+    QSignalSpy snapshots(worker_.get(), &EngineWorker::snapshotReady);
+    worker_->requestSnapshot();
+    QVERIFY(snapshots.wait(kTimeoutMs));
+    QCOMPARE(snapshots[0][0].value<SnapshotPtr>()->next_block, committed_after);
+    const int blocks_seen = static_cast<int>(blocks.count());
+    QTest::qWait(static_cast<int>(block_ms) + 100);
+    QCOMPARE(blocks.count(), blocks_seen);
+    QCOMPARE(worker_->blocksGenerated(), committed_after);
+
+    // Generation can resume after a cancel.
+    worker_->generate(1);
+    QTRY_COMPARE_WITH_TIMEOUT(blocks.count(), blocks_seen + 1, kTimeoutMs);
+  }
+
+  void restoreReproducesFrames() {
+    REQUIRE_BUNDLED_MODEL();
+    QVERIFY(load());
+    QSignalSpy blocks(worker_.get(), &EngineWorker::blockDone);
+    QSignalSpy snapshots(worker_.get(), &EngineWorker::snapshotReady);
+    worker_->setPrompt(QStringLiteral("lanterns floating on a lake"));
+    worker_->generate(1);
+    QTRY_COMPARE_WITH_TIMEOUT(blocks.count(), 1, kTimeoutMs);
+    worker_->requestSnapshot();
+    QVERIFY(snapshots.wait(kTimeoutMs));
+    const auto snapshot = snapshots[0][0].value<SnapshotPtr>();
+    QVERIFY(snapshot);
+    QCOMPARE(snapshot->next_block, qint64{1});
+
+    FrameLog first;
+    auto connection = QObject::connect(worker_.get(), &EngineWorker::frameReady, worker_.get(),
+                                       [&first](const QImage& image, qint64 index, quint64) {
+                                         first.indices << index;
+                                         first.images << image;
+                                       });
+    worker_->generate(1);
+    QTRY_COMPARE_WITH_TIMEOUT(blocks.count(), 2, kTimeoutMs);
+    QVERIFY(waitForState(worker_.get(), EngineState::ready));
+    QObject::disconnect(connection);
+
+    FrameLog second;
+    record(worker_.get(), &second);
+    const quint64 epoch = worker_->restore(snapshot);
+    worker_->generate(1);
+    QTRY_COMPARE_WITH_TIMEOUT(blocks.count(), 3, kTimeoutMs);
+    QVERIFY(waitForState(worker_.get(), EngineState::ready));
+
+    const int fpb = info_.frames_per_block;
+    QCOMPARE(first.indices.size(), fpb);
+    QCOMPARE(second.indices, first.indices);
+    QCOMPARE(first.indices.front(), qint64{fpb});
+    for (int i = 0; i < first.images.size(); ++i) {
+      QCOMPARE(second.epochs[i], epoch);
+      QVERIFY2(second.images[i] == first.images[i],
+               qPrintable(QStringLiteral("frame %1 differs after restore").arg(first.indices[i])));
+    }
+  }
+
+  void badPromptReportsError() {
+    REQUIRE_BUNDLED_MODEL();
+    QVERIFY(load());
+    QSignalSpy errors(worker_.get(), &EngineWorker::error);
+    QSignalSpy applied(worker_.get(), &EngineWorker::promptApplied);
+    QSignalSpy blocks(worker_.get(), &EngineWorker::blockDone);
+
+    // Generating before any prompt is an error, not a crash.
+    worker_->generate(1);
+    QVERIFY(errors.wait(kTimeoutMs));
+
+    worker_->setPrompt(QStringLiteral("a lighthouse in fog"));
+    QVERIFY(applied.wait(kTimeoutMs));
+    errors.clear();
+    worker_->setPrompt(QStringLiteral("  \t  "));  // whitespace only: rejected by the session
+    QVERIFY(errors.wait(kTimeoutMs));
+    QVERIFY(errors[0][0].toString().contains(QStringLiteral("Prompt")));
+    QCOMPARE(applied.count(), 1);
+    // The previous prompt stays active: generation still works.
+    worker_->generate(1);
+    QTRY_COMPARE_WITH_TIMEOUT(blocks.count(), 1, kTimeoutMs);
+  }
+
+  void destroyWhileGeneratingIsPrompt() {
+    REQUIRE_BUNDLED_MODEL();
+    QVERIFY(load());
+    QSignalSpy progress(worker_.get(), &EngineWorker::progress);
+    worker_->setPrompt(QStringLiteral("waves on rocks"));
+    worker_->generateUntilStopped();
+    QVERIFY(progress.wait(kTimeoutMs));
+    QElapsedTimer timer;
+    timer.start();
+    worker_.reset();  // aborts the block in flight and joins the engine thread
+    qInfo("engine thread joined %lld ms after destruction began",
+          static_cast<long long>(timer.elapsed()));
+    QVERIFY(timer.elapsed() < 5000);
+  }
+};
+
+QTEST_GUILESS_MAIN(TestEngineWorker)
+#include "test_engine_worker.moc"
