@@ -24,8 +24,9 @@ double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
   EXPECT_EQ(a.size(), b.size());
   double diff = 0, ref = 0;
   for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    diff += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
-    ref += static_cast<double>(b[i]) * b[i];
+    const double x = a[i], y = b[i];
+    diff += (x - y) * (x - y);
+    ref += y * y;
   }
   return std::sqrt(diff / std::max(ref, 1e-30));
 }
