@@ -106,6 +106,7 @@ def module_goldens(model: StrandModel, config: StrandConfig, vocab):
                     [-123457, 0, 6]], dtype=np.int64)
     rope_in = rng.standard_normal((len(pos), heads, dh)).astype(np.float32)
     cos, sin = rope_cos_sin(pos[:, 0], pos[:, 1], pos[:, 2], dh, config.rope_theta, "cpu")
+    meta["rope"] = "rope.pos rows are (t, r, c) per token; theta = dit.rope_theta; in/out [N, H, dh]"
     out["rope.pos"] = pos.astype(np.int32)
     out["rope.in"] = rope_in
     out["rope.out"] = f32(apply_rope(torch.from_numpy(rope_in), cos, sin))
@@ -119,6 +120,8 @@ def module_goldens(model: StrandModel, config: StrandConfig, vocab):
     beta = rng.uniform(0.0, 2.0, (tokens, heads)).astype(np.float32)
     s_out = gated_delta_sequential(torch.from_numpy(s_in), k, torch.from_numpy(v),
                                    torch.from_numpy(alpha), torch.from_numpy(beta))
+    meta["delta"] = ("sequential gated delta rule: delta.s_in [H, dk, dv] -> delta.s_out over "
+                     "delta.k (l2-normalised) / delta.v [T, H, dh], delta.alpha / delta.beta [T, H]")
     out.update({"delta.s_in": s_in, "delta.k": f32(k), "delta.v": v, "delta.alpha": alpha,
                 "delta.beta": beta, "delta.s_out": f32(s_out)})
 
@@ -140,7 +143,8 @@ def module_goldens(model: StrandModel, config: StrandConfig, vocab):
             memory[i].kv_blocks = [KvBlock(b, torch.from_numpy(kin[b]), torch.from_numpy(vin[b]))
                                    for b in (0, 1)]
     meta.update({"dit.block": str(block), "dit.sigma": repr(SIGMA), "dit.kv_in_blocks": "[0, 1]",
-                 "dit.ctx": "text.ctx"})
+                 "dit.ctx": "text.ctx",
+                 "dit.clean": "clean pass (sigma 0, update) on dit.x0 from the same input memory"})
     ctx_kv = model.context_kv(ctx)
     out["dit.x"], out["dit.x0"] = x, x0
     trace = DiTTrace()

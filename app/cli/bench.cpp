@@ -24,31 +24,33 @@ constexpr uint64_t kBenchSeed = 1234;
 // therefore a slight under-count of the work done, never an over-count.
 //   T tokens per block, d dim, m mlp_dim, H heads, dh head dim, L text tokens, P = C p^2,
 //   Tk keys seen by self-attention (T, plus the cached blocks' tokens for softmax_kv layers).
-double dit_pass_flops(const ModelConfig& c, int64_t text_tokens, int64_t block_index, bool clean_pass) {
+double dit_pass_flops(const ModelConfig& c, int64_t text_tokens, int64_t block_index,
+                      bool clean_pass) {
   const double T = c.tokens_per_block(), d = c.dim, m = c.mlp_dim, H = c.heads, dh = c.head_dim();
   const double L = static_cast<double>(text_tokens);
   const double P = static_cast<double>(c.latent_channels) * c.patch * c.patch;
   const double fd = c.freq_dim;
 
-  double flops = 2 * T * P * d          // patch embedding
-                 + 2 * T * d * P        // head
+  double flops = 2 * T * P * d                        // patch embedding
+                 + 2 * T * d * P                      // head
                  + 2 * (fd * d + d * d + 6 * d * d);  // time embedding + projection (once per pass)
   // softmax_kv layers see the cached blocks: all earlier ones, or sink + window when limited.
   const int64_t earlier = block_index;
-  const int64_t cached = c.kv_window > 0 ? std::min<int64_t>(earlier, c.kv_window + c.kv_sink) : earlier;
+  const int64_t cached =
+      c.kv_window > 0 ? std::min<int64_t>(earlier, c.kv_window + c.kv_sink) : earlier;
   for (const AttentionKind kind : c.layers) {
     const double Tk = kind == AttentionKind::softmax_kv ? T * static_cast<double>(1 + cached) : T;
-    flops += 4 * 2 * T * d * d;       // q, k, v, o
-    flops += 2 * 2 * T * Tk * d;      // q k^T and p v over all heads
+    flops += 4 * 2 * T * d * d;   // q, k, v, o
+    flops += 2 * 2 * T * Tk * d;  // q k^T and p v over all heads
     if (kind == AttentionKind::hybrid) {
-      flops += 3 * 2 * T * d * d;     // mem_q, mem_k, mem_v
-      flops += 3 * 2 * T * d * H;     // mem_a, mem_b, mem_g
-      flops += 2 * T * d * dh;        // read: S_h^T q per head (H * dh^2 = d * dh)
+      flops += 3 * 2 * T * d * d;               // mem_q, mem_k, mem_v
+      flops += 3 * 2 * T * d * H;               // mem_a, mem_b, mem_g
+      flops += 2 * T * d * dh;                  // read: S_h^T q per head (H * dh^2 = d * dh)
       if (clean_pass) flops += 5 * T * d * dh;  // delta-rule update
     }
-    flops += 2 * 2 * T * d * d;       // cross-attention q, o
-    flops += 2 * 2 * T * L * d;       // cross-attention q k^T, p v
-    flops += 2 * 2 * T * d * m;       // FFN
+    flops += 2 * 2 * T * d * d;  // cross-attention q, o
+    flops += 2 * 2 * T * L * d;  // cross-attention q k^T, p v
+    flops += 2 * 2 * T * d * m;  // FFN
   }
   return flops;
 }
@@ -57,8 +59,11 @@ double dit_pass_flops(const ModelConfig& c, int64_t text_tokens, int64_t block_i
 
 int run_bench(std::span<const std::string> args) {
   const Options options(args, {{"model"}, {"blocks"}, {"threads"}, {"json"}});
-  const int64_t blocks = options.has("blocks") ? parse_int(*options.get("blocks"), "blocks", 1, 100000) : 6;
-  const int threads = options.has("threads") ? static_cast<int>(parse_int(*options.get("threads"), "threads", 1, 4096)) : 0;
+  const int64_t blocks =
+      options.has("blocks") ? parse_int(*options.get("blocks"), "blocks", 1, 100000) : 6;
+  const int threads = options.has("threads")
+                          ? static_cast<int>(parse_int(*options.get("threads"), "threads", 1, 4096))
+                          : 0;
   const std::optional<std::string> json_path = options.get("json");
   const std::string model_path = model_path_or_default(options.get("model"));
   const std::shared_ptr<const Model> model = load_model(model_path);
@@ -73,11 +78,13 @@ int run_bench(std::span<const std::string> args) {
   const auto text_tokens = static_cast<int64_t>(model->tokenizer().encode(kBenchPrompt).size());
   const int denoise_passes = static_cast<int>(c.sigmas.size());
 
-  std::printf("model %s (%lld parameters), %d threads, %lld blocks of %d frames, %d denoising passes + 1 clean\n",
-              c.name.c_str(), static_cast<long long>(model->parameter_count()), strand::cpu::num_threads(),
-              static_cast<long long>(blocks), c.frames_per_block, denoise_passes);
-  std::printf("%5s %11s %9s %10s %8s %9s %10s %12s\n", "block", "denoise_ms", "clean_ms", "decode_ms", "text_ms",
-              "total_ms", "dit_gflops", "state_bytes");
+  std::printf(
+      "model %s (%lld parameters), %d threads, %lld blocks of %d frames, %d denoising passes + 1 "
+      "clean\n",
+      c.name.c_str(), static_cast<long long>(model->parameter_count()), strand::cpu::num_threads(),
+      static_cast<long long>(blocks), c.frames_per_block, denoise_passes);
+  std::printf("%5s %11s %9s %10s %8s %9s %10s %12s\n", "block", "denoise_ms", "clean_ms",
+              "decode_ms", "text_ms", "total_ms", "dit_gflops", "state_bytes");
 
   InterruptGuard interrupt(session);
   nlohmann::json rows = nlohmann::json::array();
@@ -86,13 +93,15 @@ int run_bench(std::span<const std::string> args) {
   for (int64_t i = 0; i < blocks; ++i) {
     const BlockResult result = session.generate_next_block();
     const BlockTimings& t = result.timings;
-    const double flops = denoise_passes * dit_pass_flops(c, text_tokens, result.block_index, false) +
-                         dit_pass_flops(c, text_tokens, result.block_index, true);
+    const double flops =
+        denoise_passes * dit_pass_flops(c, text_tokens, result.block_index, false) +
+        dit_pass_flops(c, text_tokens, result.block_index, true);
     const double dit_ms = t.denoise_ms + t.clean_ms;
     const double gflops = dit_ms > 0 ? flops / (dit_ms * 1e6) : 0.0;
     const size_t state_bytes = session.snapshot().size_bytes();
-    std::printf("%5lld %11.2f %9.2f %10.2f %8.2f %9.2f %10.2f %12zu\n", static_cast<long long>(result.block_index),
-                t.denoise_ms, t.clean_ms, t.decode_ms, t.text_ms, t.total_ms, gflops, state_bytes);
+    std::printf("%5lld %11.2f %9.2f %10.2f %8.2f %9.2f %10.2f %12zu\n",
+                static_cast<long long>(result.block_index), t.denoise_ms, t.clean_ms, t.decode_ms,
+                t.text_ms, t.total_ms, gflops, state_bytes);
     std::fflush(stdout);
     sum_dit_flops += flops;
     sum_dit_ms += dit_ms;
@@ -111,26 +120,30 @@ int run_bench(std::span<const std::string> args) {
   if (interrupt.interrupted()) throw Error(ErrorKind::cancelled, "cancelled");
 
   const double mean_gflops = sum_dit_ms > 0 ? sum_dit_flops / (sum_dit_ms * 1e6) : 0.0;
-  const double fps = totals.total_ms > 0 ? static_cast<double>(blocks * c.frames_per_block) / (totals.total_ms / 1000.0) : 0.0;
-  std::printf("total: %.1f ms for %lld frames (%.2f frames/s); DiT %.2f GFLOP/s over all passes\n", totals.total_ms,
-              static_cast<long long>(blocks * c.frames_per_block), fps, mean_gflops);
-  std::printf("memory state: %zu bytes fixed + %zu bytes per block; peak RSS %llu bytes\n", model->fixed_state_bytes(),
-              model->state_bytes_per_block(), static_cast<unsigned long long>(peak_rss_bytes()));
+  const int64_t frames = blocks * c.frames_per_block;
+  const double fps =
+      totals.total_ms > 0 ? static_cast<double>(frames) / (totals.total_ms / 1000.0) : 0.0;
+  std::printf("total: %.1f ms for %lld frames (%.2f frames/s); DiT %.2f GFLOP/s over all passes\n",
+              totals.total_ms, static_cast<long long>(frames), fps, mean_gflops);
+  std::printf("memory state: %zu bytes fixed + %zu bytes per block; peak RSS %llu bytes\n",
+              model->fixed_state_bytes(), model->state_bytes_per_block(),
+              static_cast<unsigned long long>(peak_rss_bytes()));
 
   if (json_path) {
-    write_json_file(*json_path, {{"model", {{"name", c.name}, {"id", model->id()}, {"path", model_path}}},
-                                 {"threads", strand::cpu::num_threads()},
-                                 {"prompt", kBenchPrompt},
-                                 {"seed", kBenchSeed},
-                                 {"text_tokens", text_tokens},
-                                 {"blocks", rows},
-                                 {"totals_ms", timings_to_json(totals)},
-                                 {"frames_per_second", fps},
-                                 {"dit_gflops_per_s", mean_gflops},
-                                 {"flops_counting", "analytic: matrix products only, 2 FLOPs per multiply-add"},
-                                 {"memory_state_bytes_fixed", model->fixed_state_bytes()},
-                                 {"memory_state_bytes_per_block_growth", model->state_bytes_per_block()},
-                                 {"peak_rss_bytes", peak_rss_bytes()}});
+    write_json_file(*json_path,
+                    {{"model", {{"name", c.name}, {"id", model->id()}, {"path", model_path}}},
+                     {"threads", strand::cpu::num_threads()},
+                     {"prompt", kBenchPrompt},
+                     {"seed", kBenchSeed},
+                     {"text_tokens", text_tokens},
+                     {"blocks", rows},
+                     {"totals_ms", timings_to_json(totals)},
+                     {"frames_per_second", fps},
+                     {"dit_gflops_per_s", mean_gflops},
+                     {"flops_counting", "analytic: matrix products only, 2 FLOPs per multiply-add"},
+                     {"memory_state_bytes_fixed", model->fixed_state_bytes()},
+                     {"memory_state_bytes_per_block_growth", model->state_bytes_per_block()},
+                     {"peak_rss_bytes", peak_rss_bytes()}});
   }
   return 0;
 }

@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
-#include <cstring>
 #include <csignal>
 #include <filesystem>
 #include <system_error>
@@ -44,9 +43,10 @@ std::string model_path_or_default(const std::optional<std::string>& given) {
   for (const auto& candidate : candidates) {
     if (fs::is_regular_file(candidate, ec)) return candidate.lexically_normal().string();
   }
-  if (candidates.empty()) throw Error(ErrorKind::io, "cannot locate the bundled model: pass --model");
-  throw Error(ErrorKind::io, "bundled model not found at " + candidates.front().lexically_normal().string() +
-                                 ": pass --model");
+  if (candidates.empty())
+    throw Error(ErrorKind::io, "cannot locate the bundled model: pass --model");
+  throw Error(ErrorKind::io, "bundled model not found at " +
+                                 candidates.front().lexically_normal().string() + ": pass --model");
 }
 
 std::shared_ptr<const Model> load_model(const std::string& path) {
@@ -71,10 +71,12 @@ std::string without_path_prefix(std::string message, const std::string& path) {
 
 void validate_prompt(std::string_view prompt, const std::string& where) {
   if (prompt.size() > kMaxPromptBytes) {
-    throw Error(ErrorKind::invalid_argument, where + " is too long (" + std::to_string(prompt.size()) +
-                                                 " bytes; the limit is " + std::to_string(kMaxPromptBytes) + ")");
+    throw Error(ErrorKind::invalid_argument,
+                where + " is too long (" + std::to_string(prompt.size()) + " bytes; the limit is " +
+                    std::to_string(kMaxPromptBytes) + ")");
   }
-  if (!is_valid_utf8(prompt)) throw Error(ErrorKind::invalid_argument, where + " is not valid UTF-8");
+  if (!is_valid_utf8(prompt))
+    throw Error(ErrorKind::invalid_argument, where + " is not valid UTF-8");
   const bool blank = std::all_of(prompt.begin(), prompt.end(), [](char c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
   });
@@ -139,7 +141,8 @@ void set_handler(int signal_number, void (*handler)(int)) {
 
 InterruptGuard::InterruptGuard(Session& session) : session_(session) {
   if (::pipe2(pipe_, O_CLOEXEC) != 0) {
-    throw Error(ErrorKind::io, std::string("cannot set up Ctrl-C handling: ") + std::strerror(errno));
+    throw Error(ErrorKind::io, "cannot set up Ctrl-C handling: " +
+                                   std::error_code(errno, std::generic_category()).message());
   }
   g_interrupt_pipe.store(pipe_[1]);
   watcher_ = std::thread([this] {

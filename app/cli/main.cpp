@@ -22,13 +22,17 @@ namespace {
 constexpr const char* kUsage =
     "usage:\n"
     "  strand-cli info   [--model M]\n"
-    "  strand-cli render [--model M] (--prompt P | --schedule S.json) --frames N --seed S --out PATH\n"
-    "                    [--save-snapshot-at FRAME:FILE]... [--from-snapshot FILE] [--stats FILE.json]\n"
+    "  strand-cli render [--model M] (--prompt P | --schedule S.json) --frames N --seed S --out "
+    "PATH\n"
+    "                    [--save-snapshot-at FRAME:FILE]... [--from-snapshot FILE] [--stats "
+    "FILE.json]\n"
     "                    [--recache K]\n"
     "  strand-cli bench  [--model M] [--blocks N] [--threads T] [--json FILE]\n"
     "\n"
-    "render writes a folder of PNGs (PATH/frame_000000.png ...) or, for PATH ending in .mp4, an H.264\n"
-    "video. A schedule is a JSON list of {\"frame\": F, \"prompt\": \"...\"}; each prompt applies from the\n"
+    "render writes a folder of PNGs (PATH/frame_000000.png ...) or, for PATH ending in .mp4, an "
+    "H.264\n"
+    "video. A schedule is a JSON list of {\"frame\": F, \"prompt\": \"...\"}; each prompt applies "
+    "from the\n"
     "block containing its frame. The default model is the bundled strand-tiny-random.\n";
 
 // Error text on one line, whatever the engine put in it.

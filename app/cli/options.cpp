@@ -9,7 +9,9 @@
 namespace strand::cli {
 namespace {
 
-[[noreturn]] void usage_error(const std::string& message) { throw Error(ErrorKind::invalid_argument, message); }
+[[noreturn]] void usage_error(const std::string& message) {
+  throw Error(ErrorKind::invalid_argument, message);
+}
 
 const OptionSpec* find_spec(const std::vector<OptionSpec>& specs, const std::string& name) {
   for (const auto& spec : specs) {
@@ -32,7 +34,8 @@ Options::Options(std::span<const std::string> args, const std::vector<OptionSpec
     }
     const OptionSpec* spec = find_spec(specs, name);
     if (spec == nullptr) usage_error("unknown option '--" + name + "'");
-    if (!spec->repeatable && values_.count(name) != 0) usage_error("option '--" + name + "' given twice");
+    if (!spec->repeatable && values_.count(name) != 0)
+      usage_error("option '--" + name + "' given twice");
     std::string value;
     if (spec->takes_value) {
       if (inline_value) {
@@ -68,8 +71,8 @@ int64_t parse_int(const std::string& text, const std::string& option, int64_t mi
     usage_error("--" + option + " expects an integer, got '" + text + "'");
   }
   if (value < min || value > max) {
-    usage_error("--" + option + " must be between " + std::to_string(min) + " and " + std::to_string(max) +
-                ", got " + text);
+    usage_error("--" + option + " must be between " + std::to_string(min) + " and " +
+                std::to_string(max) + ", got " + text);
   }
   return value;
 }

@@ -25,7 +25,9 @@ namespace {
 constexpr int64_t kMaxFrames = 1'000'000'000;
 constexpr int64_t kMaxRecache = 1000;
 
-[[noreturn]] void usage_error(const std::string& message) { throw Error(ErrorKind::invalid_argument, message); }
+[[noreturn]] void usage_error(const std::string& message) {
+  throw Error(ErrorKind::invalid_argument, message);
+}
 
 struct SnapshotRequest {
   int64_t frame = 0;
@@ -111,38 +113,47 @@ int run_render(std::span<const std::string> args) {
   // ---- 1. Options on their own. ----
   if (!options.has("frames")) usage_error("render needs --frames N");
   const int64_t frame_count = parse_int(*options.get("frames"), "frames", 1, kMaxFrames);
-  if (!options.has("out")) usage_error("render needs --out PATH (a folder of PNGs, or a .mp4 file)");
+  if (!options.has("out"))
+    usage_error("render needs --out PATH (a folder of PNGs, or a .mp4 file)");
   const std::string out_path = *options.get("out");
   if (out_path.empty()) usage_error("--out needs a path");
   const std::optional<std::string> snapshot_in = options.get("from-snapshot");
   std::optional<uint64_t> seed;
   if (options.has("seed")) seed = parse_u64(*options.get("seed"), "seed");
-  if (!seed && !snapshot_in) usage_error("render needs --seed S (or --from-snapshot, which carries its seed)");
-  if (options.has("prompt") && options.has("schedule")) usage_error("give --prompt or --schedule, not both");
+  if (!seed && !snapshot_in)
+    usage_error("render needs --seed S (or --from-snapshot, which carries its seed)");
+  if (options.has("prompt") && options.has("schedule"))
+    usage_error("give --prompt or --schedule, not both");
   if (!options.has("prompt") && !options.has("schedule") && !snapshot_in) {
     usage_error("render needs --prompt P or --schedule S.json");
   }
   const std::optional<std::string> prompt = options.get("prompt");
   if (prompt) validate_prompt(*prompt, "--prompt");
   const int recache =
-      options.has("recache") ? static_cast<int>(parse_int(*options.get("recache"), "recache", 0, kMaxRecache)) : 0;
+      options.has("recache")
+          ? static_cast<int>(parse_int(*options.get("recache"), "recache", 0, kMaxRecache))
+          : 0;
   const std::optional<std::string> stats_path = options.get("stats");
 
   std::vector<SnapshotRequest> snapshot_requests;
-  for (const auto& text : options.all("save-snapshot-at")) snapshot_requests.push_back(parse_snapshot_request(text));
+  for (const auto& text : options.all("save-snapshot-at"))
+    snapshot_requests.push_back(parse_snapshot_request(text));
+  // ---- 2. Inputs. ----
+  const std::string model_path = model_path_or_default(options.get("model"));
   {
-    // Two outputs on one path would silently overwrite each other.
-    std::set<std::string> outputs{normalized(out_path)};
+    // Two outputs on one path would overwrite each other; an output on an input would destroy it.
+    std::set<std::string> paths{normalized(model_path)};
+    if (options.has("schedule")) paths.insert(normalized(*options.get("schedule")));
+    if (snapshot_in) paths.insert(normalized(*snapshot_in));
     const auto claim = [&](const std::string& path, const std::string& what) {
-      if (!outputs.insert(normalized(path)).second) usage_error(what + " " + path + " is also another output's path");
+      if (!paths.insert(normalized(path)).second)
+        usage_error(what + " " + path + " is also the path of another input or output");
     };
+    claim(out_path, "--out");
     if (stats_path) claim(*stats_path, "--stats");
     for (const auto& request : snapshot_requests) claim(request.path, "--save-snapshot-at");
   }
-
-  // ---- 2. Inputs. ----
   std::unique_ptr<FrameSink> sink = make_sink(out_path);  // .mp4 without FFmpeg fails here
-  const std::string model_path = model_path_or_default(options.get("model"));
   const std::shared_ptr<const Model> model = load_model(model_path);
   const ModelConfig& config = model->config();
   const int64_t frames_per_block = config.frames_per_block;
@@ -157,9 +168,11 @@ int run_render(std::span<const std::string> args) {
       start_state = load_snapshot(*snapshot_in, model->id());
     } catch (const Error& e) {
       if (e.kind() == ErrorKind::model_mismatch) {
-        throw Error(e.kind(), "snapshot " + *snapshot_in + " was made by another model than " + model_path);
+        throw Error(e.kind(),
+                    "snapshot " + *snapshot_in + " was made by another model than " + model_path);
       }
-      throw Error(e.kind(), "cannot load snapshot " + *snapshot_in + ": " + without_path_prefix(e.what(), *snapshot_in));
+      throw Error(e.kind(), "cannot load snapshot " + *snapshot_in + ": " +
+                                without_path_prefix(e.what(), *snapshot_in));
     }
     if (!prompt && schedule.empty()) validate_prompt(start_state->prompt, "the snapshot's prompt");
   }
@@ -167,26 +180,31 @@ int run_render(std::span<const std::string> args) {
   // ---- 3. The plan: which blocks, which prompt from which block, where snapshots go. ----
   const int64_t start_block = start_state ? start_state->next_block : 0;
   if (start_block < 0 || start_block > kMaxFrames) {
-    throw Error(ErrorKind::invalid_file, "snapshot " + *snapshot_in + " has an unusable block index");
+    throw Error(ErrorKind::invalid_file,
+                "snapshot " + *snapshot_in + " has an unusable block index");
   }
   const int64_t start_frame = start_block * frames_per_block;
-  const int64_t block_count = (frame_count + frames_per_block - 1) / frames_per_block;  // whole blocks
+  const int64_t block_count =
+      (frame_count + frames_per_block - 1) / frames_per_block;  // whole blocks
   const int64_t end_frame = start_frame + block_count * frames_per_block;
 
   // block index -> prompt that takes effect at that block (after the first).
   std::map<int64_t, std::string> prompt_switches;
   if (!schedule.empty()) {
     if (schedule.front().frame != start_frame) {
-      usage_error("schedule " + schedule_path + ": the first entry must be at frame " + std::to_string(start_frame) +
+      usage_error("schedule " + schedule_path + ": the first entry must be at frame " +
+                  std::to_string(start_frame) +
                   (start_state ? " (where the snapshot continues)" : "") + ", not " +
                   std::to_string(schedule.front().frame));
     }
     for (size_t i = 1; i < schedule.size(); ++i) {
       const int64_t block = schedule[i].frame / frames_per_block;
       if (block == schedule[i - 1].frame / frames_per_block) {
-        usage_error("schedule " + schedule_path + ": frames " + std::to_string(schedule[i - 1].frame) + " and " +
+        usage_error("schedule " + schedule_path + ": frames " +
+                    std::to_string(schedule[i - 1].frame) + " and " +
                     std::to_string(schedule[i].frame) + " fall in the same block (" +
-                    std::to_string(frames_per_block) + " frames per block); a prompt applies from the block "
+                    std::to_string(frames_per_block) +
+                    " frames per block); a prompt applies from the block "
                     "containing its frame");
       }
       prompt_switches[block] = schedule[i].prompt;
@@ -196,12 +214,14 @@ int run_render(std::span<const std::string> args) {
   std::map<int64_t, std::string> snapshot_paths;  // frame -> file
   for (const auto& request : snapshot_requests) {
     if (request.frame % frames_per_block != 0) {
-      usage_error("--save-snapshot-at " + std::to_string(request.frame) + ": the frame must be a block boundary (" +
-                  "a multiple of " + std::to_string(frames_per_block) + ")");
+      usage_error("--save-snapshot-at " + std::to_string(request.frame) +
+                  ": the frame must be a block boundary (" + "a multiple of " +
+                  std::to_string(frames_per_block) + ")");
     }
     if (request.frame < start_frame || request.frame > end_frame) {
-      usage_error("--save-snapshot-at " + std::to_string(request.frame) + ": outside this render (frames " +
-                  std::to_string(start_frame) + " to " + std::to_string(end_frame) + ")");
+      usage_error("--save-snapshot-at " + std::to_string(request.frame) +
+                  ": outside this render (frames " + std::to_string(start_frame) + " to " +
+                  std::to_string(end_frame) + ")");
     }
     if (!snapshot_paths.emplace(request.frame, request.path).second) {
       usage_error("--save-snapshot-at " + std::to_string(request.frame) + " given twice");
@@ -226,13 +246,15 @@ int run_render(std::span<const std::string> args) {
     session.set_prompt(*prompt);
   }
 
+  // Installed before the .part output exists, so that Ctrl-C from here on always cleans up.
+  InterruptGuard interrupt(session);
   sink->begin(config.width, config.height, config.fps);  // creates the .part output
 
   // ---- 5. Generate. ----
-  InterruptGuard interrupt(session);
   ProgressLine progress;
   int64_t current_block = 0;
-  session.set_progress_callback([&](int step, int steps) { progress.show(current_block + 1, block_count, step, steps); });
+  session.set_progress_callback(
+      [&](int step, int steps) { progress.show(current_block + 1, block_count, step, steps); });
 
   std::map<int64_t, MemoryState> snapshots;  // frame -> state, written at the end
   nlohmann::json block_stats = nlohmann::json::array();
@@ -245,7 +267,8 @@ int run_render(std::span<const std::string> args) {
       session.set_prompt(it->second, recache);
     }
     // Taken after the block's prompt switch, so that continuing from it reproduces this run.
-    if (snapshot_paths.count(block * frames_per_block) != 0) snapshots[block * frames_per_block] = session.snapshot();
+    if (snapshot_paths.count(block * frames_per_block) != 0)
+      snapshots[block * frames_per_block] = session.snapshot();
 
     const BlockResult result = session.generate_next_block();
     for (const Frame& frame : result.frames) {
@@ -273,7 +296,8 @@ int run_render(std::span<const std::string> args) {
   progress.close();
   if (interrupt.interrupted()) throw Error(ErrorKind::cancelled, "cancelled");
   const double wall_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - wall_start).count();
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - wall_start)
+          .count();
 
   // ---- 6. Commit: snapshots, stats, then the video (its rename is the last step). ----
   CommittedFiles committed;
@@ -295,7 +319,8 @@ int run_render(std::span<const std::string> args) {
         {"totals_ms", timings_to_json(totals)},
         {"wall_ms", wall_ms},
         // Engine throughput (generation, decoding included) and end-to-end (with output writing).
-        {"frames_per_second", totals.total_ms > 0 ? frames_generated / (totals.total_ms / 1000.0) : 0.0},
+        {"frames_per_second",
+         totals.total_ms > 0 ? frames_generated / (totals.total_ms / 1000.0) : 0.0},
         {"frames_per_second_wall", wall_ms > 0 ? frames_written / (wall_ms / 1000.0) : 0.0},
         {"peak_rss_bytes", peak_rss_bytes()},
         {"memory_state_bytes_fixed", model->fixed_state_bytes()},
@@ -308,9 +333,11 @@ int run_render(std::span<const std::string> args) {
   sink->finish();
   committed.keep();
 
-  std::cout << "wrote " << frames_written << " frames (" << block_count << " blocks, frames " << start_frame
-            << " to " << start_frame + frames_written - 1 << ") to " << out_path << "\n";
-  for (const auto& [frame, path] : snapshot_paths) std::cout << "snapshot at frame " << frame << ": " << path << "\n";
+  std::cout << "wrote " << frames_written << " frames (" << block_count << " blocks, frames "
+            << start_frame << " to " << start_frame + frames_written - 1 << ") to " << out_path
+            << "\n";
+  for (const auto& [frame, path] : snapshot_paths)
+    std::cout << "snapshot at frame " << frame << ": " << path << "\n";
   if (stats_path) std::cout << "stats: " << *stats_path << "\n";
   return 0;
 }

@@ -13,15 +13,18 @@ std::vector<ScheduleEntry> load_schedule(const std::string& path) {
   try {
     bytes = read_file(path);
   } catch (const Error& e) {
-    throw Error(e.kind(), "cannot read schedule " + path + ": " + without_path_prefix(e.what(), path));
+    throw Error(e.kind(),
+                "cannot read schedule " + path + ": " + without_path_prefix(e.what(), path));
   }
   nlohmann::json root;
   try {
     root = nlohmann::json::parse(bytes.begin(), bytes.end());
   } catch (const nlohmann::json::parse_error& e) {
-    // e.what() is "[json.exception.parse_error.101] parse error at line 1, ...": keep the useful part.
+    // e.what() is "[json.exception.parse_error.101] parse error at line 1, ...": keep the useful
+    // part.
     std::string detail = e.what();
-    if (const size_t bracket = detail.find("] "); detail.starts_with("[json.") && bracket != std::string::npos) {
+    if (const size_t bracket = detail.find("] ");
+        detail.starts_with("[json.") && bracket != std::string::npos) {
       detail.erase(0, bracket + 2);
     }
     throw Error(ErrorKind::invalid_file, "schedule " + path + " is not valid JSON: " + detail);
@@ -38,7 +41,9 @@ std::vector<ScheduleEntry> load_schedule(const std::string& path) {
     const std::string where = "entry " + std::to_string(i + 1);
     if (!item.is_object()) throw bad(where + " is not an object");
     for (const auto& [key, value] : item.items()) {
-      if (key != "frame" && key != "prompt") throw bad(where + " has an unknown field \"" + key + "\"");
+      if (key != "frame" && key != "prompt") {
+        throw bad(where + " has an unknown field \"" + std::string(key) + "\"");
+      }
     }
     if (!item.contains("frame") || !item["frame"].is_number_integer()) {
       throw bad(where + ": \"frame\" must be an integer");
@@ -54,14 +59,15 @@ std::vector<ScheduleEntry> load_schedule(const std::string& path) {
     entry.prompt = item["prompt"].get<std::string>();
     if (entry.frame < 0) throw bad(where + ": \"frame\" must be >= 0");
     if (!entries.empty() && entry.frame <= entries.back().frame) {
-      throw bad(where + ": frames must be strictly increasing (" + std::to_string(entry.frame) + " after " +
-                std::to_string(entries.back().frame) + ")");
+      throw bad(where + ": frames must be strictly increasing (" + std::to_string(entry.frame) +
+                " after " + std::to_string(entries.back().frame) + ")");
     }
     try {
       validate_prompt(entry.prompt, "prompt");
     } catch (const Error& e) {
-      throw Error(ErrorKind::invalid_argument, "schedule " + path + ": " + where + " (frame " +
-                                                   std::to_string(entry.frame) + "): " + e.what());
+      std::string message = "schedule " + path + ": ";
+      message += where + " (frame " + std::to_string(entry.frame) + "): " + e.what();
+      throw Error(ErrorKind::invalid_argument, message);
     }
     entries.push_back(std::move(entry));
   }

@@ -79,6 +79,8 @@ struct EngineWorkerOptions {
   size_t frame_queue_capacity = 12;
   FrameOverflow overflow = FrameOverflow::drop_oldest;
   int recache_history = 8;  // SessionOptions::recache_history
+  // Added to the engine threads' nice value (Linux), so the GUI keeps a core when they compete.
+  int engine_nice_increment = 10;
 };
 
 // Memory-state bytes after `blocks_done` blocks: the fixed hybrid states plus the softmax_kv caches

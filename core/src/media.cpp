@@ -38,13 +38,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
-[[noreturn]] void throw_io(const std::string& path, const std::string& what, const std::error_code& ec) {
+[[noreturn]] void throw_io(const std::string& path, const std::string& what,
+                           const std::error_code& ec) {
   throw Error(ErrorKind::io, path + ": " + what + ": " + ec.message());
 }
 
 void check_frame(const Frame& frame) {
   if (frame.width <= 0 || frame.height <= 0 ||
-      frame.rgb.size() != static_cast<size_t>(frame.width) * static_cast<size_t>(frame.height) * 3) {
+      frame.rgb.size() !=
+          static_cast<size_t>(frame.width) * static_cast<size_t>(frame.height) * 3) {
     throw Error(ErrorKind::invalid_argument,
                 "frame " + std::to_string(frame.index) + " has an invalid size (" +
                     std::to_string(frame.width) + "x" + std::to_string(frame.height) + ", " +
@@ -60,20 +62,24 @@ std::string parent_of(const std::string& path) {
 // Makes a rename inside `dir` durable (a rename is only on disk once its folder is synced).
 void fsync_directory(const std::string& dir) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) throw_io(dir, "cannot open folder to sync it", std::error_code(errno, std::generic_category()));
+  if (fd < 0)
+    throw_io(dir, "cannot open folder to sync it", std::error_code(errno, std::generic_category()));
   const int result = ::fsync(fd);
   const int saved_errno = errno;
   ::close(fd);
-  if (result != 0) throw_io(dir, "fsync failed", std::error_code(saved_errno, std::generic_category()));
+  if (result != 0)
+    throw_io(dir, "fsync failed", std::error_code(saved_errno, std::generic_category()));
 }
 
 void fsync_file(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw_io(path, "cannot open to sync it", std::error_code(errno, std::generic_category()));
+  if (fd < 0)
+    throw_io(path, "cannot open to sync it", std::error_code(errno, std::generic_category()));
   const int result = ::fsync(fd);
   const int saved_errno = errno;
   ::close(fd);
-  if (result != 0) throw_io(path, "fsync failed", std::error_code(saved_errno, std::generic_category()));
+  if (result != 0)
+    throw_io(path, "fsync failed", std::error_code(saved_errno, std::generic_category()));
 }
 
 void create_parent_folders(const std::string& path) {
@@ -91,7 +97,8 @@ std::string frame_file_name(int64_t number) {
 // True for names PngSequenceSink writes: "frame_" + digits + ".png".
 bool is_frame_file_name(const std::string& name) {
   constexpr std::string_view prefix = "frame_", suffix = ".png";
-  if (name.size() <= prefix.size() + suffix.size() || !name.starts_with(prefix) || !name.ends_with(suffix)) {
+  if (name.size() <= prefix.size() + suffix.size() || !name.starts_with(prefix) ||
+      !name.ends_with(suffix)) {
     return false;
   }
   return std::all_of(name.begin() + static_cast<std::ptrdiff_t>(prefix.size()),
@@ -104,7 +111,8 @@ bool is_frame_file_name(const std::string& name) {
 bool is_frame_sequence_folder(const std::string& dir) {
   std::error_code ec;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    if (!it->is_regular_file(ec) || !is_frame_file_name(it->path().filename().string())) return false;
+    if (!it->is_regular_file(ec) || !is_frame_file_name(it->path().filename().string()))
+      return false;
   }
   return !ec;
 }
@@ -135,13 +143,15 @@ std::vector<uint8_t> encode_png(const Frame& frame) {
   const auto row_stride = static_cast<png_int_32>(frame.width * 3);
   png_alloc_size_t size = 0;
   // First call sizes the output (an upper bound), second writes it.
-  if (!png_image_write_to_memory(&image, nullptr, &size, 0, frame.rgb.data(), row_stride, nullptr)) {
+  if (!png_image_write_to_memory(&image, nullptr, &size, 0, frame.rgb.data(), row_stride,
+                                 nullptr)) {
     const std::string message = image.message;
     png_image_free(&image);
     throw Error(ErrorKind::invalid_argument, "cannot encode PNG: " + message);
   }
   std::vector<uint8_t> bytes(size);
-  if (!png_image_write_to_memory(&image, bytes.data(), &size, 0, frame.rgb.data(), row_stride, nullptr)) {
+  if (!png_image_write_to_memory(&image, bytes.data(), &size, 0, frame.rgb.data(), row_stride,
+                                 nullptr)) {
     const std::string message = image.message;
     png_image_free(&image);
     throw Error(ErrorKind::invalid_argument, "cannot encode PNG: " + message);
@@ -170,17 +180,21 @@ PngSequenceSink::PngSequenceSink(std::string directory) : directory_(std::move(d
   part_directory_ = directory_ + ".part";
 }
 
-PngSequenceSink::~PngSequenceSink() { abort(); }
+PngSequenceSink::~PngSequenceSink() {
+  abort();
+}
 
 void PngSequenceSink::begin(int width, int height, int /*fps*/) {
-  if (!media_supports_png()) throw Error(ErrorKind::unsupported, "cannot write PNG: built without libpng");
+  if (!media_supports_png())
+    throw Error(ErrorKind::unsupported, "cannot write PNG: built without libpng");
   if (width <= 0 || height <= 0) throw Error(ErrorKind::invalid_argument, "invalid frame size");
   std::error_code ec;
   const fs::file_status target = fs::symlink_status(directory_, ec);
   if (fs::exists(target)) {
     if (!fs::is_directory(target) || !is_frame_sequence_folder(directory_)) {
-      throw Error(ErrorKind::io, directory_ +
-                                     ": exists and is not an earlier frame sequence (refusing to replace it)");
+      throw Error(
+          ErrorKind::io,
+          directory_ + ": exists and is not an earlier frame sequence (refusing to replace it)");
     }
   }
   const fs::file_status part = fs::symlink_status(part_directory_, ec);
@@ -203,7 +217,8 @@ void PngSequenceSink::begin(int width, int height, int /*fps*/) {
 }
 
 void PngSequenceSink::write(const Frame& frame) {
-  if (!begun_ || finished_) throw Error(ErrorKind::invalid_argument, "PngSequenceSink::write outside begin/finish");
+  if (!begun_ || finished_)
+    throw Error(ErrorKind::invalid_argument, "PngSequenceSink::write outside begin/finish");
   if (frame.width != width_ || frame.height != height_) {
     throw Error(ErrorKind::invalid_argument, "frame size differs from the sequence's");
   }
@@ -212,13 +227,15 @@ void PngSequenceSink::write(const Frame& frame) {
 }
 
 void PngSequenceSink::finish() {
-  if (!begun_ || finished_) throw Error(ErrorKind::invalid_argument, "PngSequenceSink::finish without begin");
+  if (!begun_ || finished_)
+    throw Error(ErrorKind::invalid_argument, "PngSequenceSink::finish without begin");
   std::error_code ec;
   const std::string parent = parent_of(directory_);
   if (fs::exists(fs::symlink_status(directory_, ec))) {
     // rename() cannot replace a non-empty folder: move the old sequence aside first, so that at
     // every moment DIR is either the complete old sequence or the complete new one (or absent).
-    if (!fs::is_directory(fs::symlink_status(directory_, ec)) || !is_frame_sequence_folder(directory_)) {
+    if (!fs::is_directory(fs::symlink_status(directory_, ec)) ||
+        !is_frame_sequence_folder(directory_)) {
       throw Error(ErrorKind::io, directory_ + ": exists and is not an earlier frame sequence");
     }
     const std::string old = directory_ + ".old-" + std::to_string(::getpid());
@@ -340,14 +357,18 @@ Mp4Sink::Mp4Sink(std::string path) : path_(std::move(path)), part_path_(path_ + 
   }
 }
 
-Mp4Sink::~Mp4Sink() { abort(); }
+Mp4Sink::~Mp4Sink() {
+  abort();
+}
 
 void Mp4Sink::begin(int width, int height, int fps) {
 #ifdef STRAND_HAVE_FFMPEG
-  if (width <= 0 || height <= 0 || fps <= 0) throw Error(ErrorKind::invalid_argument, "invalid video size or rate");
+  if (width <= 0 || height <= 0 || fps <= 0)
+    throw Error(ErrorKind::invalid_argument, "invalid video size or rate");
   if (width % 2 != 0 || height % 2 != 0) {
-    throw Error(ErrorKind::invalid_argument, "H.264 (yuv420p) needs an even width and height, got " +
-                                                 std::to_string(width) + "x" + std::to_string(height));
+    throw Error(ErrorKind::invalid_argument,
+                "H.264 (yuv420p) needs an even width and height, got " + std::to_string(width) +
+                    "x" + std::to_string(height));
   }
   std::error_code ec;
   if (fs::is_directory(fs::symlink_status(path_, ec))) {
@@ -368,7 +389,8 @@ void Mp4Sink::begin(int width, int height, int fps) {
   int result = avformat_alloc_output_context2(&e.format, nullptr, "mp4", part_path_.c_str());
   if (result < 0 || e.format == nullptr) e.fail("cannot create MP4 muxer", result);
   const AVCodec* codec = avcodec_find_encoder_by_name("libx264");
-  if (codec == nullptr) throw Error(ErrorKind::unsupported, "cannot write MP4: FFmpeg has no libx264 encoder");
+  if (codec == nullptr)
+    throw Error(ErrorKind::unsupported, "cannot write MP4: FFmpeg has no libx264 encoder");
   e.stream = avformat_new_stream(e.format, nullptr);
   e.codec = avcodec_alloc_context3(codec);
   e.frame = av_frame_alloc();
@@ -417,7 +439,8 @@ void Mp4Sink::begin(int width, int height, int fps) {
 
   e.scaler = sws_getContext(width, height, AV_PIX_FMT_RGB24, width, height, AV_PIX_FMT_YUV420P,
                             SWS_BICUBIC | SWS_ACCURATE_RND, nullptr, nullptr, nullptr);
-  if (e.scaler == nullptr) throw Error(ErrorKind::unsupported, "swscale cannot convert RGB24 to yuv420p");
+  if (e.scaler == nullptr)
+    throw Error(ErrorKind::unsupported, "swscale cannot convert RGB24 to yuv420p");
   // swscale assumes BT.601 unless told: full-range BT.709 RGB in, limited-range BT.709 YUV out,
   // matching the tags above (otherwise colours shift in every player that honours the tags).
   const int* bt709 = sws_getCoefficients(SWS_CS_ITU709);
@@ -433,7 +456,8 @@ void Mp4Sink::begin(int width, int height, int fps) {
 
 void Mp4Sink::write(const Frame& frame) {
 #ifdef STRAND_HAVE_FFMPEG
-  if (!encoder_ || finished_) throw Error(ErrorKind::invalid_argument, "Mp4Sink::write outside begin/finish");
+  if (!encoder_ || finished_)
+    throw Error(ErrorKind::invalid_argument, "Mp4Sink::write outside begin/finish");
   Encoder& e = *encoder_;
   check_frame(frame);
   if (frame.width != e.codec->width || frame.height != e.codec->height) {
@@ -459,7 +483,8 @@ void Mp4Sink::write(const Frame& frame) {
 
 void Mp4Sink::finish() {
 #ifdef STRAND_HAVE_FFMPEG
-  if (!encoder_ || finished_) throw Error(ErrorKind::invalid_argument, "Mp4Sink::finish without begin");
+  if (!encoder_ || finished_)
+    throw Error(ErrorKind::invalid_argument, "Mp4Sink::finish without begin");
   Encoder& e = *encoder_;
   // x264 holds frames in its lookahead: without the null-frame flush a short clip comes out empty.
   int result = avcodec_send_frame(e.codec, nullptr);

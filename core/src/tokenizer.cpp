@@ -49,6 +49,8 @@ struct CodeRange {
   char32_t last;  // inclusive
 };
 
+// Tables read best as written.
+// clang-format off
 // Sorted, non-overlapping. Non-ASCII members only where the ASCII rule is handled separately.
 constexpr std::array kDroppedRanges = std::to_array<CodeRange>({
     {0x0000, 0x0008}, {0x000B, 0x000C}, {0x000E, 0x001F}, {0x007F, 0x009F}, {0x00AD, 0x00AD},
@@ -92,6 +94,7 @@ constexpr std::string_view kLatinBaseLetters =
     "oo..rrrrrrssssss"   // U+0150 Ő ő Œ œ Ŕ ŕ Ŗ ŗ Ř ř Ś ś Ŝ ŝ Ş ş
     "sstttt..uuuuuuuu"   // U+0160 Š š Ţ ţ Ť ť Ŧ ŧ Ũ ũ Ū ū Ŭ ŭ Ů ů
     "uuuuwwyyyzzzzzz.";  // U+0170 Ű ű Ų ų Ŵ ŵ Ŷ ŷ Ÿ Ź ź Ż ż Ž ž ſ
+// clang-format on
 static_assert(kLatinBaseLetters.size() == 0x180 - 0xC0);
 
 bool in_ranges(std::span<const CodeRange> ranges, char32_t cp) {
@@ -105,8 +108,12 @@ bool is_ascii_punctuation(char32_t cp) {
          (cp >= 123 && cp <= 126);
 }
 
-bool is_dropped(char32_t cp) { return in_ranges(kDroppedRanges, cp); }
-bool is_whitespace(char32_t cp) { return in_ranges(kWhitespaceRanges, cp); }
+bool is_dropped(char32_t cp) {
+  return in_ranges(kDroppedRanges, cp);
+}
+bool is_whitespace(char32_t cp) {
+  return in_ranges(kWhitespaceRanges, cp);
+}
 bool is_split_alone(char32_t cp) {
   if (cp < 0x80) return is_ascii_punctuation(cp);
   return in_ranges(kPunctuationRanges, cp) || in_ranges(kCjkRanges, cp);
@@ -250,7 +257,9 @@ void split_words(std::string_view text, bool lowercase, OnWord&& on_word) {
   flush();
 }
 
-bool is_continuation_byte(char c) { return (static_cast<unsigned char>(c) & 0xC0) == 0x80; }
+bool is_continuation_byte(char c) {
+  return (static_cast<unsigned char>(c) & 0xC0) == 0x80;
+}
 
 // Spec step 5: appends the WordPiece ids of `word` to `out` and returns true, or returns false
 // (appending nothing) when the word is [UNK]. `scratch` is reused to avoid an allocation per
@@ -368,10 +377,10 @@ WordPieceTokenizer::WordPieceTokenizer(std::vector<std::string> vocab, bool lowe
   }
   for (const char* special : {"[PAD]", "[UNK]", "[CLS]", "[SEP]"}) {
     if (!ids_.contains(special)) {
-      throw Error(ErrorKind::invalid_file,
-                  std::string("tokenizer: vocabulary lacks ") + special);
+      throw Error(ErrorKind::invalid_file, std::string("tokenizer: vocabulary lacks ") + special);
     }
   }
+  max_token_bytes_ = longest_token_bytes(vocab_);
 }
 
 int32_t WordPieceTokenizer::id(std::string_view token) const {
@@ -387,7 +396,7 @@ std::vector<int32_t> WordPieceTokenizer::encode(std::string_view text) const {
   }
   const size_t piece_budget = static_cast<size_t>(max_positions_) - 2;
   const int32_t unk = id("[UNK]");
-  const size_t max_token_bytes = longest_token_bytes(vocab_);
+  const size_t max_token_bytes = max_token_bytes_;
   std::vector<int32_t> ids{id("[CLS]")};
   std::string scratch;
   split_words(text, lowercase_, [&](std::string_view word, int code_points) {
@@ -406,12 +415,11 @@ std::vector<WordPieceTokenizer::Word> WordPieceTokenizer::words(std::string_view
   if (!is_valid_utf8(text)) {
     throw Error(ErrorKind::invalid_argument, "prompt is not valid UTF-8");
   }
-  const size_t max_token_bytes = longest_token_bytes(vocab_);
+  const size_t max_token_bytes = max_token_bytes_;
   std::vector<Word> result;
   std::string scratch;
   split_words(text, lowercase_, [&](std::string_view word, int code_points) {
-    const bool known =
-        append_wordpiece(ids_, word, code_points, max_token_bytes, scratch, nullptr);
+    const bool known = append_wordpiece(ids_, word, code_points, max_token_bytes, scratch, nullptr);
     result.push_back(Word{std::string(word), known});
     return true;
   });

@@ -9,14 +9,14 @@ namespace strand::cpu {
 namespace {
 
 // Below this many elements a parallel region costs more than it saves.
-constexpr std::ptrdiff_t kParallelMinElements = 32 * 1024;
+constexpr std::ptrdiff_t kParallelMinElements = std::ptrdiff_t{32} * 1024;
 
 // Applies f to every element; OpenMP splits large arrays across threads.
 template <typename F>
 void apply_elementwise(float* x, size_t n, F f) {
   const auto count = static_cast<std::ptrdiff_t>(n);
-#pragma omp parallel for schedule(static) num_threads(num_threads()) \
-    if (count > kParallelMinElements)
+#pragma omp parallel for schedule(static) \
+    num_threads(num_threads()) if (count > kParallelMinElements)
   for (std::ptrdiff_t i = 0; i < count; ++i) x[i] = f(x[i]);
 }
 

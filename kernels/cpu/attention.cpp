@@ -3,8 +3,10 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <vector>
 
@@ -14,11 +16,41 @@ namespace strand::cpu {
 namespace {
 
 // Below this many multiply-adds (q k^T alone) the whole call runs on one thread.
-constexpr std::ptrdiff_t kParallelMinMultiplyAdds = 256 * 1024;
+constexpr std::ptrdiff_t kParallelMinMultiplyAdds = std::ptrdiff_t{256} * 1024;
 // Query rows are processed in tiles so that the score matrix stays bounded (~4 MiB) however long
 // the key sequence is, instead of tq * tk floats (100 MB at 5000 x 5000).
 constexpr std::ptrdiff_t kScoreTileElements = 1 << 20;
 constexpr int kLanes = 8;
+
+// Lower bound for exp_clamped's argument: 2^n must stay a normal float. exp(-87) ~ 1.6e-38 is as
+// good as zero next to a softmax row's largest term (1).
+constexpr float kExpMin = -87.0f;
+
+// exp(x) for kExpMin <= x <= 0, written so that the compiler vectorises it: libm's expf is a scalar
+// call and took most of the time of a 432-token attention.
+// x = n ln2 + r with |r| <= ln2 / 2; exp(r) by its degree-7 Taylor polynomial (truncation error
+// r^8 / 8! < 6e-9 relative), times 2^n put together in the exponent bits. The clamp to kExpMin is
+// the caller's, in a separate loop: inside this one GCC splits the paths and gives up vectorising.
+inline float exp_clamped(float x) {
+  constexpr float kLog2e = 1.44269504088896341f;
+  constexpr float kLn2Hi = 0.693359375f;  // ln 2 split in two so that n * kLn2Hi is exact
+  constexpr float kLn2Lo = -2.12194440e-4f;
+  // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer; floor() would do but blocks
+  // vectorisation under strict IEEE flags.
+  constexpr float kRoundMagic = 12582912.0f;
+  const float n = (x * kLog2e + kRoundMagic) - kRoundMagic;
+  const float r = (x - n * kLn2Hi) - n * kLn2Lo;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const auto two_to_n = std::bit_cast<float>((static_cast<std::int32_t>(n) + 127) << 23);
+  return p * two_to_n;
+}
 
 // Numerically safe softmax of one row in place: subtract the max, exponentiate, normalise.
 // Max and sum use kLanes explicit accumulators so the loops vectorise under strict IEEE rules.
@@ -32,7 +64,11 @@ void softmax_row(float* row, int n) {
   for (int l = 0; i < n; ++i, ++l) lane_max[l] = std::max(lane_max[l], row[i]);
   const float row_max = *std::max_element(lane_max, lane_max + kLanes);
 
-  for (int j = 0; j < n; ++j) row[j] = std::exp(row[j] - row_max);
+  for (int j = 0; j < n; ++j) {
+    const float x = row[j] - row_max;
+    row[j] = x < kExpMin ? kExpMin : x;
+  }
+  for (int j = 0; j < n; ++j) row[j] = exp_clamped(row[j]);
 
   float acc[kLanes] = {};
   i = 0;
@@ -40,7 +76,8 @@ void softmax_row(float* row, int n) {
     for (int l = 0; l < kLanes; ++l) acc[l] += row[i + l];
   }
   for (int l = 0; i < n; ++i, ++l) acc[l] += row[i];
-  const float sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  const float sum =
+      ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
   const float inv_sum = 1.0f / sum;
   for (int j = 0; j < n; ++j) row[j] *= inv_sum;
 }
@@ -85,7 +122,8 @@ void attention(const float* q, int q_stride, const float* k, int k_stride, const
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, tk, head_dim, scale,
                 q + static_cast<std::ptrdiff_t>(t0) * q_stride + head_offset, q_stride,
                 k + head_offset, k_stride, 0.0f, scores.data(), tk);
-    for (int r = 0; r < rows; ++r) softmax_row(scores.data() + static_cast<std::ptrdiff_t>(r) * tk, tk);
+    for (int r = 0; r < rows; ++r)
+      softmax_row(scores.data() + static_cast<std::ptrdiff_t>(r) * tk, tk);
     // out_h[t0 : t0 + rows] = P v_h
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, head_dim, tk, 1.0f, scores.data(),
                 tk, v + head_offset, v_stride, 0.0f,

@@ -10,13 +10,13 @@
 namespace strand::cpu {
 namespace {
 
-constexpr std::ptrdiff_t kParallelMinElements = 32 * 1024;
+constexpr std::ptrdiff_t kParallelMinElements = std::ptrdiff_t{32} * 1024;
 // im2col scratch per band of output rows (~16 MiB): a full-frame column matrix would be
 // c_in * 9 * h_out * w_out floats, 150 MB for 64 channels at 256 x 256.
 constexpr std::ptrdiff_t kColumnBandElements = 4 << 20;
 
-// cols[(ci * 9 + ky * 3 + kx), (r - r0) * w_out + c] = in[ci, r * stride + ky - 1, c * stride + kx - 1]
-// (zero outside the image), for output rows r0 .. r0 + band_rows - 1.
+// cols[(ci * 9 + ky * 3 + kx), (r - r0) * w_out + c] = in[ci, r * stride + ky - 1, c * stride + kx
+// - 1] (zero outside the image), for output rows r0 .. r0 + band_rows - 1.
 void im2col_band(const float* in, int c_in, int h, int w, int stride, int w_out, int r0,
                  int band_rows, float* cols) {
   const int band_cols = band_rows * w_out;
@@ -63,8 +63,8 @@ void conv2d_3x3(const float* in, int c_in, int h, int w, const float* weight, co
   if (patch_rows == 0) return;
 
   const std::ptrdiff_t row_elements = static_cast<std::ptrdiff_t>(patch_rows) * w_out;
-  const int band_rows = static_cast<int>(
-      std::clamp<std::ptrdiff_t>(kColumnBandElements / row_elements, 1, h_out));
+  const int band_rows =
+      static_cast<int>(std::clamp<std::ptrdiff_t>(kColumnBandElements / row_elements, 1, h_out));
   std::vector<float> cols(static_cast<size_t>(row_elements) * static_cast<size_t>(band_rows));
   for (int r0 = 0; r0 < h_out; r0 += band_rows) {
     const int rows = std::min(band_rows, h_out - r0);
@@ -85,8 +85,8 @@ void upsample_nearest_2x(const float* in, int c, int h, int w, float* out) {
   for (int ch = 0; ch < c; ++ch) {
     for (int y = 0; y < h; ++y) {
       const float* src = in + (static_cast<std::ptrdiff_t>(ch) * h + y) * w;
-      float* dst = out + (static_cast<std::ptrdiff_t>(ch) * 2 * h + 2 * y) * w2;
-      for (int x = 0; x < w; ++x) {
+      float* dst = out + (static_cast<std::ptrdiff_t>(ch) * 2 * h + std::ptrdiff_t{2} * y) * w2;
+      for (std::ptrdiff_t x = 0; x < w; ++x) {
         dst[2 * x] = src[x];
         dst[2 * x + 1] = src[x];
       }

@@ -3,7 +3,6 @@
 #include <cblas.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstddef>
 #include <vector>
 
@@ -13,36 +12,50 @@ namespace strand::cpu {
 namespace {
 
 // Below this many multiply-adds per call the sequential rule runs on one thread.
-constexpr std::ptrdiff_t kParallelMinWork = 256 * 1024;
+constexpr std::ptrdiff_t kParallelMinWork = std::ptrdiff_t{256} * 1024;
 
-// One token of the sequential rule on the state of one head, in the order the spec writes it:
-// S <- alpha S; u = beta (v - S^T k); S <- S + k u^T.
-void delta_step(float* state, const float* key, const float* value, float alpha, float beta, int dk,
-                int dv, float* u) {
-  std::fill_n(u, dv, 0.0f);
-  for (int i = 0; i < dk; ++i) {
-    float* row = state + static_cast<std::ptrdiff_t>(i) * dv;
-    const float ki = key[i];
-    for (int j = 0; j < dv; ++j) {
-      row[j] *= alpha;
-      u[j] += row[j] * ki;
+// The sequential rule for one head, in the order the spec writes it:
+//   S <- alpha S;  u = beta (v - S^T k);  S <- S + k u^T.
+// The rank-1 update of token t and the decay and read of token t + 1 share one sweep over S
+// (row <- (row + k_t[i] u_t) alpha_{t+1}, then w += row k_{t+1}[i]): the same arithmetic in the
+// same order as separate passes, with half the trips through the state.
+void delta_head_sequential(float* state, const float* k, int k_stride, const float* v, int v_stride,
+                           const float* alpha, const float* beta, int heads, int tokens, int dk,
+                           int dv) {
+  std::vector<float> u(static_cast<size_t>(dv));  // pending update of the previous token
+  std::vector<float> w(static_cast<size_t>(dv));  // S^T k of the current token
+  const float* k_prev = nullptr;
+  for (int t = 0; t < tokens; ++t) {
+    const float* kt = k + static_cast<std::ptrdiff_t>(t) * k_stride;
+    const float* vt = v + static_cast<std::ptrdiff_t>(t) * v_stride;
+    const float a = alpha[static_cast<std::ptrdiff_t>(t) * heads];
+    const float b = beta[static_cast<std::ptrdiff_t>(t) * heads];
+    std::fill(w.begin(), w.end(), 0.0f);
+    for (int i = 0; i < dk; ++i) {
+      float* row = state + static_cast<std::ptrdiff_t>(i) * dv;
+      const float ki = kt[i];
+      if (k_prev != nullptr) {
+        const float kp = k_prev[i];
+        for (int j = 0; j < dv; ++j) {
+          row[j] = (row[j] + kp * u[static_cast<size_t>(j)]) * a;
+          w[static_cast<size_t>(j)] += row[j] * ki;
+        }
+      } else {
+        for (int j = 0; j < dv; ++j) {
+          row[j] *= a;
+          w[static_cast<size_t>(j)] += row[j] * ki;
+        }
+      }
     }
+    for (int j = 0; j < dv; ++j) {
+      u[static_cast<size_t>(j)] = b * (vt[j] - w[static_cast<size_t>(j)]);
+    }
+    k_prev = kt;
   }
-  for (int j = 0; j < dv; ++j) u[j] = beta * (value[j] - u[j]);
   for (int i = 0; i < dk; ++i) {
     float* row = state + static_cast<std::ptrdiff_t>(i) * dv;
-    const float ki = key[i];
-    for (int j = 0; j < dv; ++j) row[j] += ki * u[j];
-  }
-}
-
-// Asks for the next chunk's rows of one head while the current chunk computes: each head reads a
-// short slice of every (long) token row, a pattern the hardware prefetchers do not follow.
-void prefetch_rows(const float* base, int stride, int rows, int width) {
-  constexpr int kFloatsPerLine = 16;
-  for (int r = 0; r < rows; ++r) {
-    const float* row = base + static_cast<std::ptrdiff_t>(r) * stride;
-    for (int i = 0; i < width; i += kFloatsPerLine) __builtin_prefetch(row + i);
+    const float kp = k_prev[i];
+    for (int j = 0; j < dv; ++j) row[j] += kp * u[static_cast<size_t>(j)];
   }
 }
 
@@ -62,17 +75,17 @@ struct ChunkScratch {
   std::vector<float> gram;          // [n, n] K K^T, then the strictly lower A
   std::vector<float> inverse;       // [n, n] (I + A)^-1, unit lower triangular
   std::vector<float> rhs;           // [n, dk + dv] [beta gamma k | beta v], then [W | U]
-  std::vector<float> keys_decayed;  // [n, dk] (gamma_n / gamma_i) k_i
+  std::vector<float> keys_decayed;  // [n, dk] K_dec
 };
 
-// Chunk of n tokens (n <= chunk) for one head. With gamma_t = alpha_1 ... alpha_t within the chunk
-// and S_0 the state before it, unrolling the rule gives
-//   S_t = gamma_t S_0 + sum_{i<=t} (gamma_t / gamma_i) k_i u_i^T,
-//   u_t = beta_t (v_t - gamma_t S_0^T k_t - sum_{i<t} (gamma_t / gamma_i) (k_t . k_i) u_i).
+// Chunk of tokens t = 0 .. n-1 (n <= chunk) for one head. With gamma_t = alpha_0 ... alpha_t and
+// S_0 the state before the chunk, unrolling the rule gives the state after token t
+//   S(t) = gamma_t S_0 + sum_{i<=t} (gamma_t / gamma_i) k_i u_i^T,
+//   u_t  = beta_t (v_t - gamma_t S_0^T k_t - sum_{i<t} (gamma_t / gamma_i) (k_t . k_i) u_i).
 // In matrix form (rows = tokens): (I + A) U = diag(beta) V - diag(beta gamma) K S_0 with
 // A[t, i] = beta_t (gamma_t / gamma_i) (k_t . k_i) for i < t. So, with X = (I + A)^-1,
 //   W = X diag(beta gamma) K,  U~ = X diag(beta) V,  U = U~ - W S_0,
-//   S_n = gamma_n S_0 + sum_i (gamma_n / gamma_i) k_i u_i^T = gamma_n S_0 + K_dec^T U.
+//   S(n-1) = gamma_{n-1} S_0 + K_dec^T U,  K_dec = diag(gamma_{n-1} / gamma) K.
 // Every decay factor is a product of alphas over a token range, accumulated in double without any
 // division, so a vanishing gamma (alpha == 0 is a full reset) cannot produce 0/0.
 void chunk_update(float* state, const float* k, int k_stride, const float* v, int v_stride,
@@ -125,7 +138,7 @@ void chunk_update(float* state, const float* k, int k_stride, const float* v, in
     }
   }
 
-  // rhs = [diag(beta gamma) K | diag(beta) V], K_dec = diag(gamma_n / gamma) K.
+  // rhs = [diag(beta gamma) K | diag(beta) V] and K_dec.
   for (int t = 0; t < n; ++t) {
     const double b = static_cast<double>(beta[static_cast<std::ptrdiff_t>(t) * heads]);
     const auto bg = static_cast<float>(b * gamma[t]);
@@ -145,7 +158,7 @@ void chunk_update(float* state, const float* k, int k_stride, const float* v, in
   // U = U~ - W S_0.
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dv, dk, -1.0f, rhs, rhs_ld, state, dv,
               1.0f, rhs + dk, rhs_ld);
-  // S = gamma_n S_0 + K_dec^T U.
+  // S = gamma_{n-1} S_0 + K_dec^T U.
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dk, dv, n, 1.0f, keys_decayed, dk, rhs + dk,
               rhs_ld, static_cast<float>(gamma[n - 1]), state, dv);
 }
@@ -161,14 +174,10 @@ void gated_delta_update_sequential(float* s, const float* k, int k_stride, const
   // Heads are independent: one thread per head, each walking the tokens in order.
 #pragma omp parallel for schedule(static) num_threads(num_threads()) if (parallel)
   for (int h = 0; h < heads; ++h) {
-    std::vector<float> u(static_cast<size_t>(dv));
-    float* state = s + static_cast<std::ptrdiff_t>(h) * dk * dv;
-    for (int t = 0; t < tokens; ++t) {
-      const std::ptrdiff_t th = static_cast<std::ptrdiff_t>(t) * heads + h;
-      delta_step(state, k + static_cast<std::ptrdiff_t>(t) * k_stride + static_cast<std::ptrdiff_t>(h) * dk,
-                 v + static_cast<std::ptrdiff_t>(t) * v_stride + static_cast<std::ptrdiff_t>(h) * dv,
-                 alpha[th], beta[th], dk, dv, u.data());
-    }
+    delta_head_sequential(s + static_cast<std::ptrdiff_t>(h) * dk * dv,
+                          k + static_cast<std::ptrdiff_t>(h) * dk, k_stride,
+                          v + static_cast<std::ptrdiff_t>(h) * dv, v_stride, alpha + h, beta + h,
+                          heads, tokens, dk, dv);
   }
 }
 
@@ -189,17 +198,12 @@ void gated_delta_update_chunked(float* s, const float* k, int k_stride, const fl
       for (int t0 = 0; t0 < tokens; t0 += chunk) {
         const int n = std::min(chunk, tokens - t0);
         const std::ptrdiff_t th = static_cast<std::ptrdiff_t>(t0) * heads + h;
-        if (t0 + n < tokens) {
-          prefetch_rows(k + static_cast<std::ptrdiff_t>(t0 + n) * k_stride + static_cast<std::ptrdiff_t>(h) * dk,
-                        k_stride, std::min(chunk, tokens - t0 - n), dk);
-          prefetch_rows(v + static_cast<std::ptrdiff_t>(t0 + n) * v_stride + static_cast<std::ptrdiff_t>(h) * dv,
-                        v_stride, std::min(chunk, tokens - t0 - n), dv);
-        }
-        chunk_update(state,
-                     k + static_cast<std::ptrdiff_t>(t0) * k_stride + static_cast<std::ptrdiff_t>(h) * dk,
-                     k_stride,
-                     v + static_cast<std::ptrdiff_t>(t0) * v_stride + static_cast<std::ptrdiff_t>(h) * dv,
-                     v_stride, alpha + th, beta + th, heads, n, dk, dv, scratch);
+        chunk_update(
+            state,
+            k + static_cast<std::ptrdiff_t>(t0) * k_stride + static_cast<std::ptrdiff_t>(h) * dk,
+            k_stride,
+            v + static_cast<std::ptrdiff_t>(t0) * v_stride + static_cast<std::ptrdiff_t>(h) * dv,
+            v_stride, alpha + th, beta + th, heads, n, dk, dv, scratch);
       }
     }
   }

@@ -52,8 +52,8 @@ void gemm(const float* a, const float* b, float* c, int m, int n, int k, bool tr
     const int size = std::min(block, extent - begin);
     if (split_rows) {
       sgemm(a + static_cast<std::ptrdiff_t>(begin) * lda, b,
-            c + static_cast<std::ptrdiff_t>(begin) * ldc, size, n, k, trans_b, alpha, beta, lda, ldb,
-            ldc);
+            c + static_cast<std::ptrdiff_t>(begin) * ldc, size, n, k, trans_b, alpha, beta, lda,
+            ldb, ldc);
     } else {
       const float* b_block = trans_b ? b + static_cast<std::ptrdiff_t>(begin) * ldb : b + begin;
       sgemm(a, b_block, c + begin, m, size, k, trans_b, alpha, beta, lda, ldb, ldc);

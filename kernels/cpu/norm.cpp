@@ -8,7 +8,7 @@
 namespace strand::cpu {
 namespace {
 
-constexpr std::ptrdiff_t kParallelMinElements = 32 * 1024;
+constexpr std::ptrdiff_t kParallelMinElements = std::ptrdiff_t{32} * 1024;
 
 // Sum of f(x[i]) in float with kLanes independent accumulators. Strict IEEE semantics
 // (no -ffast-math) forbid the compiler from reordering a single running sum, so the lanes make the
@@ -34,8 +34,8 @@ struct MeanInvStd {
 // Two-pass mean and variance: accurate even when |mean| >> std.
 MeanInvStd moments(const float* x, int dim, float eps) {
   const float mean = lane_sum(x, dim, [](float v) { return v; }) / static_cast<float>(dim);
-  const float var =
-      lane_sum(x, dim, [mean](float v) { return (v - mean) * (v - mean); }) / static_cast<float>(dim);
+  const float var = lane_sum(x, dim, [mean](float v) { return (v - mean) * (v - mean); }) /
+                    static_cast<float>(dim);
   return {mean, 1.0f / std::sqrt(var + eps)};
 }
 
@@ -73,7 +73,8 @@ void layer_norm_modulate(const float* x, float* y, int rows, int dim, const floa
   for (int r = 0; r < rows; ++r) {
     const float* xr = x + static_cast<std::ptrdiff_t>(r) * dim;
     float* yr = y + static_cast<std::ptrdiff_t>(r) * dim;
-    const std::ptrdiff_t group_offset = static_cast<std::ptrdiff_t>(r / rows_per_group) * group_stride;
+    const std::ptrdiff_t group_offset =
+        static_cast<std::ptrdiff_t>(r / rows_per_group) * group_stride;
     const float* sh = shift + group_offset;
     const float* sc = scale + group_offset;
     const auto [mean, inv_std] = moments(xr, dim, eps);
@@ -87,7 +88,8 @@ void rms_norm(const float* x, float* y, int rows, int dim, const float* weight, 
   for (int r = 0; r < rows; ++r) {
     const float* xr = x + static_cast<std::ptrdiff_t>(r) * dim;
     float* yr = y + static_cast<std::ptrdiff_t>(r) * dim;
-    const float mean_sq = lane_sum(xr, dim, [](float v) { return v * v; }) / static_cast<float>(dim);
+    const float mean_sq =
+        lane_sum(xr, dim, [](float v) { return v * v; }) / static_cast<float>(dim);
     const float inv_rms = 1.0f / std::sqrt(mean_sq + eps);
     if (weight != nullptr) {
       for (int j = 0; j < dim; ++j) yr[j] = xr[j] * inv_rms * weight[j];
@@ -100,10 +102,12 @@ void rms_norm(const float* x, float* y, int rows, int dim, const float* weight, 
 void l2_normalize_heads(float* x, int rows, int heads, int head_dim, float eps) {
   if (rows <= 0 || heads <= 0 || head_dim <= 0) return;
   const int width = heads * head_dim;
-#pragma omp parallel for schedule(static) num_threads(num_threads()) if (worth_parallel(rows, width))
+#pragma omp parallel for schedule(static) \
+    num_threads(num_threads()) if (worth_parallel(rows, width))
   for (int r = 0; r < rows; ++r) {
     for (int h = 0; h < heads; ++h) {
-      float* v = x + static_cast<std::ptrdiff_t>(r) * width + static_cast<std::ptrdiff_t>(h) * head_dim;
+      float* v =
+          x + static_cast<std::ptrdiff_t>(r) * width + static_cast<std::ptrdiff_t>(h) * head_dim;
       const float sum_sq = lane_sum(v, head_dim, [](float e) { return e * e; });
       const float inv_norm = 1.0f / std::sqrt(sum_sq + eps);
       for (int j = 0; j < head_dim; ++j) v[j] *= inv_norm;

@@ -10,7 +10,7 @@
 namespace strand::cpu {
 namespace {
 
-constexpr std::ptrdiff_t kParallelMinElements = 32 * 1024;
+constexpr std::ptrdiff_t kParallelMinElements = std::ptrdiff_t{32} * 1024;
 
 // cos/sin of pos * theta^(-j/n) for one part (temporal, row or column) of the rotary pairs.
 // Positions repeat a lot in a block (every token of a frame shares pos_t, every token of a row
@@ -35,7 +35,7 @@ class PartTable {
     for (int e = 0; e < entries; ++e) {
       const double p = by_position_ ? static_cast<double>(lo_ + e) : static_cast<double>(pos[e]);
       float* row = cos_sin_.data() + static_cast<std::ptrdiff_t>(e) * pairs * 2;
-      for (int j = 0; j < pairs; ++j) {
+      for (std::ptrdiff_t j = 0; j < pairs; ++j) {
         const double angle = p * freq[static_cast<size_t>(j)];
         row[2 * j] = static_cast<float>(std::cos(angle));
         row[2 * j + 1] = static_cast<float>(std::sin(angle));
@@ -58,7 +58,7 @@ class PartTable {
 
 // Rotates `pairs` consecutive (x[2j], x[2j+1]) pairs by the angles in cs.
 inline void rotate_pairs(float* x, const float* cs, int pairs) {
-  for (int j = 0; j < pairs; ++j) {
+  for (std::ptrdiff_t j = 0; j < pairs; ++j) {
     const float x0 = x[2 * j];
     const float x1 = x[2 * j + 1];
     const float c = cs[2 * j];
@@ -80,6 +80,9 @@ void rope_3d(float* x, int tokens, int heads, int head_dim, int row_stride, cons
   const PartTable row(pos_r, tokens, spatial_pairs, theta);
   const PartTable column(pos_c, tokens, spatial_pairs, theta);
 
+  // Float offsets of the row and column parts within a head vector.
+  const std::ptrdiff_t row_part_offset = std::ptrdiff_t{2} * temporal_pairs;
+  const std::ptrdiff_t column_part_offset = row_part_offset + std::ptrdiff_t{2} * spatial_pairs;
   const bool parallel =
       static_cast<std::ptrdiff_t>(tokens) * heads * head_dim > kParallelMinElements;
 #pragma omp parallel for schedule(static) num_threads(num_threads()) if (parallel)
@@ -91,8 +94,8 @@ void rope_3d(float* x, int tokens, int heads, int head_dim, int row_stride, cons
       float* v = x + static_cast<std::ptrdiff_t>(t) * row_stride +
                  static_cast<std::ptrdiff_t>(h) * head_dim;
       rotate_pairs(v, cs_t, temporal_pairs);
-      rotate_pairs(v + 2 * temporal_pairs, cs_r, spatial_pairs);
-      rotate_pairs(v + 2 * (temporal_pairs + spatial_pairs), cs_c, spatial_pairs);
+      rotate_pairs(v + row_part_offset, cs_r, spatial_pairs);
+      rotate_pairs(v + column_part_offset, cs_c, spatial_pairs);
     }
   }
 }

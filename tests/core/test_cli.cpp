@@ -2,9 +2,8 @@
 // Bad input of every kind must give exit code 2, exactly one "strand-cli: error: ..." line on
 // stderr and no output; good runs must be deterministic and snapshot continuation exact.
 // Renders use the small golden test model (64x32) and 1-2 blocks to stay fast.
-#include <gtest/gtest.h>
-
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,7 +27,8 @@ namespace {
 
 const std::string kCli = STRAND_CLI;
 const std::string kModel = std::string(STRAND_TEST_DATA) + "/golden-model.safetensors";
-const std::string kBundledModel = std::string(STRAND_SOURCE_DIR) + "/resources/models/strand-tiny-random.safetensors";
+const std::string kBundledModel =
+    std::string(STRAND_SOURCE_DIR) + "/resources/models/strand-tiny-random.safetensors";
 
 struct RunResult {
   int exit_code = -1;  // negative: killed by that signal
@@ -71,8 +71,9 @@ int wait_exit_code(pid_t pid) {
 class CliTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("strand_cli_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() /
+           ("strand_cli_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }
@@ -98,7 +99,9 @@ class CliTest : public ::testing::Test {
     EXPECT_TRUE(r.err.starts_with("strand-cli: error: ")) << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "exactly one line: " << r.err;
     EXPECT_TRUE(r.err.ends_with("\n"));
-    if (!expected_in_message.empty()) EXPECT_NE(r.err.find(expected_in_message), std::string::npos) << r.err;
+    if (!expected_in_message.empty()) {
+      EXPECT_NE(r.err.find(expected_in_message), std::string::npos) << r.err;
+    }
     if (!output.empty()) {
       EXPECT_FALSE(fs::exists(output)) << output;
       EXPECT_FALSE(fs::exists(output + ".part")) << output;
@@ -119,9 +122,10 @@ class CliTest : public ::testing::Test {
   }
 
   // A render of the golden model with a fixed prompt; extra options appended.
-  std::vector<std::string> render_args(const std::string& out, std::vector<std::string> extra = {}) const {
-    std::vector<std::string> args{"render", "--model", kModel, "--prompt", "a red fox in the snow", "--seed", "11",
-                                  "--out", out};
+  std::vector<std::string> render_args(const std::string& out,
+                                       std::vector<std::string> extra = {}) const {
+    std::vector<std::string> args{"render", "--model", kModel,  "--prompt", "a red fox in the snow",
+                                  "--seed", "11",      "--out", out};
     args.insert(args.end(), extra.begin(), extra.end());
     return args;
   }
@@ -140,16 +144,19 @@ int64_t count_parameters_in_file(const std::string& model_path) {
   std::string header(header_length, '\0');
   in.read(header.data(), static_cast<std::streamsize>(header_length));
   int64_t total = 0;
-  for (const auto& [name, entry] : nlohmann::json::parse(header).items()) {
-    if (name == "__metadata__") continue;
+  const nlohmann::json root = nlohmann::json::parse(header);
+  for (auto it = root.begin(); it != root.end(); ++it) {
+    if (it.key() == "__metadata__") continue;
     int64_t count = 1;
-    for (const auto& dim : entry["shape"]) count *= dim.get<int64_t>();
+    for (const auto& dim : it.value().at("shape")) count *= dim.get<int64_t>();
     total += count;
   }
   return total;
 }
 
-std::string read_binary(const fs::path& path) { return read_text(path); }
+std::string read_binary(const fs::path& path) {
+  return read_text(path);
+}
 
 std::string frame_name(int i) {
   char name[32];
@@ -197,31 +204,40 @@ TEST_F(CliTest, RejectsMissingOrCorruptModels) {
 TEST_F(CliTest, RejectsBadSchedules) {
   const std::string out = path("out");
   const auto with_schedule = [&](const std::string& file) {
-    return std::vector<std::string>{"render", "--model", kModel, "--schedule", file, "--frames", "3",
-                                    "--seed", "1", "--out", out};
+    return std::vector<std::string>{"render", "--model", kModel, "--schedule", file, "--frames",
+                                    "3",      "--seed",  "1",    "--out",      out};
   };
   expect_rejected(with_schedule(path("missing.json")), out, "missing.json");
-  expect_rejected(with_schedule(write_file("syntax.json", "[{\"frame\": 0, \"prompt\": \"a\"},")), out, "JSON");
-  expect_rejected(with_schedule(write_file("object.json", "{\"frame\": 0, \"prompt\": \"a\"}")), out);
+  expect_rejected(with_schedule(write_file("syntax.json", "[{\"frame\": 0, \"prompt\": \"a\"},")),
+                  out, "JSON");
+  expect_rejected(with_schedule(write_file("object.json", "{\"frame\": 0, \"prompt\": \"a\"}")),
+                  out);
   expect_rejected(with_schedule(write_file("empty.json", "[]")), out);
-  expect_rejected(with_schedule(write_file("types.json", "[{\"frame\": \"0\", \"prompt\": \"a\"}]")), out, "frame");
+  expect_rejected(
+      with_schedule(write_file("types.json", "[{\"frame\": \"0\", \"prompt\": \"a\"}]")), out,
+      "frame");
   expect_rejected(with_schedule(write_file("noprompt.json", "[{\"frame\": 0}]")), out, "prompt");
-  expect_rejected(with_schedule(write_file("late.json", "[{\"frame\": 3, \"prompt\": \"a\"}]")), out, "frame 0");
-  expect_rejected(with_schedule(write_file("unsorted.json",
-                                           "[{\"frame\": 0, \"prompt\": \"a\"}, {\"frame\": 6, \"prompt\": \"b\"},"
-                                           " {\"frame\": 3, \"prompt\": \"c\"}]")),
+  expect_rejected(with_schedule(write_file("late.json", "[{\"frame\": 3, \"prompt\": \"a\"}]")),
+                  out, "frame 0");
+  expect_rejected(with_schedule(write_file(
+                      "unsorted.json",
+                      "[{\"frame\": 0, \"prompt\": \"a\"}, {\"frame\": 6, \"prompt\": \"b\"},"
+                      " {\"frame\": 3, \"prompt\": \"c\"}]")),
                   out, "increasing");
-  expect_rejected(with_schedule(write_file("negative.json", "[{\"frame\": -3, \"prompt\": \"a\"}]")), out);
+  expect_rejected(
+      with_schedule(write_file("negative.json", "[{\"frame\": -3, \"prompt\": \"a\"}]")), out);
   // Invalid UTF-8 inside the JSON text.
-  expect_rejected(with_schedule(write_file("utf8.json", "[{\"frame\": 0, \"prompt\": \"caf\xC3\"}]")), out);
-  expect_rejected(with_schedule(write_file("blank.json", "[{\"frame\": 0, \"prompt\": \"  \"}]")), out, "empty");
+  expect_rejected(
+      with_schedule(write_file("utf8.json", "[{\"frame\": 0, \"prompt\": \"caf\xC3\"}]")), out);
+  expect_rejected(with_schedule(write_file("blank.json", "[{\"frame\": 0, \"prompt\": \"  \"}]")),
+                  out, "empty");
 }
 
 TEST_F(CliTest, RejectsBadPrompts) {
   const std::string out = path("out");
   const auto with_prompt = [&](const std::string& prompt) {
-    return std::vector<std::string>{"render", "--model", kModel, "--prompt", prompt, "--frames", "3",
-                                    "--seed", "1", "--out", out};
+    return std::vector<std::string>{"render", "--model", kModel, "--prompt", prompt, "--frames",
+                                    "3",      "--seed",  "1",    "--out",    out};
   };
   expect_rejected(with_prompt(""), out, "empty");
   expect_rejected(with_prompt(" \t \n"), out, "empty");
@@ -229,18 +245,20 @@ TEST_F(CliTest, RejectsBadPrompts) {
   expect_rejected(with_prompt("\xED\xA0\x80 surrogate"), out, "UTF-8");
   // Linux caps one argument at 128 KiB, so the 1 MB prompt goes through a schedule file.
   expect_rejected(with_prompt(std::string(100 * 1024, 'a')), out, "too long");
-  const std::string huge = nlohmann::json::array({{{"frame", 0}, {"prompt", std::string(1 << 20, 'a')}}}).dump();
-  expect_rejected({"render", "--model", kModel, "--schedule", write_file("huge.json", huge), "--frames", "3", "--seed",
-                   "1", "--out", out},
-                  out, "too long");
-  expect_rejected({"render", "--model", kModel, "--prompt", "a", "--schedule", write_file("ok.json", "[]"),
+  const std::string huge =
+      nlohmann::json::array({{{"frame", 0}, {"prompt", std::string(1 << 20, 'a')}}}).dump();
+  expect_rejected({"render", "--model", kModel, "--schedule", write_file("huge.json", huge),
                    "--frames", "3", "--seed", "1", "--out", out},
+                  out, "too long");
+  expect_rejected({"render", "--model", kModel, "--prompt", "a", "--schedule",
+                   write_file("ok.json", "[]"), "--frames", "3", "--seed", "1", "--out", out},
                   out, "not both");
 }
 
 TEST_F(CliTest, RejectsBadCounts) {
   const std::string out = path("out");
-  for (const std::string frames : {"0", "-1", "-3", "abc", "3x", "", "1e3", "99999999999999999999"}) {
+  for (const std::string frames :
+       {"0", "-1", "-3", "abc", "3x", "", "1e3", "99999999999999999999"}) {
     expect_rejected(render_args(out, {"--frames", frames}), out, "--frames");
   }
   expect_rejected(render_args(out, {"--frames", "3", "--recache", "-1"}), out, "--recache");
@@ -256,7 +274,8 @@ TEST_F(CliTest, RejectsUnwritableOutputs) {
   expect_rejected(render_args(file + "/clip.mp4", {"--frames", "3"}), file + "/clip.mp4");
   const std::string out = path("out");
   expect_rejected(render_args(out, {"--frames", "3", "--stats", file + "/stats.json"}), out);
-  expect_rejected(render_args(out, {"--frames", "3", "--save-snapshot-at", "3:" + file + "/s.snap"}), out);
+  expect_rejected(
+      render_args(out, {"--frames", "3", "--save-snapshot-at", "3:" + file + "/s.snap"}), out);
   // A folder with other content is not replaced by a frame sequence, and stays intact.
   const fs::path mine = dir_ / "mine";
   fs::create_directories(mine);
@@ -271,11 +290,22 @@ TEST_F(CliTest, RejectsUnwritableOutputs) {
 TEST_F(CliTest, RejectsBadSnapshotRequests) {
   const std::string out = path("out");
   // The golden model has 3 frames per block; 3 frames requested = 1 block.
-  expect_rejected(render_args(out, {"--frames", "3", "--save-snapshot-at", "2:" + path("a.snap")}), out, "block");
-  expect_rejected(render_args(out, {"--frames", "3", "--save-snapshot-at", "6:" + path("a.snap")}), out, "outside");
-  expect_rejected(render_args(out, {"--frames", "3", "--save-snapshot-at", "3"}), out, "FRAME:FILE");
-  expect_rejected(render_args(out, {"--frames", "3", "--save-snapshot-at", "x:" + path("a.snap")}), out);
+  expect_rejected(render_args(out, {"--frames", "3", "--save-snapshot-at", "2:" + path("a.snap")}),
+                  out, "block");
+  expect_rejected(render_args(out, {"--frames", "3", "--save-snapshot-at", "6:" + path("a.snap")}),
+                  out, "outside");
+  expect_rejected(render_args(out, {"--frames", "3", "--save-snapshot-at", "3"}), out,
+                  "FRAME:FILE");
+  expect_rejected(render_args(out, {"--frames", "3", "--save-snapshot-at", "x:" + path("a.snap")}),
+                  out);
   EXPECT_FALSE(fs::exists(path("a.snap")));
+  // An output may not overwrite an input (here the model, through a copy).
+  const std::string model_copy = write_file("model.safetensors", read_binary(kModel));
+  std::vector<std::string> args =
+      render_args(out, {"--frames", "3", "--save-snapshot-at", "3:" + model_copy});
+  args[2] = model_copy;
+  expect_rejected(args, out, "another input or output");
+  EXPECT_EQ(read_binary(model_copy), read_binary(kModel));
 }
 
 TEST_F(CliTest, RejectsSnapshotsOfAnotherModel) {
@@ -288,12 +318,13 @@ TEST_F(CliTest, RejectsSnapshotsOfAnotherModel) {
   const std::string snapshot = path("other.snap");
   strand::save_snapshot(snapshot, state);
   const std::string out = path("out");
-  expect_rejected({"render", "--model", kModel, "--from-snapshot", snapshot, "--prompt", "a cat", "--frames", "3",
-                   "--out", out},
+  expect_rejected({"render", "--model", kModel, "--from-snapshot", snapshot, "--prompt", "a cat",
+                   "--frames", "3", "--out", out},
                   out, "another model");
-  expect_rejected({"render", "--model", kModel, "--from-snapshot", write_file("junk.snap", "STRNSNAP junk"),
-                   "--prompt", "a cat", "--frames", "3", "--out", out},
-                  out, "junk.snap");
+  expect_rejected(
+      {"render", "--model", kModel, "--from-snapshot", write_file("junk.snap", "STRNSNAP junk"),
+       "--prompt", "a cat", "--frames", "3", "--out", out},
+      out, "junk.snap");
 }
 
 TEST_F(CliTest, Mp4WithoutFfmpegIsRejectedUpFront) {
@@ -302,14 +333,16 @@ TEST_F(CliTest, Mp4WithoutFfmpegIsRejectedUpFront) {
   expect_rejected(render_args(out, {"--frames", "3"}), out, "FFmpeg");
 }
 
-// ---- Good runs (these need a working engine). ----------------------------------------------------
+// ---- Good runs (these need a working engine).
+// ----------------------------------------------------
 
 TEST_F(CliTest, InfoPrintsTheParameterCount) {
   const RunResult r = run({"info", "--model", kModel});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(r.err.empty()) << r.err;
   const int64_t expected = count_parameters_in_file(kModel);
-  EXPECT_NE(r.out.find("parameters:     " + std::to_string(expected) + "\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("parameters:     " + std::to_string(expected) + "\n"), std::string::npos)
+      << r.out;
   EXPECT_NE(r.out.find("\"frames_per_block\": 3"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("memory state:"), std::string::npos) << r.out;
 }
@@ -318,7 +351,8 @@ TEST_F(CliTest, InfoDefaultsToTheBundledModel) {
   ASSERT_TRUE(fs::exists(kBundledModel)) << "bundled model missing: " << kBundledModel;
   const RunResult r = run({"info"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find("parameters:     " + std::to_string(count_parameters_in_file(kBundledModel)) + "\n"),
+  EXPECT_NE(r.out.find("parameters:     " +
+                       std::to_string(count_parameters_in_file(kBundledModel)) + "\n"),
             std::string::npos)
       << r.out;
 }
@@ -327,7 +361,8 @@ TEST_F(CliTest, RendersAreDeterministicAndSnapshotsContinueExactly) {
   // 5 frames = 2 blocks of 3, only 5 written. Run A also saves a snapshot at frame 3 and stats.
   const fs::path a = dir_ / "a", b = dir_ / "b", c = dir_ / "c";
   const std::string snapshot = path("s3.snap"), stats = path("stats.json");
-  RunResult r = run(render_args(a.string(), {"--frames", "5", "--save-snapshot-at", "3:" + snapshot, "--stats", stats}));
+  RunResult r = run(render_args(
+      a.string(), {"--frames", "5", "--save-snapshot-at", "3:" + snapshot, "--stats", stats}));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(r.err.empty()) << r.err;
   r = run(render_args(b.string(), {"--frames", "5"}));
@@ -335,19 +370,22 @@ TEST_F(CliTest, RendersAreDeterministicAndSnapshotsContinueExactly) {
   ASSERT_EQ(count_files(a), 5);
   ASSERT_EQ(count_files(b), 5);
   for (int i = 0; i < 5; ++i) {
-    EXPECT_EQ(read_binary(a / frame_name(i)), read_binary(b / frame_name(i))) << "frame " << i << " differs";
+    EXPECT_EQ(read_binary(a / frame_name(i)), read_binary(b / frame_name(i)))
+        << "frame " << i << " differs";
   }
-  EXPECT_NE(read_binary(a / frame_name(0)), read_binary(a / frame_name(3))) << "frames should change over time";
+  EXPECT_NE(read_binary(a / frame_name(0)), read_binary(a / frame_name(3)))
+      << "frames should change over time";
   EXPECT_FALSE(fs::exists(a.string() + ".part"));
 
   // Continue from the snapshot: the next frames are those of the uninterrupted run.
   ASSERT_TRUE(fs::exists(snapshot));
-  r = run({"render", "--model", kModel, "--from-snapshot", snapshot, "--prompt", "a red fox in the snow", "--frames",
-           "2", "--out", c.string()});
+  r = run({"render", "--model", kModel, "--from-snapshot", snapshot, "--prompt",
+           "a red fox in the snow", "--frames", "2", "--out", c.string()});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   ASSERT_EQ(count_files(c), 2);
   for (int i = 0; i < 2; ++i) {
-    EXPECT_EQ(read_binary(c / frame_name(i)), read_binary(a / frame_name(3 + i))) << "continued frame " << 3 + i;
+    EXPECT_EQ(read_binary(c / frame_name(i)), read_binary(a / frame_name(3 + i)))
+        << "continued frame " << 3 + i;
   }
 
   const nlohmann::json s = nlohmann::json::parse(read_text(stats));
@@ -369,10 +407,12 @@ TEST_F(CliTest, Mp4RenderIsH264Yuv420pBt709) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   ASSERT_TRUE(fs::exists(out));
   EXPECT_FALSE(fs::exists(out + ".part"));
-  if (std::system("command -v ffprobe >/dev/null 2>&1") != 0) GTEST_SKIP() << "ffprobe not installed";
+  if (std::system("command -v ffprobe >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "ffprobe not installed";
   const std::string probe = path("probe.json");
-  const std::string command = "ffprobe -v error -count_frames -select_streams v:0 -show_streams -of json '" + out +
-                              "' > '" + probe + "'";
+  const std::string command =
+      "ffprobe -v error -count_frames -select_streams v:0 -show_streams -of json '" + out +
+      "' > '" + probe + "'";
   ASSERT_EQ(std::system(command.c_str()), 0);
   const nlohmann::json stream = nlohmann::json::parse(read_text(probe))["streams"].at(0);
   EXPECT_EQ(stream["codec_name"], "h264");
@@ -381,7 +421,8 @@ TEST_F(CliTest, Mp4RenderIsH264Yuv420pBt709) {
   EXPECT_EQ(stream["color_primaries"], "bt709");
   EXPECT_EQ(stream["color_transfer"], "bt709");
   EXPECT_EQ(stream["color_range"], "tv");
-  EXPECT_EQ(stream["nb_read_frames"], "4");  // 2 blocks generated, only the 4 frames asked for written
+  EXPECT_EQ(stream["nb_read_frames"],
+            "4");  // 2 blocks generated, only the 4 frames asked for written
   EXPECT_EQ(stream["width"], 64);
   EXPECT_EQ(stream["height"], 32);
 }
@@ -390,8 +431,8 @@ TEST_F(CliTest, CtrlCCancelsAndRemovesPartialOutputs) {
   const std::string out = path("long.mp4");
   const std::string stats = path("stats.json"), snapshot = path("s.snap");
   const std::string video = strand::media_supports_mp4() ? out : path("long");
-  const pid_t pid = spawn_cli(render_args(video, {"--frames", "3000", "--stats", stats, "--save-snapshot-at",
-                                                  "3:" + snapshot}),
+  const pid_t pid = spawn_cli(render_args(video, {"--frames", "3000", "--stats", stats,
+                                                  "--save-snapshot-at", "3:" + snapshot}),
                               dir_ / "stdout.txt", dir_ / "stderr.txt");
   ASSERT_GT(pid, 0);
   // Wait until generation has started (the sink's .part output exists), then interrupt.

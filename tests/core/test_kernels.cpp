@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <cstddef>
+#include <cstdio>
 #include <functional>
 #include <limits>
 #include <random>
@@ -33,7 +33,9 @@ constexpr double kPi = 3.14159265358979323846;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // Explicit widening (the build warns on implicit float -> double promotion).
-inline double wide(float x) { return static_cast<double>(x); }
+inline double wide(float x) {
+  return static_cast<double>(x);
+}
 
 Vec uniform(size_t n, std::mt19937& rng, float lo = -1.0f, float hi = 1.0f) {
   std::uniform_real_distribution<float> dist(lo, hi);
@@ -49,7 +51,9 @@ Vec normal(size_t n, std::mt19937& rng) {
   return out;
 }
 
-DVec to_double(const Vec& v) { return DVec(v.begin(), v.end()); }
+DVec to_double(const Vec& v) {
+  return DVec(v.begin(), v.end());
+}
 
 // max |got - want| / max |want|: an error relative to the output's scale, robust to outputs near 0.
 double rel_error(const Vec& got, const DVec& want) {
@@ -64,12 +68,15 @@ double rel_error(const Vec& got, const DVec& want) {
   return max_diff / std::max(max_ref, 1e-30);
 }
 
-size_t idx(std::ptrdiff_t i) { return static_cast<size_t>(i); }
+// Test sizes are small: index arithmetic in int, converted once at the subscript.
+size_t idx(int i) {
+  return static_cast<size_t>(i);
+}
 
 // ---------------------------------------------------------------- references (double precision)
 
-void ref_gemm(const DVec& a, const DVec& b, DVec& c, int m, int n, int k, bool trans_b, double alpha,
-              double beta, int lda, int ldb, int ldc) {
+void ref_gemm(const DVec& a, const DVec& b, DVec& c, int m, int n, int k, bool trans_b,
+              double alpha, double beta, int lda, int ldb, int ldc) {
   for (int i = 0; i < m; ++i) {
     for (int j = 0; j < n; ++j) {
       double acc = 0.0;
@@ -141,7 +148,8 @@ void ref_attention(const DVec& q, int qs, const DVec& k, int ks, const DVec& v, 
       double mx = -INFINITY;
       for (int j = 0; j < tk; ++j) {
         double dot = 0.0;
-        for (int d = 0; d < hd; ++d) dot += q[idx(i * qs + h * hd + d)] * k[idx(j * ks + h * hd + d)];
+        for (int d = 0; d < hd; ++d)
+          dot += q[idx(i * qs + h * hd + d)] * k[idx(j * ks + h * hd + d)];
         p[idx(j)] = dot * scale;
         mx = std::max(mx, p[idx(j)]);
       }
@@ -212,7 +220,9 @@ struct OpCase {
   std::function<double()> run;  // returns the normalised error against the reference
 };
 
-std::ostream& operator<<(std::ostream& os, const OpCase& c) { return os << c.name; }
+std::ostream& operator<<(std::ostream& os, const OpCase& c) {
+  return os << c.name;
+}
 
 OpCase gemm_case(int m, int n, int k, bool trans_b, float alpha, float beta, int pad) {
   return {"gemm_" + std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) +
@@ -226,7 +236,8 @@ OpCase gemm_case(int m, int n, int k, bool trans_b, float alpha, float beta, int
             const Vec b = uniform(idx((trans_b ? n : k) * ldb), rng);
             Vec c = uniform(idx(m * ldc), rng);
             DVec want = to_double(c);
-            ref_gemm(to_double(a), to_double(b), want, m, n, k, trans_b, alpha, beta, lda, ldb, ldc);
+            ref_gemm(to_double(a), to_double(b), want, m, n, k, trans_b, alpha, beta, lda, ldb,
+                     ldc);
             cpu::gemm(a.data(), b.data(), c.data(), m, n, k, trans_b, alpha, beta, pad ? lda : 0,
                       pad ? ldb : 0, pad ? ldc : 0);
             return rel_error(c, want);
@@ -246,11 +257,13 @@ OpCase linear_case(int rows, int in, int out, bool with_bias) {
             for (int r = 0; r < rows; ++r) {
               for (int o = 0; o < out; ++o) {
                 double acc = with_bias ? wide(b[idx(o)]) : 0.0;
-                for (int i = 0; i < in; ++i) acc += wide(x[idx(r * in + i)]) * wide(w[idx(o * in + i)]);
+                for (int i = 0; i < in; ++i)
+                  acc += wide(x[idx(r * in + i)]) * wide(w[idx(o * in + i)]);
                 want[idx(r * out + o)] = acc;
               }
             }
-            cpu::linear(x.data(), w.data(), with_bias ? b.data() : nullptr, y.data(), rows, in, out);
+            cpu::linear(x.data(), w.data(), with_bias ? b.data() : nullptr, y.data(), rows, in,
+                        out);
             return rel_error(y, want);
           }};
 }
@@ -319,7 +332,8 @@ OpCase rms_norm_case(int rows, int dim, bool with_weight, bool in_place) {
             DVec want(x.size());
             for (int r = 0; r < rows; ++r) {
               double ms = 0.0;
-              for (int j = 0; j < dim; ++j) ms += wide(x[idx(r * dim + j)]) * wide(x[idx(r * dim + j)]);
+              for (int j = 0; j < dim; ++j)
+                ms += wide(x[idx(r * dim + j)]) * wide(x[idx(r * dim + j)]);
               ms /= dim;
               for (int j = 0; j < dim; ++j) {
                 want[idx(r * dim + j)] = wide(x[idx(r * dim + j)]) / std::sqrt(ms + 1e-6) *
@@ -342,8 +356,10 @@ OpCase l2_normalize_case(int rows, int heads, int head_dim) {
             DVec want(x.size());
             for (int r = 0; r < rows * heads; ++r) {
               double ss = 0.0;
-              for (int j = 0; j < head_dim; ++j) ss += wide(x[idx(r * head_dim + j)]) * wide(x[idx(r * head_dim + j)]);
-              for (int j = 0; j < head_dim; ++j) want[idx(r * head_dim + j)] = wide(x[idx(r * head_dim + j)]) / std::sqrt(ss + 1e-6);
+              for (int j = 0; j < head_dim; ++j)
+                ss += wide(x[idx(r * head_dim + j)]) * wide(x[idx(r * head_dim + j)]);
+              for (int j = 0; j < head_dim; ++j)
+                want[idx(r * head_dim + j)] = wide(x[idx(r * head_dim + j)]) / std::sqrt(ss + 1e-6);
             }
             cpu::l2_normalize_heads(x.data(), rows, heads, head_dim, 1e-6f);
             return rel_error(x, want);
@@ -378,8 +394,12 @@ OpCase activation_case(const std::string& name, void (*op)(float*, size_t), doub
 double ref_gelu_tanh(double x) {
   return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / kPi) * (x + 0.044715 * x * x * x)));
 }
-double ref_gelu_erf(double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }
-double ref_silu(double x) { return x / (1.0 + std::exp(-x)); }
+double ref_gelu_erf(double x) {
+  return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
+}
+double ref_silu(double x) {
+  return x / (1.0 + std::exp(-x));
+}
 
 OpCase gated_residual_case(int rows, int dim, int rows_per_group, bool with_gate) {
   return {"gated_residual_" + std::to_string(rows) + "x" + std::to_string(dim) + "_g" +
@@ -391,11 +411,12 @@ OpCase gated_residual_case(int rows, int dim, int rows_per_group, bool with_gate
             Vec x = uniform(idx(rows * dim), rng);
             const Vec y = uniform(idx(rows * dim), rng);
             const Vec mod = uniform(idx(groups * group_stride), rng);
-            const float* gate = mod.data() + 2 * dim;
+            const float* gate = &mod[idx(2 * dim)];
             DVec want(x.size());
             for (int r = 0; r < rows; ++r) {
               for (int j = 0; j < dim; ++j) {
-                const double g = with_gate ? wide(gate[(r / rows_per_group) * group_stride + j]) : 1.0;
+                const double g =
+                    with_gate ? wide(gate[(r / rows_per_group) * group_stride + j]) : 1.0;
                 want[idx(r * dim + j)] = wide(x[idx(r * dim + j)]) + g * wide(y[idx(r * dim + j)]);
               }
             }
@@ -410,9 +431,10 @@ OpCase gated_residual_case(int rows, int dim, int rows_per_group, bool with_gate
 OpCase rope_case(int frames, int grid_h, int grid_w, int heads, int head_dim, int pad,
                  int frame_offset, bool wide_positions) {
   return {"rope_3d_f" + std::to_string(frames) + "_" + std::to_string(grid_h) + "x" +
-              std::to_string(grid_w) + "_h" + std::to_string(heads) + "x" + std::to_string(head_dim) +
-              "_pad" + std::to_string(pad) + "_t" + (frame_offset < 0 ? "m" : "") +
-              std::to_string(std::abs(frame_offset)) + (wide_positions ? "_wide" : ""),
+              std::to_string(grid_w) + "_h" + std::to_string(heads) + "x" +
+              std::to_string(head_dim) + "_pad" + std::to_string(pad) + "_t" +
+              (frame_offset < 0 ? "m" : "") + std::to_string(std::abs(frame_offset)) +
+              (wide_positions ? "_wide" : ""),
           2e-6, [=] {
             std::mt19937 rng(static_cast<unsigned>(frames * 7 + heads * head_dim + pad));
             const int tokens = frames * grid_h * grid_w;
@@ -429,8 +451,8 @@ OpCase rope_case(int frames, int grid_h, int grid_w, int heads, int head_dim, in
             Vec x = uniform(idx(tokens * stride), rng);
             DVec want = to_double(x);
             ref_rope(want, tokens, heads, head_dim, stride, pt, pr, pc, 10000.0);
-            cpu::rope_3d(x.data(), tokens, heads, head_dim, stride, pt.data(), pr.data(),
-                         pc.data(), 10000.0f);
+            cpu::rope_3d(x.data(), tokens, heads, head_dim, stride, pt.data(), pr.data(), pc.data(),
+                         10000.0f);
             return rel_error(x, want);
           }};
 }
@@ -461,7 +483,8 @@ OpCase attention_case(int tq, int tk, int heads, int hd, int pad) {
 
 OpCase conv_case(int ci, int h, int w, int co, int stride, bool with_bias) {
   return {"conv2d_3x3_" + std::to_string(ci) + "x" + std::to_string(h) + "x" + std::to_string(w) +
-              "_to" + std::to_string(co) + "_s" + std::to_string(stride) + (with_bias ? "_bias" : ""),
+              "_to" + std::to_string(co) + "_s" + std::to_string(stride) +
+              (with_bias ? "_bias" : ""),
           2e-6 * std::sqrt(9.0 * ci) + 1e-6, [=] {
             std::mt19937 rng(static_cast<unsigned>(ci * h + w * co + stride));
             const Vec in = uniform(idx(ci * h * w), rng);
@@ -472,7 +495,8 @@ OpCase conv_case(int ci, int h, int w, int co, int stride, bool with_bias) {
             Vec out(idx(co * ho * wo), NAN);
             DVec want(out.size());
             const DVec bd = to_double(b);
-            ref_conv(to_double(in), ci, h, w, to_double(wt), with_bias ? &bd : nullptr, co, stride, want);
+            ref_conv(to_double(in), ci, h, w, to_double(wt), with_bias ? &bd : nullptr, co, stride,
+                     want);
             cpu::conv2d_3x3(in.data(), ci, h, w, wt.data(), with_bias ? b.data() : nullptr, co,
                             stride, out.data());
             return rel_error(out, want);
@@ -480,7 +504,8 @@ OpCase conv_case(int ci, int h, int w, int co, int stride, bool with_bias) {
 }
 
 OpCase upsample_case(int c, int h, int w) {
-  return {"upsample_nearest_2x_" + std::to_string(c) + "x" + std::to_string(h) + "x" + std::to_string(w),
+  return {"upsample_nearest_2x_" + std::to_string(c) + "x" + std::to_string(h) + "x" +
+              std::to_string(w),
           0.0, [=] {
             std::mt19937 rng(static_cast<unsigned>(c + h + w));
             const Vec in = uniform(idx(c * h * w), rng);
@@ -544,8 +569,8 @@ OpCase delta_case(int kind, int tokens, int heads, int dk, int dv, int pad, int 
             Vec s = in.s0;
             if (kind == 0) {
               cpu::gated_delta_update_sequential(s.data(), in.k.data(), in.ks, in.v.data(), in.vs,
-                                                 in.alpha.data(), in.beta.data(), tokens, heads,
-                                                 dk, dv);
+                                                 in.alpha.data(), in.beta.data(), tokens, heads, dk,
+                                                 dv);
             } else {
               cpu::gated_delta_update_chunked(s.data(), in.k.data(), in.ks, in.v.data(), in.vs,
                                               in.alpha.data(), in.beta.data(), tokens, heads, dk,
@@ -597,7 +622,7 @@ std::vector<OpCase> all_cases() {
   cases.push_back(linear_case(45, 67, 23, true));
   cases.push_back(linear_case(45, 67, 23, false));
   for (const int affine : {0, 1, 2, 3}) cases.push_back(layer_norm_case(7, 129, affine, false));
-  cases.push_back(layer_norm_case(300, 128, 3, true));   // parallel path, aliased
+  cases.push_back(layer_norm_case(300, 128, 3, true));  // parallel path, aliased
   cases.push_back(layer_norm_case(3, 5, 0, true));
   cases.push_back(layer_norm_modulate_case(12, 64, 4, false));
   cases.push_back(layer_norm_modulate_case(301, 131, 100, true));
@@ -615,11 +640,11 @@ std::vector<OpCase> all_cases() {
   cases.push_back(gated_residual_case(10, 33, 3, false));
   cases.push_back(gated_residual_case(432, 128, 144, true));
   cases.push_back(rope_case(3, 4, 5, 2, 32, 0, 0, false));
-  cases.push_back(rope_case(3, 4, 5, 3, 12, 5, -7, false));   // negative temporal positions
-  cases.push_back(rope_case(2, 3, 3, 1, 10, 1, -3, false));   // c = 5: parts 3, 1, 1
-  cases.push_back(rope_case(1, 1, 1, 2, 2, 2, 4, false));     // c = 1: temporal only
+  cases.push_back(rope_case(3, 4, 5, 3, 12, 5, -7, false));    // negative temporal positions
+  cases.push_back(rope_case(2, 3, 3, 1, 10, 1, -3, false));    // c = 5: parts 3, 1, 1
+  cases.push_back(rope_case(1, 1, 1, 2, 2, 2, 4, false));      // c = 1: temporal only
   cases.push_back(rope_case(3, 9, 16, 4, 32, 16, -9, false));  // parallel path
-  cases.push_back(rope_case(2, 2, 3, 2, 18, 3, -4, true));    // positions spread wide
+  cases.push_back(rope_case(2, 2, 3, 2, 18, 3, -4, true));     // positions spread wide
   cases.push_back(attention_case(1, 1, 1, 4, 0));
   cases.push_back(attention_case(17, 23, 3, 8, 5));
   cases.push_back(attention_case(96, 96, 4, 32, 0));
@@ -637,7 +662,8 @@ std::vector<OpCase> all_cases() {
   cases.push_back(upsample_case(16, 40, 30));
   cases.push_back(delta_case(0, 520, 2, 32, 32, 3, 0, false));
   cases.push_back(delta_case(0, 200, 3, 16, 24, 0, 0, true));
-  for (const int chunk : {1, 7, 64, 1000}) cases.push_back(delta_case(1, 520, 2, 32, 32, 3, chunk, false));
+  for (const int chunk : {1, 7, 64, 1000})
+    cases.push_back(delta_case(1, 520, 2, 32, 32, 3, chunk, false));
   cases.push_back(delta_case(1, 301, 3, 16, 24, 5, 32, false));
   cases.push_back(delta_case(1, 300, 2, 24, 16, 0, 64, true));
   cases.push_back(delta_case(1, 600, 1, 128, 128, 0, 64, false));
@@ -658,7 +684,9 @@ TEST_P(KernelOps, MatchesDoubleReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Cpu, KernelOps, ::testing::ValuesIn(all_cases()),
-                         [](const ::testing::TestParamInfo<OpCase>& param_info) { return param_info.param.name; });
+                         [](const ::testing::TestParamInfo<OpCase>& param_info) {
+                           return param_info.param.name;
+                         });
 
 // The chunked (WY) form and the sequential rule on the same float inputs: both approximate the
 // same exact update, so they must agree to float rounding, including for partial last chunks.
@@ -687,9 +715,9 @@ TEST(KernelDeltaRule, ChunkedComposesAcrossCalls) {
   const int first = 50;
   cpu::gated_delta_update_chunked(split.data(), in.k.data(), in.ks, in.v.data(), in.vs,
                                   in.alpha.data(), in.beta.data(), first, 2, 16, 16, 64);
-  cpu::gated_delta_update_chunked(split.data(), in.k.data() + first * in.ks, in.ks,
-                                  in.v.data() + first * in.vs, in.vs, in.alpha.data() + first * 2,
-                                  in.beta.data() + first * 2, 130 - first, 2, 16, 16, 64);
+  cpu::gated_delta_update_chunked(split.data(), &in.k[idx(first * in.ks)], in.ks,
+                                  &in.v[idx(first * in.vs)], in.vs, &in.alpha[idx(first * 2)],
+                                  &in.beta[idx(first * 2)], 130 - first, 2, 16, 16, 64);
   EXPECT_LE(rel_error(split, to_double(whole)), 1e-5);
 }
 
@@ -697,7 +725,7 @@ TEST(KernelDeltaRule, ChunkedComposesAcrossCalls) {
 TEST(KernelThreads, ResultsIndependentOfThreadCount) {
   const int saved = cpu::num_threads();
   std::mt19937 rng(11);
-  const Vec x = uniform(400 * 128, rng);
+  const Vec x = uniform(idx(400 * 128), rng);
   const Vec w = uniform(128, rng);
   Vec one(x.size());
   Vec many(x.size());

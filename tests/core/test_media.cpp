@@ -1,7 +1,6 @@
 // Media output: PNG encoding (checked by decoding with libpng's reader), PNG sequences and MP4
 // files (checked with the ffmpeg tool and by reading the MP4 box structure ourselves).
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <cstdio>
@@ -171,9 +170,11 @@ TEST_F(MediaTest, PngSequenceWritesNumberedFramesOnFinish) {
   EXPECT_EQ(sink.frames_written(), 3);
   EXPECT_FALSE(fs::exists(out.string() + ".part"));
   std::vector<std::string> names;
-  for (const auto& entry : fs::directory_iterator(out)) names.push_back(entry.path().filename().string());
+  for (const auto& entry : fs::directory_iterator(out))
+    names.push_back(entry.path().filename().string());
   std::sort(names.begin(), names.end());
-  EXPECT_EQ(names, (std::vector<std::string>{"frame_000000.png", "frame_000001.png", "frame_000002.png"}));
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"frame_000000.png", "frame_000001.png", "frame_000002.png"}));
 #ifdef STRAND_TEST_HAVE_PNG_HEADER
   int width = 0, height = 0;
   EXPECT_EQ(decode_png(read_bytes(out / "frame_000001.png"), &width, &height), frames[1].rgb);
@@ -223,8 +224,10 @@ TEST_F(MediaTest, MakeSinkPicksByExtension) {
   const std::string png_dir = (dir_ / "frames").string();
   EXPECT_NE(dynamic_cast<strand::PngSequenceSink*>(strand::make_sink(png_dir).get()), nullptr);
   if (strand::media_supports_mp4()) {
-    EXPECT_NE(dynamic_cast<strand::Mp4Sink*>(strand::make_sink((dir_ / "a.mp4").string()).get()), nullptr);
-    EXPECT_NE(dynamic_cast<strand::Mp4Sink*>(strand::make_sink((dir_ / "a.MP4").string()).get()), nullptr);
+    EXPECT_NE(dynamic_cast<strand::Mp4Sink*>(strand::make_sink((dir_ / "a.mp4").string()).get()),
+              nullptr);
+    EXPECT_NE(dynamic_cast<strand::Mp4Sink*>(strand::make_sink((dir_ / "a.MP4").string()).get()),
+              nullptr);
   } else {
     try {
       (void)strand::make_sink((dir_ / "a.mp4").string());
@@ -263,14 +266,17 @@ TEST_F(MediaTest, Mp4SinkWritesADecodableBt709File) {
 
   if (!have_tool("ffmpeg")) GTEST_SKIP() << "ffmpeg tool not installed: decode check skipped";
   // ffmpeg converts back to RGB using the stream's colour tags.
-  const std::string command = "ffmpeg -v error -i '" + out.string() + "' -f rawvideo -pix_fmt rgb24 -";
+  const std::string command =
+      "ffmpeg -v error -i '" + out.string() + "' -f rawvideo -pix_fmt rgb24 -";
   FILE* pipe = ::popen(command.c_str(), "r");
   ASSERT_NE(pipe, nullptr);
   std::vector<uint8_t> decoded;
   uint8_t buffer[65536];
-  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) decoded.insert(decoded.end(), buffer, buffer + n);
+  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;)
+    decoded.insert(decoded.end(), buffer, buffer + n);
   ASSERT_EQ(::pclose(pipe), 0);
-  ASSERT_EQ(decoded.size(), size_t{kWidth} * kHeight * 3 * kFrames) << "every frame, including the lookahead";
+  ASSERT_EQ(decoded.size(), size_t{kWidth} * kHeight * 3 * kFrames)
+      << "every frame, including the lookahead";
   double sum[3] = {0, 0, 0};
   for (size_t i = 0; i < decoded.size(); ++i) sum[i % 3] += decoded[i];
   const double pixels = static_cast<double>(decoded.size() / 3);
@@ -289,6 +295,7 @@ TEST_F(MediaTest, Mp4SinkAbortRemovesThePartialFile) {
   sink.abort();
   EXPECT_FALSE(fs::exists(out));
   EXPECT_FALSE(fs::exists(out.string() + ".part"));
-  EXPECT_THROW(strand::Mp4Sink(out.string()).begin(33, 32, 12), Error) << "yuv420p needs even sizes";
+  EXPECT_THROW(strand::Mp4Sink(out.string()).begin(33, 32, 12), Error)
+      << "yuv420p needs even sizes";
   EXPECT_TRUE(fs::is_empty(dir_));
 }

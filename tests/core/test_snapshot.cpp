@@ -263,10 +263,11 @@ TEST(Snapshot, CraftedFilesWithValidChecksums) {
       {"payload length field wrong", craft(header(R"([{"state_length":2,"kv_blocks":[]}])"), eight, 1, 4)},
       {"payload length huge", craft(header("[]"), {}, 1, std::numeric_limits<uint64_t>::max() - 20)},
   };
-  for (const auto& [name, bytes] : cases) {
+  for (const auto& test_case : cases) {
     std::string message;
-    EXPECT_EQ(failure_kind([&] { (void)strand::deserialize_snapshot(bytes); }, &message), ErrorKind::invalid_file)
-        << name;
+    EXPECT_EQ(failure_kind([&] { (void)strand::deserialize_snapshot(test_case.second); }, &message),
+              ErrorKind::invalid_file)
+        << test_case.first;
     EXPECT_EQ(message.find('\n'), std::string::npos) << message;
   }
 }

@@ -63,8 +63,9 @@ std::string bytes_from_hex(const std::string& hex) {
 }
 
 std::vector<std::string> small_vocab() {
-  return {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "sun", "##set", "##rise", "over", "the", "lake",
-          "mountains", "!", ",", ".", "creme", "brulee", "a", "##a", "中", "ω", "σ", "ø"};
+  return {"[PAD]", "[UNK]", "[CLS]",     "[SEP]", "sun", "##set", "##rise", "over",
+          "the",   "lake",  "mountains", "!",     ",",   ".",     "creme",  "brulee",
+          "a",     "##a",   "中",        "ω",     "σ",   "ø"};
 }
 
 // Ids of `tokens` in `tok`, each of which must exist: expectations written as token strings.
@@ -229,15 +230,15 @@ TEST(TokenizerUtf8, FourByteSequencesMatchReference) {
 TEST(TokenizerUtf8, NamedCases) {
   EXPECT_TRUE(strand::is_valid_utf8(""));
   EXPECT_TRUE(strand::is_valid_utf8("plain ascii text, longer than eight bytes"));
-  EXPECT_TRUE(strand::is_valid_utf8("\xF4\x8F\xBF\xBF"));        // U+10FFFF
-  EXPECT_FALSE(strand::is_valid_utf8("\xF4\x90\x80\x80"));       // U+110000
-  EXPECT_FALSE(strand::is_valid_utf8("\xC0\xAF"));               // overlong '/'
-  EXPECT_FALSE(strand::is_valid_utf8("\xE0\x80\xAF"));           // overlong '/'
-  EXPECT_FALSE(strand::is_valid_utf8("\xF0\x80\x80\xAF"));       // overlong '/'
-  EXPECT_FALSE(strand::is_valid_utf8("\xED\xA0\x80"));           // U+D800
-  EXPECT_FALSE(strand::is_valid_utf8("\xED\xBF\xBF"));           // U+DFFF
-  EXPECT_FALSE(strand::is_valid_utf8("abcdefgh\xE2\x82"));       // truncated after fast path
-  EXPECT_FALSE(strand::is_valid_utf8("\x80"));                   // lone continuation
+  EXPECT_TRUE(strand::is_valid_utf8("\xF4\x8F\xBF\xBF"));           // U+10FFFF
+  EXPECT_FALSE(strand::is_valid_utf8("\xF4\x90\x80\x80"));          // U+110000
+  EXPECT_FALSE(strand::is_valid_utf8("\xC0\xAF"));                  // overlong '/'
+  EXPECT_FALSE(strand::is_valid_utf8("\xE0\x80\xAF"));              // overlong '/'
+  EXPECT_FALSE(strand::is_valid_utf8("\xF0\x80\x80\xAF"));          // overlong '/'
+  EXPECT_FALSE(strand::is_valid_utf8("\xED\xA0\x80"));              // U+D800
+  EXPECT_FALSE(strand::is_valid_utf8("\xED\xBF\xBF"));              // U+DFFF
+  EXPECT_FALSE(strand::is_valid_utf8("abcdefgh\xE2\x82"));          // truncated after fast path
+  EXPECT_FALSE(strand::is_valid_utf8("\x80"));                      // lone continuation
   EXPECT_TRUE(strand::is_valid_utf8(std::string_view("a\0b", 3)));  // NUL is valid UTF-8
 }
 
@@ -326,7 +327,7 @@ TEST(TokenizerEncode, TruncationKeepsSepLast) {
   for (int max_positions : {2, 3, 4, 7}) {
     const WordPieceTokenizer tok(small_vocab(), true, max_positions);
     const auto ids = tok.encode("sunset over the lake sunrise over the mountains");
-    const std::vector<std::string> all = {"sun", "##set", "over", "the", "lake",
+    const std::vector<std::string> all = {"sun", "##set",  "over", "the", "lake",
                                           "sun", "##rise", "over", "the", "mountains"};
     std::vector<std::string> expected = {"[CLS]"};
     for (int i = 0; i < max_positions - 2; ++i) expected.push_back(all[static_cast<size_t>(i)]);

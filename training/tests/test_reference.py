@@ -21,7 +21,7 @@ sys.path.insert(0, TRAINING)
 
 from strand_ref.config import ConfigError, StrandConfig  # noqa: E402
 from strand_ref.export import load_model, read_tensors, save_model  # noqa: E402
-from strand_ref.model import (KvBlock, LayerMemory, apply_rope, block_positions,  # noqa: E402
+from strand_ref.model import (DiTTrace, KvBlock, apply_rope,  # noqa: E402
                               gated_delta_chunked, gated_delta_sequential, l2_normalize,
                               rope_cos_sin, rope_split, select_kv_blocks, to_rgb8)
 from strand_ref.rng import COUNTER_TAG, noise, philox4x32_10  # noqa: E402
@@ -222,7 +222,7 @@ def test_clean_pass_reads_pre_update_memory_and_temporal_positions_are_relative(
     base = 10 ** 6
     mem_a = _random_memory(model, cfg, np.random.RandomState(9), [0, 1])
     mem_b = _random_memory(model, cfg, np.random.RandomState(9), [base, base + 1])
-    from strand_ref.model import DiTTrace
+
     read_only, clean = DiTTrace(), DiTTrace()
     model.dit(x, 0.0, ctx_kv, mem_a, 2, update=False, trace=read_only)
     model.dit(x, 0.0, ctx_kv, mem_a, 2, update=True, trace=clean)
@@ -387,9 +387,15 @@ def test_golden_files_regenerate_identically(tmp_path):
         assert fresh_meta == committed_meta
         assert set(fresh) == set(committed)
         for key in committed:
-            # Bit-identical on one machine; other BLAS builds may differ in the last bits.
-            np.testing.assert_allclose(fresh[key], committed[key], rtol=1e-5, atol=1e-6,
-                                       err_msg=f"{name}:{key}")
+            # Bit-identical on one machine; other torch/BLAS builds differ in the last bits, so
+            # compare norm-wise (max abs difference relative to the tensor's max abs value).
+            a, b = fresh[key], committed[key]
+            assert a.shape == b.shape and a.dtype == b.dtype, key
+            if b.dtype.kind in "iu":
+                assert np.array_equal(a, b), f"{name}:{key}"
+            else:
+                scale = max(float(np.abs(b).max()), 1e-30)
+                assert float(np.abs(a - b).max()) / scale <= 1e-5, f"{name}:{key}"
     assert total < 2 * 1024 * 1024
 
 
@@ -406,3 +412,34 @@ def test_golden_contents_are_consistent():
     assert rmeta["seed"] == "1234"
     # Re-cache changed the memory, so run 1's block 2 differs from run 2's (hard switch).
     assert not np.array_equal(rollout["run1.b2.latents"], rollout["run2.b2.latents"])
+
+
+@torch.no_grad()
+def test_text_encoder_matches_torch_transformer_layers(golden):
+    # Independent formulation: torch.nn.TransformerEncoderLayer is the same post-LN BERT layer
+    # (fused in_proj, erf GELU); copy the weights over and compare the hidden states.
+    model, cfg, vocab = golden
+    ids = [2, 47, 325, 292, 118, 241, 3]
+    te = model.text_encoder
+    emb = te.embeddings
+    h = (emb.word_embeddings.weight[ids] + emb.position_embeddings.weight[:len(ids)]
+         + emb.token_type_embeddings.weight[0])
+    h = torch.nn.functional.layer_norm(h, (cfg.text_dim,), emb.LayerNorm.weight,
+                                       emb.LayerNorm.bias, eps=1e-12)[None]
+    for layer in te.encoder.layer:
+        ref = torch.nn.TransformerEncoderLayer(cfg.text_dim, cfg.text_heads,
+                                               cfg.text_intermediate, dropout=0.0,
+                                               activation="gelu", layer_norm_eps=1e-12,
+                                               batch_first=True).eval()
+        sa = layer.attention.self
+        ref.self_attn.in_proj_weight.copy_(torch.cat([sa.query.weight, sa.key.weight,
+                                                      sa.value.weight]))
+        ref.self_attn.in_proj_bias.copy_(torch.cat([sa.query.bias, sa.key.bias, sa.value.bias]))
+        ref.self_attn.out_proj.load_state_dict(layer.attention.output.dense.state_dict())
+        ref.norm1.load_state_dict(layer.attention.output.LayerNorm.state_dict())
+        ref.linear1.load_state_dict(layer.intermediate.dense.state_dict())
+        ref.linear2.load_state_dict(layer.output.dense.state_dict())
+        ref.norm2.load_state_dict(layer.output.LayerNorm.state_dict())
+        h = ref(h)
+    got = model.encode_text(ids)
+    assert torch.allclose(got, h[0], rtol=1e-5, atol=1e-5)
