@@ -1,8 +1,8 @@
 #include "ui/preview_widget.h"
 
 #include <QFontDatabase>
-#include <QPainter>
 #include <QPaintEvent>
+#include <QPainter>
 
 #include "ui/formatting.h"
 
@@ -48,8 +48,12 @@ QRect PreviewWidget::fitRect(const QSize& image, const QRect& area) {
   return {top_left, fitted};
 }
 
-QSize PreviewWidget::sizeHint() const { return {640, 360}; }
-QSize PreviewWidget::minimumSizeHint() const { return {160, 90}; }
+QSize PreviewWidget::sizeHint() const {
+  return {640, 360};
+}
+QSize PreviewWidget::minimumSizeHint() const {
+  return {160, 90};
+}
 
 void PreviewWidget::paintEvent(QPaintEvent* event) {
   QPainter painter(this);

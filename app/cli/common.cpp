@@ -15,6 +15,7 @@
 #include "strand/error.h"
 #include "strand/file_io.h"
 #include "strand/safetensors.h"
+#include "strand/session.h"
 #include "strand/tokenizer.h"
 
 namespace strand::cli {
@@ -22,8 +23,6 @@ namespace fs = std::filesystem;
 
 namespace {
 constexpr const char* kBundledModel = "resources/models/strand-tiny-random.safetensors";
-// Session::set_prompt's limit (session.h documents it; the engine enforces it again).
-constexpr size_t kMaxPromptBytes = 4096;
 }  // namespace
 
 std::string model_path_or_default(const std::optional<std::string>& given) {
@@ -70,17 +69,13 @@ std::string without_path_prefix(std::string message, const std::string& path) {
 }
 
 void validate_prompt(std::string_view prompt, const std::string& where) {
-  if (prompt.size() > kMaxPromptBytes) {
-    throw Error(ErrorKind::invalid_argument,
-                where + " is too long (" + std::to_string(prompt.size()) + " bytes; the limit is " +
-                    std::to_string(kMaxPromptBytes) + ")");
+  try {
+    strand::validate_prompt(prompt);
+  } catch (const Error& e) {
+    std::string message = e.what();  // "prompt is ...": name the option or file instead
+    if (message.starts_with("prompt")) message.replace(0, 6, where);
+    throw Error(e.kind(), message);
   }
-  if (!is_valid_utf8(prompt))
-    throw Error(ErrorKind::invalid_argument, where + " is not valid UTF-8");
-  const bool blank = std::all_of(prompt.begin(), prompt.end(), [](char c) {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
-  });
-  if (blank) throw Error(ErrorKind::invalid_argument, where + " is empty");
 }
 
 uint64_t peak_rss_bytes() {

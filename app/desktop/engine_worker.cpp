@@ -31,12 +31,15 @@ QImage toImage(const strand::Frame& frame) {
   QImage image(frame.width, frame.height, QImage::Format_RGB888);
   if (image.isNull()) return {};  // allocation failed
   for (int y = 0; y < frame.height; ++y) {
-    std::memcpy(image.scanLine(y), frame.rgb.data() + static_cast<size_t>(y) * row_bytes, row_bytes);
+    std::memcpy(image.scanLine(y), frame.rgb.data() + static_cast<size_t>(y) * row_bytes,
+                row_bytes);
   }
   return image;
 }
 
-QString describe(const std::exception& error) { return QString::fromUtf8(error.what()); }
+QString describe(const std::exception& error) {
+  return QString::fromUtf8(error.what());
+}
 
 // Runs on the engine thread before any engine work. On Linux the nice value is per thread and
 // inherited by threads created later, so the kernels' OpenMP pool (first used from this thread)
@@ -71,8 +74,9 @@ EngineWorker::EngineWorker(EngineWorkerOptions options)
   thread_->setObjectName(QStringLiteral("strand-engine"));
   moveToThread(thread_);
   const int nice_increment = options_.engine_nice_increment;
-  connect(thread_, &QThread::started, thread_,
-          [nice_increment] { lowerEngineThreadPriority(nice_increment); }, Qt::DirectConnection);
+  connect(
+      thread_, &QThread::started, thread_,
+      [nice_increment] { lowerEngineThreadPriority(nice_increment); }, Qt::DirectConnection);
   thread_->start();
 }
 
@@ -99,7 +103,6 @@ quint64 EngineWorker::enqueue(Command command, bool is_edit, bool abort_block_in
     // Bumping under the lock keeps epoch order equal to queue order across calling threads.
     epoch = is_edit ? ++epoch_ : epoch_.load();
     command.epoch = epoch;
-    if (command.kind == Command::Kind::cancel) ++cancel_requests_;
     commands_.push_back(std::move(command));
     // The engine thread claims a block only while the queue is empty (see pump()), so either it
     // sees this command first or we see in_block_ and stop that block between DiT passes.
@@ -233,11 +236,13 @@ void EngineWorker::execute(Command& command) {
       try {
         session_->set_prompt(command.text.toStdString(), command.recache_blocks);
         const QString prompt = command.text;
-        postResult(command.epoch, [this, prompt, epoch = command.epoch] {
-          emit promptApplied(prompt, epoch);
-        });
+        postResult(command.epoch,
+                   [this, prompt, epoch = command.epoch] { emit promptApplied(prompt, epoch); });
       } catch (const std::exception& e) {
-        reportError(tr("Prompt not applied: %1").arg(describe(e)));
+        const QString prompt = command.text;
+        const QString reason = describe(e);
+        postToOwner([this, prompt, reason] { emit promptRejected(prompt, reason); });
+        reportError(tr("Prompt not applied: %1").arg(reason));
       }
       return;
     }

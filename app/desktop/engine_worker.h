@@ -27,7 +27,6 @@
 #include <QMetaType>
 #include <QObject>
 #include <QString>
-
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -69,8 +68,8 @@ struct BlockStats {
   qint64 first_frame = 0;
   int frame_count = 0;
   double denoise_ms = 0, clean_ms = 0, decode_ms = 0, text_ms = 0, recache_ms = 0;
-  double total_ms = 0;       // engine time for the block (BlockTimings::total_ms)
-  qint64 state_bytes = 0;    // memory-state size after the block
+  double total_ms = 0;     // engine time for the block (BlockTimings::total_ms)
+  qint64 state_bytes = 0;  // memory-state size after the block
   quint64 epoch = 0;
   qint64 preview_frames_dropped = 0;  // total frames dropped by mailbox overflow so far
 };
@@ -129,6 +128,7 @@ class EngineWorker : public QObject {
   void blockDone(const strand::desktop::BlockStats& stats);
   void progress(int step, int steps);  // DiT passes of the current block
   void promptApplied(const QString& prompt, quint64 epoch);
+  void promptRejected(const QString& prompt, const QString& reason);  // also reported by error()
   void snapshotReady(const strand::desktop::SnapshotPtr& snapshot, quint64 epoch);
   void error(const QString& message);
   void stateChanged(strand::desktop::EngineState state);
@@ -173,7 +173,6 @@ class EngineWorker : public QObject {
   std::atomic<bool> shutting_down_{false};
 
   std::atomic<quint64> epoch_{0};
-  std::atomic<quint64> cancel_requests_{0};
   std::atomic<bool> pump_posted_{false};
   std::atomic<EngineState> state_{EngineState::no_model};
   std::atomic<qint64> stale_frames_dropped_{0};

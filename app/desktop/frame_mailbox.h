@@ -10,7 +10,6 @@
 #pragma once
 #include <QImage>
 #include <QtGlobal>
-
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
@@ -24,7 +23,7 @@ enum class FrameOverflow { drop_oldest = 1, wait };
 
 struct PendingFrame {
   QImage image;
-  qint64 index = 0;  // frame number in the video
+  qint64 index = 0;   // frame number in the video
   quint64 epoch = 0;  // edit epoch the frame was generated under (see EngineWorker)
 };
 
@@ -34,9 +33,9 @@ class FrameMailbox {
   FrameMailbox(size_t capacity, FrameOverflow overflow);
 
   enum class PushResult {
-    queued,          // stored; a consumer notification is already pending
-    queued_notify,   // stored into an idle box: the caller must notify the consumer once
-    abandoned,       // wait policy only: `abandon` turned true while waiting; frame not stored
+    queued,         // stored; a consumer notification is already pending
+    queued_notify,  // stored into an idle box: the caller must notify the consumer once
+    abandoned,      // wait policy only: `abandon` turned true while waiting; frame not stored
   };
   // Producer side. `abandon` is only consulted by the wait policy (may be empty for drop_oldest).
   PushResult push(PendingFrame frame, const std::function<bool()>& abandon = {});

@@ -16,7 +16,6 @@
 #include <QStatusBar>
 #include <QToolButton>
 #include <QVBoxLayout>
-
 #include <algorithm>
 
 #include "ui/formatting.h"
@@ -28,10 +27,14 @@ namespace {
 
 QString stateText(EngineState state) {
   switch (state) {
-    case EngineState::no_model: return MainWindow::tr("No model");
-    case EngineState::loading: return MainWindow::tr("Loading model…");
-    case EngineState::ready: return MainWindow::tr("Ready");
-    case EngineState::generating: return MainWindow::tr("Generating");
+    case EngineState::no_model:
+      return MainWindow::tr("No model");
+    case EngineState::loading:
+      return MainWindow::tr("Loading model…");
+    case EngineState::ready:
+      return MainWindow::tr("Ready");
+    case EngineState::generating:
+      return MainWindow::tr("Generating");
   }
   return {};
 }
@@ -119,8 +122,8 @@ void MainWindow::buildUi() {
   connect(generate_button_, &QPushButton::clicked, this, &MainWindow::startGeneration);
   connect(pause_button_, &QPushButton::clicked, this, &MainWindow::pauseGeneration);
   connect(stop_button_, &QPushButton::clicked, this, &MainWindow::stopGeneration);
-  for (const QKeySequence& keys : {QKeySequence(Qt::CTRL | Qt::Key_Return),
-                                   QKeySequence(Qt::CTRL | Qt::Key_Enter)}) {
+  for (const QKeySequence& keys :
+       {QKeySequence(Qt::CTRL | Qt::Key_Return), QKeySequence(Qt::CTRL | Qt::Key_Enter)}) {
     auto* shortcut = new QShortcut(keys, this);
     connect(shortcut, &QShortcut::activated, this, &MainWindow::applyPrompt);
   }
@@ -160,6 +163,12 @@ void MainWindow::connectEngine() {
   connect(engine, &EngineWorker::promptApplied, this, [this](const QString& prompt, quint64) {
     statusBar()->showMessage(tr("Prompt applied: %1").arg(prompt), 4000);
   });
+  connect(engine, &EngineWorker::promptRejected, this,
+          [this](const QString& prompt, const QString&) {
+            // The engine kept the previous prompt: let Generate / Apply send this text again once
+            // edited.
+            if (applied_prompt_ == prompt) applied_prompt_.clear();
+          });
 }
 
 void MainWindow::applyPrompt() {
@@ -179,7 +188,9 @@ void MainWindow::startGeneration() {
   engine_->generateUntilStopped();
 }
 
-void MainWindow::pauseGeneration() { engine_->pause(); }
+void MainWindow::pauseGeneration() {
+  engine_->pause();
+}
 
 void MainWindow::stopGeneration() {
   engine_->cancel();
@@ -242,12 +253,15 @@ void MainWindow::onBlockDone(const BlockStats& stats) {
     const double fps = stats.frame_count * 1000.0 / stats.total_ms;
     fps_label_->setText(tr("%1 fps").arg(fps, 0, 'f', 1));
   }
-  block_label_->setText(tr("block %1: %2 ms").arg(stats.block_index).arg(stats.total_ms, 0, 'f', 0));
+  block_label_->setText(
+      tr("block %1: %2 ms").arg(stats.block_index).arg(stats.total_ms, 0, 'f', 0));
   memory_label_->setText(tr("memory %1").arg(ui::formatBytes(stats.state_bytes)));
   block_progress_->setValue(0);
 }
 
-void MainWindow::onEngineError(const QString& message) { showError(message); }
+void MainWindow::onEngineError(const QString& message) {
+  showError(message);
+}
 
 void MainWindow::onStateChanged(EngineState state) {
   engine_state_ = state;

@@ -6,7 +6,6 @@
 #include <QMainWindow>
 #include <QString>
 #include <QTimer>
-
 #include <deque>
 #include <memory>
 

@@ -2,7 +2,9 @@
 #include <nlohmann/json.hpp>
 #include <xxhash.h>
 
+#include <charconv>
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
 #include "model_layout.h"
@@ -36,6 +38,17 @@ const json& get_object(const json& object, const char* key) {
     bad_config(std::string("'") + key + "' must be an object");
   }
   return object[key];
+}
+
+// Floats as the doubles their shortest decimal form names (0.8333f -> 0.8333, not 0.83329999...).
+std::vector<double> shortest_doubles(const std::vector<float>& values) {
+  std::vector<double> out;
+  for (float v : values) {
+    char text[32];
+    const auto end = std::to_chars(text, text + sizeof text, v).ptr;
+    out.push_back(std::strtod(std::string(text, end).c_str(), nullptr));
+  }
+  return out;
 }
 
 }  // namespace
@@ -159,7 +172,7 @@ std::string ModelConfig::to_json() const {
        {{"dim", text_dim}, {"layers", text_layers}, {"heads", text_heads},
         {"intermediate", text_intermediate}, {"max_positions", text_max_positions},
         {"lowercase", text_lowercase}}},
-      {"sampler", {{"sigmas", sigmas}}},
+      {"sampler", {{"sigmas", shortest_doubles(sigmas)}}},
   };
   return root.dump(2);
 }

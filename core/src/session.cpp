@@ -20,7 +20,6 @@ double ms_since(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
 
-constexpr size_t kMaxPromptBytes = 4096;
 
 // Everything needed to undo one clean pass and to replay it under another prompt.
 struct CleanPassRecord {
@@ -30,6 +29,13 @@ struct CleanPassRecord {
   std::vector<size_t> kv_size_before;              // per layer: cache length before the pass
   std::vector<std::vector<KvBlock>> kv_dropped;    // per layer: blocks the pass dropped
 };
+
+uint8_t to_byte(float v) {
+  const float scaled = std::clamp((v + 1.0f) * 127.5f, 0.0f, 255.0f);
+  return static_cast<uint8_t>(std::floor(scaled + 0.5f));  // half away from zero (non-negative)
+}
+
+}  // namespace
 
 void validate_prompt(std::string_view prompt) {
   if (prompt.size() > kMaxPromptBytes) {
@@ -42,13 +48,6 @@ void validate_prompt(std::string_view prompt) {
   });
   if (blank) throw Error(ErrorKind::invalid_argument, "prompt is empty");
 }
-
-uint8_t to_byte(float v) {
-  const float scaled = std::clamp((v + 1.0f) * 127.5f, 0.0f, 255.0f);
-  return static_cast<uint8_t>(std::floor(scaled + 0.5f));  // half away from zero (non-negative)
-}
-
-}  // namespace
 
 struct Session::Impl {
   std::shared_ptr<const Model> model;

@@ -2,7 +2,6 @@
 // Frame indices are checked against the Session contract (block * frames_per_block + f), and
 // restore against a second, independent run; nothing here compares with recorded output.
 #include <QtTest>
-
 #include <chrono>
 #include <memory>
 #include <thread>
@@ -22,11 +21,12 @@ QString bundledModelPath() {
   return QStringLiteral(STRAND_SOURCE_DIR "/resources/models/strand-tiny-random.safetensors");
 }
 
-#define REQUIRE_BUNDLED_MODEL()                                                              \
-  do {                                                                                       \
-    if (!QFileInfo::exists(bundledModelPath()))                                              \
-      QSKIP("bundled model resources/models/strand-tiny-random.safetensors is missing "     \
-            "(create it with the training/ export script)");                                \
+#define REQUIRE_BUNDLED_MODEL()                                                       \
+  do {                                                                                \
+    if (!QFileInfo::exists(bundledModelPath()))                                       \
+      QSKIP(                                                                          \
+          "bundled model resources/models/strand-tiny-random.safetensors is missing " \
+          "(create it with the training/ export script)");                            \
   } while (false)
 
 // Every frame, in arrival order.
@@ -37,13 +37,14 @@ struct FrameLog {
 };
 
 void record(EngineWorker* worker, FrameLog* log) {
-  QObject::connect(worker, &EngineWorker::frameReady, worker,
-                   [log](const QImage& image, qint64 index, quint64 epoch) {
-                     log->indices << index;
-                     log->epochs << epoch;
-                     log->images << image;
-                   },
-                   Qt::DirectConnection);
+  QObject::connect(
+      worker, &EngineWorker::frameReady, worker,
+      [log](const QImage& image, qint64 index, quint64 epoch) {
+        log->indices << index;
+        log->epochs << epoch;
+        log->images << image;
+      },
+      Qt::DirectConnection);
 }
 
 // Busy-waits WITHOUT running the event loop, so nothing is delivered meanwhile.
@@ -92,7 +93,8 @@ class TestEngineWorker : public QObject {
     QSignalSpy errors(worker_.get(), &EngineWorker::error);
     worker_->loadModel(bundledModelPath(), seed);
     if (!loaded.wait(kTimeoutMs)) {
-      qWarning() << "model did not load:" << (errors.isEmpty() ? QString() : errors[0][0].toString());
+      qWarning() << "model did not load:"
+                 << (errors.isEmpty() ? QString() : errors[0][0].toString());
       return false;
     }
     info_ = loaded[0][0].value<ModelInfo>();
@@ -267,6 +269,7 @@ class TestEngineWorker : public QObject {
     QVERIFY(load());
     QSignalSpy errors(worker_.get(), &EngineWorker::error);
     QSignalSpy applied(worker_.get(), &EngineWorker::promptApplied);
+    QSignalSpy rejected(worker_.get(), &EngineWorker::promptRejected);
     QSignalSpy blocks(worker_.get(), &EngineWorker::blockDone);
 
     // Generating before any prompt is an error, not a crash.
@@ -280,6 +283,8 @@ class TestEngineWorker : public QObject {
     QVERIFY(errors.wait(kTimeoutMs));
     QVERIFY(errors[0][0].toString().contains(QStringLiteral("Prompt")));
     QCOMPARE(applied.count(), 1);
+    QCOMPARE(rejected.count(), 1);
+    QCOMPARE(rejected[0][0].toString(), QStringLiteral("  \t  "));
     // The previous prompt stays active: generation still works.
     worker_->generate(1);
     QTRY_COMPARE_WITH_TIMEOUT(blocks.count(), 1, kTimeoutMs);

@@ -1,6 +1,5 @@
 // FrameMailbox: the bounded frame hand-off between the engine thread and the GUI (no model needed).
 #include <QtTest>
-
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -12,7 +11,9 @@ using strand::desktop::FrameOverflow;
 using strand::desktop::PendingFrame;
 
 namespace {
-PendingFrame frame(qint64 index) { return PendingFrame{QImage(4, 2, QImage::Format_RGB888), index, 1}; }
+PendingFrame frame(qint64 index) {
+  return PendingFrame{QImage(4, 2, QImage::Format_RGB888), index, 1};
+}
 }  // namespace
 
 class TestFrameMailbox : public QObject {

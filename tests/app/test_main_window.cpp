@@ -1,9 +1,7 @@
 // MainWindow, offscreen: it shows, Generate fills the preview, the GUI thread never stalls.
-#include <QtTest>
-
 #include <QLineEdit>
 #include <QPushButton>
-
+#include <QtTest>
 #include <algorithm>
 #include <cstdio>
 
@@ -112,10 +110,11 @@ class TestMainWindow : public QObject {
     window.stopGeneration();
     QTRY_COMPARE_WITH_TIMEOUT(window.engine()->state(), EngineState::ready, kTimeoutMs);
 
-    qInfo("event loop during %lld blocks: longest stall %.1f ms of our own (%.1f ms wall-clock, "
-          "the rest waiting for a CPU the OS gave to other work), %lld ticks",
-          static_cast<long long>(blocks.count()), monitor.maxOwnMs(), monitor.maxGapMs(),
-          static_cast<long long>(monitor.ticks()));
+    qInfo(
+        "event loop during %lld blocks: longest stall %.1f ms of our own (%.1f ms wall-clock, "
+        "the rest waiting for a CPU the OS gave to other work), %lld ticks",
+        static_cast<long long>(blocks.count()), monitor.maxOwnMs(), monitor.maxGapMs(),
+        static_cast<long long>(monitor.ticks()));
     QVERIFY2(monitor.maxOwnMs() <= 50, "the GUI thread was busy or blocked for more than 50 ms");
     if (monitor.maxGapMs() > 50) {
       qWarning("wall-clock stall over 50 ms came from CPU contention (machine load), not the GUI");

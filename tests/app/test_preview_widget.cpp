@@ -30,7 +30,8 @@ class TestPreviewWidget : public QObject {
 
   void fitRectKeepsAspectAndCentres() {
     // 16:9 into a tall area: full width, centred vertically.
-    QCOMPARE(PreviewWidget::fitRect(QSize(128, 72), QRect(0, 0, 640, 640)), QRect(0, 140, 640, 360));
+    QCOMPARE(PreviewWidget::fitRect(QSize(128, 72), QRect(0, 0, 640, 640)),
+             QRect(0, 140, 640, 360));
     // 16:9 into a wide area: full height, centred horizontally, offset kept.
     QCOMPARE(PreviewWidget::fitRect(QSize(128, 72), QRect(10, 20, 1000, 360)),
              QRect(10 + 180, 20, 640, 360));

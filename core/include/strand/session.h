@@ -47,6 +47,13 @@ struct SessionOptions {
   int recache_history = 8;  // how many past blocks are kept for re-cache (0 disables re-cache)
 };
 
+// Prompts longer than this (bytes of UTF-8) are rejected.
+inline constexpr size_t kMaxPromptBytes = 4096;
+
+// Throws Error(invalid_argument) unless `prompt` is a usable prompt: valid UTF-8, not blank, at
+// most kMaxPromptBytes. Session::set_prompt applies the same check.
+void validate_prompt(std::string_view prompt);
+
 // progress(step, steps): called after each DiT pass of the current block (steps = denoising
 // passes + 1 clean pass). Runs on the calling thread.
 using ProgressCallback = std::function<void(int step, int steps)>;
