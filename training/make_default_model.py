@@ -6,6 +6,7 @@ After writing, it reloads the file and generates a few blocks to check that acti
 (hidden states, memory states, latents, pixels) and prints the statistics as JSON.
 
     python training/make_default_model.py [--out PATH] [--check-blocks 12]
+        [--layers hybrid,hybrid,hybrid,hybrid --name strand-tiny-all-hybrid]   # benchmark variants
 """
 from __future__ import annotations
 
@@ -43,8 +44,13 @@ CONFIG = {
 }
 
 
-def build(seed: int = SEED):
-    config = StrandConfig.from_dict(CONFIG)
+def build(seed: int = SEED, layers: list[str] | None = None, name: str | None = None):
+    raw = json.loads(json.dumps(CONFIG))
+    if layers:
+        raw["dit"]["layers"] = layers
+    if name:
+        raw["name"] = name
+    config = StrandConfig.from_dict(raw)
     vocab = default_vocab()
     model = StrandModel(config, len(vocab))
     init_model(model, seed)
@@ -95,9 +101,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--out", default=DEFAULT_OUT)
     parser.add_argument("--check-blocks", type=int, default=12)
+    parser.add_argument("--layers", help="comma-separated layer kinds, for benchmark variants "
+                        "(e.g. hybrid,hybrid,hybrid,hybrid); default: the bundled model's")
+    parser.add_argument("--name", help="model name for a variant")
     args = parser.parse_args()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    model, config, vocab = build()
+    model, config, vocab = build(layers=args.layers.split(",") if args.layers else None,
+                                 name=args.name)
     save_model(args.out, model, config, vocab)
     print(f"wrote {args.out} ({os.path.getsize(args.out)} bytes, "
           f"{sum(p.numel() for p in model.parameters())} parameters, vocab {len(vocab)})")

@@ -1,10 +1,16 @@
 // `strand-cli bench`: times N blocks with a fixed prompt and seed, per stage, and reports the
 // arithmetic throughput of the DiT passes.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <vector>
 #include <iostream>
 #include <numeric>
 
 #include "cli.h"
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/threading.h"
 #include "strand/error.h"
 
@@ -55,6 +61,38 @@ double dit_pass_flops(const ModelConfig& c, int64_t text_tokens, int64_t block_i
   return flops;
 }
 
+// Resident set size now, from /proc/self/statm (0 where unavailable).
+uint64_t current_rss_bytes() {
+  std::FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  unsigned long long size_pages = 0, resident_pages = 0;
+  const int read = std::fscanf(f, "%llu %llu", &size_pages, &resident_pages);
+  std::fclose(f);
+  return read == 2 ? resident_pages * static_cast<uint64_t>(sysconf(_SC_PAGESIZE)) : 0;
+}
+
+// OpenBLAS sgemm throughput (through cpu::gemm, same threads) on the DiT's FFN product shape
+// [T, d] x [m, d]^T: the yardstick for "what fraction of sgemm speed do the DiT passes reach".
+double sgemm_gflops(const ModelConfig& c) {
+  const int m = c.tokens_per_block(), n = c.mlp_dim, k = c.dim;
+  std::vector<float> a(static_cast<size_t>(m) * k, 0.5f), b(static_cast<size_t>(n) * k, 0.25f),
+      out(static_cast<size_t>(m) * n);
+  strand::cpu::gemm(a.data(), b.data(), out.data(), m, n, k, true);  // warm up
+  double best = 0;
+  for (int trial = 0; trial < 5; ++trial) {
+    const auto start = std::chrono::steady_clock::now();
+    int reps = 0;
+    double seconds = 0;
+    while (seconds < 0.05) {
+      strand::cpu::gemm(a.data(), b.data(), out.data(), m, n, k, true);
+      ++reps;
+      seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    }
+    best = std::max(best, 2.0 * m * n * k * reps / seconds / 1e9);
+  }
+  return best;
+}
+
 }  // namespace
 
 int run_bench(std::span<const std::string> args) {
@@ -98,7 +136,8 @@ int run_bench(std::span<const std::string> args) {
         dit_pass_flops(c, text_tokens, result.block_index, true);
     const double dit_ms = t.denoise_ms + t.clean_ms;
     const double gflops = dit_ms > 0 ? flops / (dit_ms * 1e6) : 0.0;
-    const size_t state_bytes = session.snapshot().size_bytes();
+    const size_t state_bytes = session.memory_state_bytes();
+    const uint64_t rss = current_rss_bytes();
     std::printf("%5lld %11.2f %9.2f %10.2f %8.2f %9.2f %10.2f %12zu\n",
                 static_cast<long long>(result.block_index), t.denoise_ms, t.clean_ms, t.decode_ms,
                 t.text_ms, t.total_ms, gflops, state_bytes);
@@ -115,16 +154,21 @@ int run_bench(std::span<const std::string> args) {
                     {"ms", timings_to_json(t)},
                     {"dit_flops", flops},
                     {"dit_gflops_per_s", gflops},
-                    {"memory_state_bytes", state_bytes}});
+                    {"memory_state_bytes", state_bytes},
+                    {"rss_bytes", rss}});
   }
   if (interrupt.interrupted()) throw Error(ErrorKind::cancelled, "cancelled");
 
   const double mean_gflops = sum_dit_ms > 0 ? sum_dit_flops / (sum_dit_ms * 1e6) : 0.0;
+  const double sgemm = sgemm_gflops(c);
   const int64_t frames = blocks * c.frames_per_block;
   const double fps =
       totals.total_ms > 0 ? static_cast<double>(frames) / (totals.total_ms / 1000.0) : 0.0;
   std::printf("total: %.1f ms for %lld frames (%.2f frames/s); DiT %.2f GFLOP/s over all passes\n",
               totals.total_ms, static_cast<long long>(frames), fps, mean_gflops);
+  std::printf("sgemm [%d x %d] x [%d x %d]^T: %.2f GFLOP/s; the DiT passes reach %.0f%% of it\n",
+              c.tokens_per_block(), c.dim, c.mlp_dim, c.dim, sgemm,
+              sgemm > 0 ? 100.0 * mean_gflops / sgemm : 0.0);
   std::printf("memory state: %zu bytes fixed + %zu bytes per block; peak RSS %llu bytes\n",
               model->fixed_state_bytes(), model->state_bytes_per_block(),
               static_cast<unsigned long long>(peak_rss_bytes()));
@@ -140,6 +184,7 @@ int run_bench(std::span<const std::string> args) {
                      {"totals_ms", timings_to_json(totals)},
                      {"frames_per_second", fps},
                      {"dit_gflops_per_s", mean_gflops},
+                     {"sgemm_gflops_per_s", sgemm},
                      {"flops_counting", "analytic: matrix products only, 2 FLOPs per multiply-add"},
                      {"memory_state_bytes_fixed", model->fixed_state_bytes()},
                      {"memory_state_bytes_per_block_growth", model->state_bytes_per_block()},

@@ -86,8 +86,9 @@ class CpuBackend final : public Backend {
   void gated_delta_update(float* s, const float* k, int k_stride, const float* v, int v_stride,
                           const float* alpha, const float* beta, int tokens, int heads, int dk,
                           int dv) override {
+    // Chunks of 32 measured 15-25% faster than 64 at every thread count (kernels/cpu report).
     cpu::gated_delta_update_chunked(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk,
-                                    dv);
+                                    dv, /*chunk=*/32);
   }
   void memory_read(const float* s, const float* q, int q_stride, float* out, int out_stride,
                    int tokens, int heads, int dk, int dv, float scale) override {

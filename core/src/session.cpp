@@ -219,6 +219,7 @@ BlockResult Session::generate_next_block() {
 void Session::cancel() { impl_->cancel_requested.store(true); }
 
 MemoryState Session::snapshot() const { return impl_->memory; }
+size_t Session::memory_state_bytes() const { return impl_->memory.size_bytes(); }
 
 void Session::restore(const MemoryState& state) {
   Impl& s = *impl_;

@@ -82,6 +82,8 @@ class Session {
 
   // The memory at the current block boundary (a deep copy; cheap for hybrid models).
   [[nodiscard]] MemoryState snapshot() const;
+  // Bytes the memory holds now (MemoryState::size_bytes without copying it).
+  [[nodiscard]] size_t memory_state_bytes() const;
   // Continue from a snapshot. Error(model_mismatch) if it was made by another model.
   // The snapshot's prompt becomes the active prompt; re-cache history is cleared.
   void restore(const MemoryState& state);
