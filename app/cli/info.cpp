@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "cli.h"
+#include "strand/devices.h"
 
 namespace strand::cli {
 
@@ -28,6 +29,11 @@ int run_info(std::span<const std::string> args) {
     const size_t cap = static_cast<size_t>(c.kv_window) + static_cast<size_t>(c.kv_sink);
     std::cout << " (at most " << model->fixed_state_bytes() + cap * model->state_bytes_per_block()
               << " bytes: window " << c.kv_window << " + sink " << c.kv_sink << " blocks)";
+  }
+  std::cout << "\ndevices:";
+  for (const ComputeDevice& device : compute_devices()) {
+    std::cout << "\n  " << device.kind << ": " << device.description
+              << (device.usable_by_engine ? "" : " (not used yet: the CUDA backend is not built)");
   }
   std::cout << "\nconfig:\n" << nlohmann::json::parse(c.to_json()).dump(2) << "\n";
   return 0;

@@ -181,12 +181,12 @@ BlockResult Session::generate_next_block() {
     if (s.progress) s.progress(i + 1, steps + 1);
   }
   result.timings.denoise_ms = ms_since(t0);
-  s.check_cancel();
 
   t0 = Clock::now();
   const size_t frame_latent = count / static_cast<size_t>(c.frames_per_block);
   const size_t pixels = static_cast<size_t>(c.width) * c.height;
   for (int f = 0; f < c.frames_per_block; ++f) {
+    s.check_cancel();
     const std::vector<float> rgb = s.engine.decode(x0.data() + static_cast<size_t>(f) * frame_latent);
     Frame frame;
     frame.width = c.width;
@@ -199,11 +199,13 @@ BlockResult Session::generate_next_block() {
     result.frames.push_back(std::move(frame));
   }
   result.timings.decode_ms = ms_since(t0);
+  s.check_cancel();
 
   t0 = Clock::now();
   CleanPassRecord record = s.clean_pass(x0, n, s.text);
   result.timings.clean_ms = ms_since(t0);
   s.memory.next_block = n + 1;
+  s.cancel_requested.store(false);  // nothing left to cancel: the block is committed
   if (s.options.recache_history > 0) {
     s.history.push_back(std::move(record));
     while (s.history.size() > static_cast<size_t>(s.options.recache_history)) s.history.pop_front();

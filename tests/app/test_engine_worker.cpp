@@ -232,22 +232,34 @@ class TestEngineWorker : public QObject {
     worker_->generateUntilStopped();
     QVERIFY(blocks.wait(kTimeoutMs));
     const double block_ms = blocks[0][0].value<BlockStats>().total_ms;
-    // Wait until the next block is under way (its first DiT pass is done), then cancel.
-    progress.clear();
-    QVERIFY(progress.wait(kTimeoutMs));
-    const int steps = progress.last()[1].toInt();
-    const qint64 committed_at_cancel = worker_->blocksGenerated();
-    QElapsedTimer timer;
-    timer.start();
-    worker_->cancel();
-    QVERIFY(waitForState(worker_.get(), EngineState::ready, kTimeoutMs));
-    const qint64 stop_ms = timer.elapsed();
-    qInfo("block takes %.1f ms (%d DiT passes); cancel acknowledged after %lld ms", block_ms, steps,
-          static_cast<long long>(stop_ms));
-    // At most the block in flight may still commit (if the cancel landed after its last pass).
-    const qint64 committed_after = worker_->blocksGenerated();
-    QVERIFY(committed_after <= committed_at_cancel + 1);
-    QVERIFY2(stop_ms < static_cast<qint64>(block_ms) + 1000, "cancel took longer than a block");
+    // Cancel just after a block's first DiT pass: that block must be aborted (a pause would let
+    // it finish). It may legitimately commit only if the cancel reached the engine after the
+    // block's last check, i.e. the GUI thread ran several passes late; retry then, so a machine
+    // hiccup does not fail the test but a cancel that never aborts anything does.
+    bool aborted = false;
+    qint64 committed_after = 0;
+    for (int attempt = 0; attempt < 3 && !aborted; ++attempt) {
+      if (attempt > 0) worker_->generateUntilStopped();
+      progress.clear();
+      QVERIFY(progress.wait(kTimeoutMs));
+      const int steps = progress.last()[1].toInt();
+      const qint64 committed_at_cancel = worker_->blocksGenerated();
+      QElapsedTimer timer;
+      timer.start();
+      worker_->cancel();
+      QVERIFY(waitForState(worker_.get(), EngineState::ready, kTimeoutMs));
+      const qint64 stop_ms = timer.elapsed();
+      committed_after = worker_->blocksGenerated();
+      aborted = committed_after == committed_at_cancel;
+      qInfo(
+          "block takes %.1f ms (%d DiT passes); cancel acknowledged after %lld ms; block in "
+          "flight %s",
+          block_ms, steps, static_cast<long long>(stop_ms), aborted ? "aborted" : "committed");
+      // Never more than the block in flight.
+      QVERIFY(committed_after <= committed_at_cancel + 1);
+      QVERIFY2(stop_ms < static_cast<qint64>(block_ms) + 1000, "cancel took longer than a block");
+    }
+    QVERIFY2(aborted, "cancel never aborted the block in flight");
 
     // The memory is at the last committed block, and generation has stopped.
     QSignalSpy snapshots(worker_.get(), &EngineWorker::snapshotReady);

@@ -73,11 +73,12 @@ class Session {
   [[nodiscard]] const std::string& prompt() const;
 
   // Generates, decodes and commits the next block. Requires a prompt. Throws Error(cancelled) if
-  // cancel() was called (the flag is checked before each DiT pass; the state stays at the last
-  // committed block and the flag is cleared).
+  // cancel() was called: the flag is checked before each DiT pass and each decoded frame, the
+  // state stays at the last committed block, and the flag is cleared. A cancel that arrives after
+  // the last check (during the clean pass) is dropped when the block commits: the block is done.
   BlockResult generate_next_block();
 
-  // Thread-safe request to stop the current or next generate_next_block().
+  // Thread-safe request to stop the current generate_next_block(), or the next one if none runs.
   void cancel();
 
   // The memory at the current block boundary (a deep copy; cheap for hybrid models).
