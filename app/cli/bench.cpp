@@ -96,7 +96,7 @@ double sgemm_gflops(const ModelConfig& c) {
 }  // namespace
 
 int run_bench(std::span<const std::string> args) {
-  const Options options(args, {{"model"}, {"blocks"}, {"threads"}, {"json"}});
+  const Options options(args, {{"model"}, {"blocks"}, {"threads"}, {"json"}, {"ops", false}});
   const int64_t blocks =
       options.has("blocks") ? parse_int(*options.get("blocks"), "blocks", 1, 100000) : 6;
   const int threads = options.has("threads")
@@ -111,6 +111,9 @@ int run_bench(std::span<const std::string> args) {
   strand::cpu::set_num_threads(threads);  // 0: hardware default
   SessionOptions session_options;
   session_options.seed = kBenchSeed;
+  OpProfile profile;
+  const bool profile_ops = options.has("ops");
+  if (profile_ops) session_options.op_profile = &profile;
   Session session(model, session_options);
   session.set_prompt(kBenchPrompt);
   const auto text_tokens = static_cast<int64_t>(model->tokenizer().encode(kBenchPrompt).size());
@@ -173,6 +176,22 @@ int run_bench(std::span<const std::string> args) {
               model->fixed_state_bytes(), model->state_bytes_per_block(),
               static_cast<unsigned long long>(peak_rss_bytes()));
 
+  nlohmann::json ops = nlohmann::json::object();
+  if (profile_ops) {
+    double op_total = 0;
+    for (const auto& entry : profile.ops) op_total += entry.ms;
+    std::printf("time by op (synchronised after each op; %.1f ms in ops of %.1f ms in all):\n",
+                op_total, totals.total_ms);
+    for (int op = 0; op < static_cast<int>(Op::count); ++op) {
+      const auto& entry = profile.ops[op];
+      if (entry.calls == 0) continue;
+      const std::string name(op_name(static_cast<Op>(op)));
+      std::printf("  %-22s %9.1f ms %6.1f%% %8lld calls\n", name.c_str(), entry.ms,
+                  100.0 * entry.ms / std::max(totals.total_ms, 1e-9),
+                  static_cast<long long>(entry.calls));
+      ops[name] = {{"ms", entry.ms}, {"calls", entry.calls}};
+    }
+  }
   if (json_path) {
     write_json_file(*json_path,
                     {{"model", {{"name", c.name}, {"id", model->id()}, {"path", model_path}}},
@@ -188,7 +207,8 @@ int run_bench(std::span<const std::string> args) {
                      {"flops_counting", "analytic: matrix products only, 2 FLOPs per multiply-add"},
                      {"memory_state_bytes_fixed", model->fixed_state_bytes()},
                      {"memory_state_bytes_per_block_growth", model->state_bytes_per_block()},
-                     {"peak_rss_bytes", peak_rss_bytes()}});
+                     {"peak_rss_bytes", peak_rss_bytes()},
+                     {"ops_ms", ops}});
   }
   return 0;
 }

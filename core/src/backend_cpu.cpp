@@ -73,6 +73,10 @@ class CpuBackend final : public Backend {
                       int rows_per_group, int group_stride) override {
     cpu::gated_residual(x, y, gate, rows, dim, rows_per_group, group_stride);
   }
+  void gated_residual_heads(float* x, const float* y, const float* gate, int rows, int heads,
+                            int head_dim, int row_stride) override {
+    cpu::gated_residual_heads(x, y, gate, rows, heads, head_dim, row_stride);
+  }
   void rope_3d(float* x, int tokens, int heads, int head_dim, int row_stride, const int* pos_t,
                const int* pos_r, const int* pos_c, float theta) override {
     cpu::rope_3d(x, tokens, heads, head_dim, row_stride, pos_t, pos_r, pos_c, theta);
@@ -118,6 +122,7 @@ std::string_view op_name(Op op) {
     case Op::gelu_erf: return "gelu_erf";
     case Op::silu: return "silu";
     case Op::gated_residual: return "gated_residual";
+    case Op::gated_residual_heads: return "gated_residual_heads";
     case Op::rope_3d: return "rope_3d";
     case Op::attention: return "attention";
     case Op::gated_delta_update: return "gated_delta_update";

@@ -106,6 +106,15 @@ class DispatchBackend final : public Backend {
     cpu_->gated_residual(hx.get(), hy.get(), hg.get(), rows, dim, rows_per_group, group_stride);
     hx.write_back();
   }
+  void gated_residual_heads(float* x, const float* y, const float* gate, int rows, int heads,
+                            int head_dim, int row_stride) override {
+    if (native(Op::gated_residual_heads))
+      return primary_->gated_residual_heads(x, y, gate, rows, heads, head_dim, row_stride);
+    const size_t count = strided(rows, row_stride, heads * head_dim);
+    HostCopy hx(*primary_, x, count), hy(*primary_, y, count), hg(*primary_, gate, prod(rows, heads));
+    cpu_->gated_residual_heads(hx.get(), hy.get(), hg.get(), rows, heads, head_dim, row_stride);
+    hx.write_back();
+  }
   void rope_3d(float* x, int tokens, int heads, int head_dim, int row_stride, const int* pos_t,
                const int* pos_r, const int* pos_c, float theta) override {
     if (native(Op::rope_3d))

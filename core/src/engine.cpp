@@ -235,18 +235,9 @@ void Engine::self_attention_hybrid(int layer, const float* a, float* y, LayerMem
     }
   }
   // 3. o = o_softmax + gamma * o_mem (per token and head).
-  std::vector<float> o_host(n), om_host(n);
-  b.download(o_host.data(), o, n);
-  b.download(om_host.data(), om, n);
-  for (int t = 0; t < T; ++t) {
-    for (int h = 0; h < H; ++h) {
-      const float gm = gamma[static_cast<size_t>(t) * H + h];
-      float* dst = o_host.data() + static_cast<size_t>(t) * d + static_cast<size_t>(h) * dh;
-      const float* src = om_host.data() + static_cast<size_t>(t) * d + static_cast<size_t>(h) * dh;
-      for (int j = 0; j < dh; ++j) dst[j] += gm * src[j];
-    }
-  }
-  b.upload(o, o_host.data(), n);
+  float* dev_gamma = buffer("sa.gamma", gamma.size());
+  b.upload(dev_gamma, gamma.data(), gamma.size());
+  b.gated_residual_heads(o, om, dev_gamma, T, H, dh, d);
   b.linear(o, w(p + "o.weight"), w(p + "o.bias"), y, T, d, d);
   // 4. Clean pass: fold the block into the state, after the read.
   if (update) {
@@ -279,9 +270,6 @@ void Engine::self_attention_kv(int layer, const float* a, float* y, LayerMemory&
   b.linear(a, w(p + "k.weight"), w(p + "k.bias"), k, T, d, d);
   b.rms_norm(k, k, T, d, w(p + "norm_k.weight"), kRmsEps);
   b.linear(a, w(p + "v.weight"), w(p + "v.bias"), v, T, d, d);
-  std::vector<float> k_new(n), v_new(n);  // unrotated: what the cache keeps
-  b.download(k_new.data(), k, n);
-  b.download(v_new.data(), v, n);
   b.rope_3d(q, T, H, dh, d, pos_t_.data(), pos_r_.data(), pos_c_.data(), c.rope_theta);
   // Keys: cached blocks then the current one, rotated with positions relative to this block.
   const size_t blocks = memory.kv_blocks.size() + 1;
@@ -290,22 +278,28 @@ void Engine::self_attention_kv(int layer, const float* a, float* y, LayerMemory&
   std::vector<int> rel_t(static_cast<size_t>(T));
   for (size_t i = 0; i < blocks; ++i) {
     const bool current = i + 1 == blocks;
-    const std::vector<float>& kb = current ? k_new : memory.kv_blocks[i].k;
-    const std::vector<float>& vb = current ? v_new : memory.kv_blocks[i].v;
     const int64_t age = current ? 0 : block - memory.kv_blocks[i].block_index;
     for (int t = 0; t < T; ++t) {
       rel_t[static_cast<size_t>(t)] = pos_t_[static_cast<size_t>(t)] - static_cast<int>(age * F);
     }
     float* kd = k_all + i * n;
-    b.upload(kd, kb.data(), n);
-    b.upload(v_all + i * n, vb.data(), n);
+    if (current) {
+      b.copy(kd, k, n);
+      b.copy(v_all + i * n, v, n);
+    } else {
+      b.upload(kd, memory.kv_blocks[i].k.data(), n);
+      b.upload(v_all + i * n, memory.kv_blocks[i].v.data(), n);
+    }
     b.rope_3d(kd, T, H, dh, d, rel_t.data(), pos_r_.data(), pos_c_.data(), c.rope_theta);
   }
   b.attention(q, d, k_all, d, v_all, d, o, d, T, static_cast<int>(blocks) * T, H, dh,
               1.0f / std::sqrt(static_cast<float>(dh)));
   b.linear(o, w(p + "o.weight"), w(p + "o.bias"), y, T, d, d);
   if (update) {
-    memory.kv_blocks.push_back(KvBlock{block, std::move(k_new), std::move(v_new)});
+    KvBlock entry{block, std::vector<float>(n), std::vector<float>(n)};  // k unrotated, as cached
+    b.download(entry.k.data(), k, n);
+    b.download(entry.v.data(), v, n);
+    memory.kv_blocks.push_back(std::move(entry));
     // Keep the `sink` oldest blocks and the `window` newest (window 0: keep everything).
     if (c.kv_window > 0) {
       auto& cache = memory.kv_blocks;

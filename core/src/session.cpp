@@ -49,6 +49,12 @@ void validate_prompt(std::string_view prompt) {
   if (blank) throw Error(ErrorKind::invalid_argument, "prompt is empty");
 }
 
+std::unique_ptr<Backend> make_backend(const SessionOptions& options) {
+  auto backend = make_dispatch_backend(make_cpu_backend());
+  if (options.op_profile != nullptr) return make_profiling_backend(std::move(backend), options.op_profile);
+  return backend;
+}
+
 struct Session::Impl {
   std::shared_ptr<const Model> model;
   Engine engine;
@@ -61,7 +67,7 @@ struct Session::Impl {
   double pending_text_ms = 0, pending_recache_ms = 0;  // reported with the next block
 
   Impl(std::shared_ptr<const Model> m, SessionOptions o)
-      : model(m), engine(m, make_dispatch_backend(make_cpu_backend())), options(o) {
+      : model(m), engine(m, make_backend(o)), options(o) {
     memory = engine.empty_memory();
     memory.seed = options.seed;
   }

@@ -13,4 +13,9 @@ void silu(float* x, size_t n);       // x * sigmoid(x)
 void gated_residual(float* x, const float* y, const float* gate, int rows, int dim,
                     int rows_per_group, int group_stride);
 
+// Per-head gate: x[r, h*head_dim + j] += gate[r*heads + h] * y[r, h*head_dim + j], rows of x and
+// y row_stride floats apart. Used for o = o_softmax + gamma * o_memory in hybrid attention.
+void gated_residual_heads(float* x, const float* y, const float* gate, int rows, int heads,
+                          int head_dim, int row_stride);
+
 }  // namespace strand::cpu

@@ -49,6 +49,7 @@ class LinearOnlyDevice final : public Backend {
   void gelu_erf(float*, size_t) override { misrouted(); }
   void silu(float*, size_t) override { misrouted(); }
   void gated_residual(float*, const float*, const float*, int, int, int, int) override { misrouted(); }
+  void gated_residual_heads(float*, const float*, const float*, int, int, int, int) override { misrouted(); }
   void rope_3d(float*, int, int, int, int, const int*, const int*, const int*, float) override { misrouted(); }
   void attention(const float*, int, const float*, int, const float*, int, float*, int, int, int, int, int, float) override { misrouted(); }
   void gated_delta_update(float*, const float*, int, const float*, int, const float*, const float*, int, int, int, int) override { misrouted(); }

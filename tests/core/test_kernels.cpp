@@ -426,6 +426,30 @@ OpCase gated_residual_case(int rows, int dim, int rows_per_group, bool with_gate
           }};
 }
 
+OpCase gated_residual_heads_case(int rows, int heads, int head_dim, int pad) {
+  return {"gated_residual_heads_" + std::to_string(rows) + "_h" + std::to_string(heads) + "x" +
+              std::to_string(head_dim) + "_pad" + std::to_string(pad),
+          1e-6, [=] {
+            std::mt19937 rng(static_cast<unsigned>(rows * heads + head_dim + pad));
+            const int stride = heads * head_dim + pad;
+            Vec x = uniform(idx(rows * stride), rng);
+            const Vec y = uniform(idx(rows * stride), rng);
+            const Vec gate = uniform(idx(rows * heads), rng);
+            DVec want(x.size());
+            for (size_t i = 0; i < x.size(); ++i) want[i] = wide(x[i]);  // padding must stay
+            for (int r = 0; r < rows; ++r) {
+              for (int h = 0; h < heads; ++h) {
+                for (int j = 0; j < head_dim; ++j) {
+                  const size_t i = idx(r * stride + h * head_dim + j);
+                  want[i] += wide(gate[idx(r * heads + h)]) * wide(y[i]);
+                }
+              }
+            }
+            cpu::gated_residual_heads(x.data(), y.data(), gate.data(), rows, heads, head_dim, stride);
+            return rel_error(x, want);
+          }};
+}
+
 // Positions as in a block: frames (possibly far in the past: negative), rows, columns in raster
 // order. wide_positions spreads pos_t over a range larger than the token count.
 OpCase rope_case(int frames, int grid_h, int grid_w, int heads, int head_dim, int pad,
@@ -639,6 +663,8 @@ std::vector<OpCase> all_cases() {
   cases.push_back(gated_residual_case(10, 33, 3, true));
   cases.push_back(gated_residual_case(10, 33, 3, false));
   cases.push_back(gated_residual_case(432, 128, 144, true));
+  cases.push_back(gated_residual_heads_case(7, 3, 5, 2));
+  cases.push_back(gated_residual_heads_case(432, 4, 32, 0));
   cases.push_back(rope_case(3, 4, 5, 2, 32, 0, 0, false));
   cases.push_back(rope_case(3, 4, 5, 3, 12, 5, -7, false));    // negative temporal positions
   cases.push_back(rope_case(2, 3, 3, 1, 10, 1, -3, false));    // c = 5: parts 3, 1, 1

@@ -25,6 +25,7 @@ enum class Op {
   gelu_erf,
   silu,
   gated_residual,
+  gated_residual_heads,
   rope_3d,
   attention,
   gated_delta_update,
@@ -75,6 +76,8 @@ class Backend {
   virtual void silu(float* x, size_t n) = 0;
   virtual void gated_residual(float* x, const float* y, const float* gate, int rows, int dim,
                               int rows_per_group, int group_stride) = 0;
+  virtual void gated_residual_heads(float* x, const float* y, const float* gate, int rows,
+                                    int heads, int head_dim, int row_stride) = 0;
   // Positions are host arrays (small); x is device memory.
   virtual void rope_3d(float* x, int tokens, int heads, int head_dim, int row_stride,
                        const int* pos_t, const int* pos_r, const int* pos_c, float theta) = 0;
@@ -91,6 +94,15 @@ class Backend {
   virtual void upsample_nearest_2x(const float* in, int c, int h, int w, float* out) = 0;
 };
 
+// Wall time and calls per op, filled by a profiling backend.
+struct OpProfile {
+  struct Entry {
+    double ms = 0;
+    int64_t calls = 0;
+  };
+  Entry ops[static_cast<size_t>(Op::count)]{};
+};
+
 // The CPU backend: OpenBLAS sgemm + vectorised, multithreaded loops (kernels/cpu).
 std::unique_ptr<Backend> make_cpu_backend();
 
@@ -101,4 +113,6 @@ namespace strand {
 // their arguments staged through host memory (slow, but correct). With a CPU primary this is a
 // plain pass-through.
 std::unique_ptr<Backend> make_dispatch_backend(std::unique_ptr<Backend> primary);
+// Wraps `inner`, timing every op into `profile` (synchronising after each op).
+std::unique_ptr<Backend> make_profiling_backend(std::unique_ptr<Backend> inner, OpProfile* profile);
 }  // namespace strand

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "strand/backend.h"
 #include "strand/memory_state.h"
 #include "strand/model.h"
 
@@ -45,6 +46,7 @@ struct BlockResult {
 struct SessionOptions {
   uint64_t seed = 0;
   int recache_history = 8;  // how many past blocks are kept for re-cache (0 disables re-cache)
+  OpProfile* op_profile = nullptr;  // when set, every backend op is timed into it (benchmarks)
 };
 
 // Prompts longer than this (bytes of UTF-8) are rejected.
