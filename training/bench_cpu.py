@@ -41,7 +41,8 @@ def cpp_bench(cli: str, model: str, blocks: int, threads: int, out_json: str) ->
 
 
 def median_stage(rows: list[dict], stage: str, skip_first: int = 1) -> float:
-    return statistics.median(r["ms"][stage] for r in rows[skip_first:])
+    key = stage.removesuffix("_ms")  # strand-cli names stages without the unit
+    return statistics.median(r["ms"][key] for r in rows[skip_first:])
 
 
 def variant(out_dir: str, layers: str, name: str) -> str:
@@ -73,7 +74,7 @@ def plot(hybrid: dict, kv: dict, path: str) -> None:
                                 (kv, "all-softmax_kv (full KV cache)", "tab:red")):
         rows = data["blocks"]
         blocks = [r["block"] for r in rows]
-        ax_ms.plot(blocks, [r["ms"]["denoise_ms"] + r["ms"]["clean_ms"] for r in rows],
+        ax_ms.plot(blocks, [r["ms"]["denoise"] + r["ms"]["clean"] for r in rows],
                    label=label, color=colour, lw=0.8)
         ax_mem.plot(blocks, [r["rss_bytes"] / 2**20 for r in rows], label=label + ": RSS",
                     color=colour, lw=1.2)
@@ -119,8 +120,8 @@ def main() -> None:
         "pytorch_median_ms": ref["median"],
         "pytorch": ref["torch"],
         "speedup": {s: ref["median"][s] / cpp_median[s] for s in stages if cpp_median[s] > 0},
-        "cpp_frames_per_second": 1000.0 * cpp["blocks"][0]["ms"]["total_ms"] and
-        3000.0 / cpp_median["total_ms"],
+        "cpp_frames_per_second": 1000.0 * ref["frames_per_block"] / cpp_median["total_ms"],
+        "pytorch_frames_per_second": ref.get("frames_per_second"),
         "dit_gflops_per_s": cpp["dit_gflops_per_s"],
         "sgemm_gflops_per_s": cpp["sgemm_gflops_per_s"],
         "dit_fraction_of_sgemm": cpp["dit_gflops_per_s"] / cpp["sgemm_gflops_per_s"],
@@ -135,7 +136,7 @@ def main() -> None:
     def window_stats(rows: list[dict], centre: int) -> dict:
         # Median over 9 blocks around `centre`, so one scheduler hiccup does not decide it.
         near = [r for r in rows if abs(r["block"] - centre) <= 4]
-        return {"dit_ms": statistics.median(r["ms"]["denoise_ms"] + r["ms"]["clean_ms"] for r in near),
+        return {"dit_ms": statistics.median(r["ms"]["denoise"] + r["ms"]["clean"] for r in near),
                 "rss_bytes": statistics.median(r["rss_bytes"] for r in near),
                 "memory_state_bytes": near[len(near) // 2]["memory_state_bytes"]}
 

@@ -153,7 +153,7 @@ void Session::set_prompt(std::string_view prompt, int recache_blocks) {
   s.text = std::move(text);
   s.memory.prompt = std::string(prompt);
   s.pending_text_ms += text_ms;
-  s.pending_recache_ms += ms_since(start) - text_ms;
+  if (k > 0) s.pending_recache_ms += ms_since(start) - text_ms;
 }
 
 const std::string& Session::prompt() const { return impl_->memory.prompt; }
