@@ -184,6 +184,17 @@ void Engine::time_embedding(float sigma, std::vector<float>& e, std::vector<floa
   b.download(e0.data(), proj, e0.size());
 }
 
+void Engine::project_qkv(const std::string& prefix, const float* a, float* q, float* k, float* v) {
+  const ModelConfig& c = model_->config();
+  const int T = c.tokens_per_block(), d = c.dim;
+  Backend& b = *backend_;
+  b.linear(a, w(prefix + "q.weight"), w(prefix + "q.bias"), q, T, d, d);
+  b.rms_norm(q, q, T, d, w(prefix + "norm_q.weight"), kRmsEps);
+  b.linear(a, w(prefix + "k.weight"), w(prefix + "k.bias"), k, T, d, d);
+  b.rms_norm(k, k, T, d, w(prefix + "norm_k.weight"), kRmsEps);
+  b.linear(a, w(prefix + "v.weight"), w(prefix + "v.bias"), v, T, d, d);
+}
+
 void Engine::self_attention_hybrid(int layer, const float* a, float* y, LayerMemory& memory,
                                    bool update) {
   const ModelConfig& c = model_->config();
@@ -196,11 +207,7 @@ void Engine::self_attention_hybrid(int layer, const float* a, float* y, LayerMem
   float* v = buffer("sa.v", n);
   float* o = buffer("sa.o", n);
   // 1. Intra-block softmax attention.
-  b.linear(a, w(p + "q.weight"), w(p + "q.bias"), q, T, d, d);
-  b.rms_norm(q, q, T, d, w(p + "norm_q.weight"), kRmsEps);
-  b.linear(a, w(p + "k.weight"), w(p + "k.bias"), k, T, d, d);
-  b.rms_norm(k, k, T, d, w(p + "norm_k.weight"), kRmsEps);
-  b.linear(a, w(p + "v.weight"), w(p + "v.bias"), v, T, d, d);
+  project_qkv(p, a, q, k, v);
   b.rope_3d(q, T, H, dh, d, pos_t_.data(), pos_r_.data(), pos_c_.data(), c.rope_theta);
   b.rope_3d(k, T, H, dh, d, pos_t_.data(), pos_r_.data(), pos_c_.data(), c.rope_theta);
   b.attention(q, d, k, d, v, d, o, d, T, T, H, dh, 1.0f / std::sqrt(static_cast<float>(dh)));
@@ -265,11 +272,7 @@ void Engine::self_attention_kv(int layer, const float* a, float* y, LayerMemory&
   float* k = buffer("sa.k", n);
   float* v = buffer("sa.v", n);
   float* o = buffer("sa.o", n);
-  b.linear(a, w(p + "q.weight"), w(p + "q.bias"), q, T, d, d);
-  b.rms_norm(q, q, T, d, w(p + "norm_q.weight"), kRmsEps);
-  b.linear(a, w(p + "k.weight"), w(p + "k.bias"), k, T, d, d);
-  b.rms_norm(k, k, T, d, w(p + "norm_k.weight"), kRmsEps);
-  b.linear(a, w(p + "v.weight"), w(p + "v.bias"), v, T, d, d);
+  project_qkv(p, a, q, k, v);
   b.rope_3d(q, T, H, dh, d, pos_t_.data(), pos_r_.data(), pos_c_.data(), c.rope_theta);
   // Keys: cached blocks then the current one, rotated with positions relative to this block.
   const size_t blocks = memory.kv_blocks.size() + 1;

@@ -60,6 +60,8 @@ class Engine {
  private:
   struct Scratch;
   const float* w(const std::string& name);  // device pointer of a weight
+  // Self-attention q, k (RMS-normalised) and v of a block's modulated tokens a, before RoPE.
+  void project_qkv(const std::string& prefix, const float* a, float* q, float* k, float* v);
   void self_attention_hybrid(int layer, const float* a, float* y, LayerMemory& memory, bool update);
   void self_attention_kv(int layer, const float* a, float* y, LayerMemory& memory, int64_t block,
                          bool update, std::vector<KvBlock>* dropped);

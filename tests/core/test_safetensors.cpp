@@ -3,6 +3,8 @@
 // and writer round trips.
 #include <gtest/gtest.h>
 
+#include "temp_dir.h"
+
 #include <bit>
 #include <cmath>
 #include <cstdlib>
@@ -65,23 +67,8 @@ std::string expect_rule(const std::vector<uint8_t>& bytes, SafetensorsRule rule)
 
 std::vector<uint8_t> zeros(size_t n) { return std::vector<uint8_t>(n, 0); }
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "strand-st-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  [[nodiscard]] std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
+struct TempDir : strand::test::TempDir {
+  TempDir() : strand::test::TempDir("strand-st") {}
 };
 
 }  // namespace

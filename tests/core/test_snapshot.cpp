@@ -3,6 +3,8 @@
 // crafted files with valid checksums but inconsistent layouts, model mismatch, atomic save.
 #include <gtest/gtest.h>
 
+#include "temp_dir.h"
+
 #include <bit>
 #include <cmath>
 #include <cstdlib>
@@ -102,26 +104,8 @@ ErrorKind failure_kind(const std::function<void()>& action, std::string* message
   return ErrorKind::unsupported;
 }
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "strand-snap-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  [[nodiscard]] std::string file(const std::string& name) const { return (path_ / name).string(); }
-  [[nodiscard]] size_t entry_count() const {
-    return static_cast<size_t>(std::distance(fs::directory_iterator(path_), fs::directory_iterator()));
-  }
-
- private:
-  fs::path path_;
+struct TempDir : strand::test::TempDir {
+  TempDir() : strand::test::TempDir("strand-snap") {}
 };
 
 }  // namespace
