@@ -5,6 +5,9 @@
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <new>
 #include <sstream>
 
 #include "model_layout.h"
@@ -49,6 +52,135 @@ std::vector<double> shortest_doubles(const std::vector<float>& values) {
     out.push_back(std::strtod(std::string(text, end).c_str(), nullptr));
   }
   return out;
+}
+
+constexpr const char* kTextConfigKey = "strand.text_config";
+constexpr const char* kTextFormat = "strand-text-encoder";
+constexpr const char* kTextPrefix = "text_encoder.";
+
+// The BERT sizes of a "text" object (model config) or of "strand.text_config" (encoder file).
+// When `optional`, absent keys stay 0 (a model whose encoder lives in another file).
+void parse_text_sizes(const json& text, bool optional, ModelConfig& c) {
+  auto read = [&](const char* key, int min_value, int max_value, int& out) {
+    if (optional && !text.contains(key)) return;
+    out = get_int(text, key, min_value, max_value);
+  };
+  read("dim", 2, 8192, c.text_dim);
+  read("layers", 0, 64, c.text_layers);
+  read("heads", 1, 128, c.text_heads);
+  read("intermediate", 1, 65536, c.text_intermediate);
+  read("max_positions", 3, 8192, c.text_max_positions);
+  if (text.contains("lowercase") && !text["lowercase"].is_boolean()) {
+    bad_config("'lowercase' must be true or false");
+  }
+  c.text_lowercase = text.value("lowercase", true);
+  if (c.text_heads != 0 && c.text_dim % c.text_heads != 0) {
+    bad_config("'text.dim' must be divisible by 'text.heads'");
+  }
+}
+
+std::vector<std::string> split_vocab(const std::string& text) {
+  std::vector<std::string> vocab;
+  std::string token;
+  std::istringstream lines(text);
+  while (std::getline(lines, token, '\n')) vocab.push_back(token);
+  return vocab;
+}
+
+std::string show_shape(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// Reads the expected tensors of `file` (at `path`, for messages) into `weights` as float32.
+void read_expected(const SafetensorsFile& file, const std::string& path,
+                   const std::vector<ExpectedTensor>& expected,
+                   std::map<std::string, std::vector<float>>& weights) {
+  for (const auto& want : expected) {
+    const TensorInfo* info = file.find(want.name);
+    if (info == nullptr) {
+      throw Error(ErrorKind::invalid_file, path + ": missing tensor '" + want.name + "'");
+    }
+    if (info->shape != want.shape) {
+      throw Error(ErrorKind::invalid_file, path + ": tensor '" + want.name + "' has shape " +
+                                               show_shape(info->shape) + ", expected " +
+                                               show_shape(want.shape));
+    }
+    weights.emplace(want.name, file.to_f32(*info));
+  }
+}
+
+std::string hex_id(const XXH128_hash_t& hash) {
+  char id[33];
+  std::snprintf(id, sizeof id, "%016llx%016llx", static_cast<unsigned long long>(hash.high64),
+                static_cast<unsigned long long>(hash.low64));
+  return id;
+}
+
+// A text-encoder file, validated: its text config (text fields only), vocabulary and weights.
+struct TextEncoderFile {
+  ModelConfig config;
+  std::vector<std::string> vocab;
+  std::map<std::string, std::vector<float>> weights;
+  SafetensorsFile file;
+};
+
+std::vector<ExpectedTensor> expected_text_tensors(const ModelConfig& c, int64_t vocab_size);
+
+TextEncoderFile load_text_encoder_file(const std::string& path) {
+  SafetensorsFile file = SafetensorsFile::load(path);
+  const auto& meta = file.metadata();
+  const auto config_it = meta.find(kTextConfigKey);
+  const auto vocab_it = meta.find("strand.vocab");
+  if (config_it == meta.end() || vocab_it == meta.end()) {
+    throw Error(ErrorKind::invalid_file, path + ": not a Strand text-encoder file (needs \"" +
+                                             kTextConfigKey + "\" and \"strand.vocab\" metadata)");
+  }
+  ModelConfig config;
+  try {
+    json root;
+    try {
+      root = json::parse(config_it->second);
+    } catch (const json::exception& e) {
+      bad_config(std::string("text config is not valid JSON (") + e.what() + ")");
+    }
+    if (!root.is_object()) bad_config("text config is not a JSON object");
+    if (root.contains("format") && root["format"] != kTextFormat) {
+      bad_config(std::string("text config 'format' must be \"") + kTextFormat + "\"");
+    }
+    if (root.contains("version") && root["version"] != 1) {
+      bad_config("text config version " + root["version"].dump() +
+                 " is not supported (this build reads 1)");
+    }
+    if (root.contains("name") && root["name"].is_string()) {
+      config.name = root["name"].get<std::string>();
+    }
+    parse_text_sizes(root, false, config);
+  } catch (const Error& e) {
+    throw Error(ErrorKind::invalid_file, path + ": " + e.what());
+  }
+  std::vector<std::string> vocab = split_vocab(vocab_it->second);
+  std::map<std::string, std::vector<float>> weights;
+  const auto vocab_size = static_cast<int64_t>(vocab.size());
+  read_expected(file, path, expected_text_tensors(config, vocab_size), weights);
+  return {std::move(config), std::move(vocab), std::move(weights), std::move(file)};
+}
+
+// <source tree>/.deps/models, where ./strand setup converts pretrained encoders. The build may pass
+// the tree as STRAND_SOURCE_DIR; otherwise this file's own path (<tree>/core/src/model.cpp, as
+// CMake compiles it) names it. Empty when neither is known (e.g. a relocated build).
+std::string source_tree_models_dir() {
+#ifdef STRAND_SOURCE_DIR
+  return (std::filesystem::path(STRAND_SOURCE_DIR) / ".deps" / "models").string();
+#else
+  const std::filesystem::path self(__FILE__);
+  if (!self.is_absolute() || self.parent_path().filename() != "src" ||
+      self.parent_path().parent_path().filename() != "core") {
+    return {};
+  }
+  return (self.parent_path().parent_path().parent_path() / ".deps" / "models").string();
+#endif
 }
 
 }  // namespace
@@ -116,12 +248,14 @@ ModelConfig ModelConfig::from_json(const std::string& json_text) {
   c.kv_window = get_int(dit, "softmax_kv_window", 0, 1 << 20);
   c.kv_sink = get_int(dit, "softmax_kv_sink", 0, 1 << 20);
   const json& text = get_object(root, "text");
-  c.text_dim = get_int(text, "dim", 2, 8192);
-  c.text_layers = get_int(text, "layers", 0, 64);
-  c.text_heads = get_int(text, "heads", 1, 128);
-  c.text_intermediate = get_int(text, "intermediate", 1, 65536);
-  c.text_max_positions = get_int(text, "max_positions", 3, 8192);
-  c.text_lowercase = text.value("lowercase", true);
+  if (text.contains("encoder_file")) {
+    if (!text["encoder_file"].is_string() || text["encoder_file"].get<std::string>().empty() ||
+        text["encoder_file"].get<std::string>().find('\0') != std::string::npos) {
+      bad_config("'text.encoder_file' must be a non-empty file name");
+    }
+    c.text_encoder_file = text["encoder_file"].get<std::string>();
+  }
+  parse_text_sizes(text, !c.text_encoder_file.empty(), c);
   const json& sampler = get_object(root, "sampler");
   if (!sampler.contains("sigmas") || !sampler["sigmas"].is_array() || sampler["sigmas"].empty() ||
       sampler["sigmas"].size() > 64) {
@@ -148,7 +282,6 @@ ModelConfig ModelConfig::from_json(const std::string& json_text) {
     bad_config("'dim' must be divisible by 'heads' with an even head size");
   }
   if (c.head_dim() < 6) bad_config("head size must be at least 6 for 3D RoPE");
-  if (c.text_dim % c.text_heads != 0) bad_config("'text.dim' must be divisible by 'text.heads'");
   if (c.freq_dim % 2 != 0) bad_config("'freq_dim' must be even");
   if (static_cast<int64_t>(c.tokens_per_block()) > 1'000'000) bad_config("blocks are too large");
   return c;
@@ -157,6 +290,10 @@ ModelConfig ModelConfig::from_json(const std::string& json_text) {
 std::string ModelConfig::to_json() const {
   json layer_kinds = json::array();
   for (auto kind : layers) layer_kinds.push_back(kind == AttentionKind::hybrid ? "hybrid" : "softmax_kv");
+  json text = {{"dim", text_dim}, {"layers", text_layers}, {"heads", text_heads},
+               {"intermediate", text_intermediate}, {"max_positions", text_max_positions},
+               {"lowercase", text_lowercase}};
+  if (!text_encoder_file.empty()) text["encoder_file"] = text_encoder_file;
   json root = {
       {"format", "strand-model"},
       {"version", 1},
@@ -168,29 +305,23 @@ std::string ModelConfig::to_json() const {
        {{"dim", dim}, {"heads", heads}, {"mlp_dim", mlp_dim}, {"patch", patch},
         {"frames_per_block", frames_per_block}, {"freq_dim", freq_dim}, {"rope_theta", rope_theta},
         {"layers", layer_kinds}, {"softmax_kv_window", kv_window}, {"softmax_kv_sink", kv_sink}}},
-      {"text",
-       {{"dim", text_dim}, {"layers", text_layers}, {"heads", text_heads},
-        {"intermediate", text_intermediate}, {"max_positions", text_max_positions},
-        {"lowercase", text_lowercase}}},
+      {"text", text},
       {"sampler", {{"sigmas", shortest_doubles(sigmas)}}},
   };
   return root.dump(2);
 }
 
-std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, int64_t vocab_size) {
+namespace {
+
+// The text encoder's tensors (BERT, all named text_encoder.*).
+std::vector<ExpectedTensor> expected_text_tensors(const ModelConfig& c, int64_t vocab_size) {
   std::vector<ExpectedTensor> t;
-  const int64_t d = c.dim, dt = c.text_dim, h = c.heads;
-  const int64_t cpp = static_cast<int64_t>(c.latent_channels) * c.patch * c.patch;
-  auto lin = [&](const std::string& name, int64_t out, int64_t in, bool bias = true) {
+  const int64_t dt = c.text_dim;
+  auto lin = [&](const std::string& name, int64_t out, int64_t in) {
     t.push_back({name + ".weight", {out, in}});
-    if (bias) t.push_back({name + ".bias", {out}});
-  };
-  auto conv = [&](const std::string& name, int64_t out, int64_t in) {
-    t.push_back({name + ".weight", {out, in, 3, 3}});
     t.push_back({name + ".bias", {out}});
   };
-  // Text encoder (BERT) and projection.
-  const std::string te = "text_encoder.";
+  const std::string te = kTextPrefix;
   t.push_back({te + "embeddings.word_embeddings.weight", {vocab_size, dt}});
   t.push_back({te + "embeddings.position_embeddings.weight", {c.text_max_positions, dt}});
   t.push_back({te + "embeddings.token_type_embeddings.weight", {2, dt}});
@@ -209,6 +340,24 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, int64_t vocab
     t.push_back({p + "output.LayerNorm.weight", {dt}});
     t.push_back({p + "output.LayerNorm.bias", {dt}});
   }
+  return t;
+}
+
+}  // namespace
+
+std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, int64_t vocab_size) {
+  std::vector<ExpectedTensor> t = expected_text_tensors(c, vocab_size);
+  const int64_t d = c.dim, dt = c.text_dim, h = c.heads;
+  const int64_t cpp = static_cast<int64_t>(c.latent_channels) * c.patch * c.patch;
+  auto lin = [&](const std::string& name, int64_t out, int64_t in, bool bias = true) {
+    t.push_back({name + ".weight", {out, in}});
+    if (bias) t.push_back({name + ".bias", {out}});
+  };
+  auto conv = [&](const std::string& name, int64_t out, int64_t in) {
+    t.push_back({name + ".weight", {out, in, 3, 3}});
+    t.push_back({name + ".bias", {out}});
+  };
+  // Text projection.
   lin("text_embedding.0", d, dt);
   lin("text_embedding.2", d, d);
   // DiT.
@@ -261,12 +410,52 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, int64_t vocab
 }
 
 Model::Model(ModelConfig config, std::map<std::string, std::vector<float>> weights,
-             std::vector<std::string> vocab, std::string id)
+             std::vector<std::string> vocab, std::string id, std::string text_encoder_path)
     : config_(std::move(config)),
       weights_(std::move(weights)),
       tokenizer_(std::make_unique<WordPieceTokenizer>(std::move(vocab), config_.text_lowercase,
                                                       config_.text_max_positions)),
-      id_(std::move(id)) {}
+      id_(std::move(id)),
+      text_encoder_path_(std::move(text_encoder_path)) {}
+
+std::string Model::find_text_encoder(const std::string& name, const std::string& model_path) {
+  namespace fs = std::filesystem;
+  const fs::path file(name);
+  std::vector<fs::path> candidates;
+  if (file.is_absolute()) {
+    candidates.push_back(file);
+  } else {
+    candidates.push_back(fs::path(model_path).parent_path() / file);
+    if (const char* dir = std::getenv("STRAND_MODELS_DIR"); dir != nullptr && *dir != '\0') {
+      candidates.push_back(fs::path(dir) / file);
+    }
+    if (const std::string dir = source_tree_models_dir(); !dir.empty()) {
+      candidates.push_back(fs::path(dir) / file);
+    }
+  }
+  std::string tried;
+  for (const auto& candidate : candidates) {
+    std::error_code ec;
+    if (fs::is_regular_file(candidate, ec)) return candidate.string();
+    tried += (tried.empty() ? "" : ", ") + candidate.string();
+  }
+  throw Error(ErrorKind::invalid_file,
+              model_path + ": text encoder file '" + name + "' not found (looked in: " + tried +
+                  "); run ./strand setup to convert the pretrained encoder, or set "
+                  "STRAND_MODELS_DIR");
+}
+
+std::shared_ptr<const Model> Model::load_text_encoder(const std::string& path) {
+  TextEncoderFile encoder = load_text_encoder_file(path);
+  const auto data = encoder.file.data_buffer();
+  std::string id = hex_id(XXH3_128bits(data.data(), data.size()));
+  try {
+    return std::make_shared<const Model>(std::move(encoder.config), std::move(encoder.weights),
+                                         std::move(encoder.vocab), std::move(id), path);
+  } catch (const Error& e) {
+    throw Error(ErrorKind::invalid_file, path + ": " + e.what());
+  }
+}
 
 std::shared_ptr<const Model> Model::load(const std::string& path) {
   const SafetensorsFile file = SafetensorsFile::load(path);
@@ -283,40 +472,75 @@ std::shared_ptr<const Model> Model::load(const std::string& path) {
     throw Error(ErrorKind::invalid_file, path + ": " + e.what());
   }
   const auto vocab_it = meta.find("strand.vocab");
-  if (vocab_it == meta.end()) {
-    throw Error(ErrorKind::invalid_file, path + ": no \"strand.vocab\" in the file's metadata");
-  }
-  std::vector<std::string> vocab;
-  {
-    std::string token;
-    std::istringstream lines(vocab_it->second);
-    while (std::getline(lines, token, '\n')) vocab.push_back(token);
-  }
   std::map<std::string, std::vector<float>> weights;
-  for (const auto& expected : expected_tensors(config, static_cast<int64_t>(vocab.size()))) {
-    const TensorInfo* info = file.find(expected.name);
-    if (info == nullptr) {
-      throw Error(ErrorKind::invalid_file, path + ": missing tensor '" + expected.name + "'");
-    }
-    if (info->shape != expected.shape) {
-      auto show = [](const std::vector<int64_t>& shape) {
-        std::string s = "[";
-        for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-        return s + "]";
-      };
-      throw Error(ErrorKind::invalid_file, path + ": tensor '" + expected.name + "' has shape " +
-                                               show(info->shape) + ", expected " +
-                                               show(expected.shape));
-    }
-    weights.emplace(expected.name, file.to_f32(*info));
-  }
+  std::vector<std::string> vocab;
+  std::string encoder_path;
+  std::string id;
   const auto data = file.data_buffer();
-  const XXH128_hash_t hash = XXH3_128bits(data.data(), data.size());
-  char id[33];
-  std::snprintf(id, sizeof id, "%016llx%016llx", static_cast<unsigned long long>(hash.high64),
-                static_cast<unsigned long long>(hash.low64));
+  if (config.text_encoder_file.empty()) {
+    id = hex_id(XXH3_128bits(data.data(), data.size()));
+    if (vocab_it == meta.end()) {
+      throw Error(ErrorKind::invalid_file, path + ": no \"strand.vocab\" in the file's metadata");
+    }
+    vocab = split_vocab(vocab_it->second);
+    const auto vocab_size = static_cast<int64_t>(vocab.size());
+    read_expected(file, path, expected_tensors(config, vocab_size), weights);
+  } else {
+    // The encoder's weights and vocabulary come from its own file; the model keeps the rest.
+    for (const auto& info : file.tensors()) {
+      if (info.name.rfind(kTextPrefix, 0) == 0) {
+        throw Error(ErrorKind::invalid_file,
+                    path + ": tensor '" + info.name +
+                        "' in a model whose text encoder is the file '" +
+                        config.text_encoder_file + "' (keep text_encoder.* in one place)");
+      }
+    }
+    encoder_path = find_text_encoder(config.text_encoder_file, path);
+    TextEncoderFile encoder = load_text_encoder_file(encoder_path);
+    const ModelConfig& e = encoder.config;
+    const json given = json::parse(config_it->second)["text"];
+    auto check = [&](const char* key, int& value, int actual) {
+      if (value != 0 && value != actual) {
+        throw Error(ErrorKind::invalid_file,
+                    path + ": text." + key + " = " + std::to_string(value) +
+                        " but the encoder file " + encoder_path + " has " + std::to_string(actual));
+      }
+      value = actual;
+    };
+    check("dim", config.text_dim, e.text_dim);
+    check("layers", config.text_layers, e.text_layers);
+    check("heads", config.text_heads, e.text_heads);
+    check("intermediate", config.text_intermediate, e.text_intermediate);
+    check("max_positions", config.text_max_positions, e.text_max_positions);
+    if (given.contains("lowercase") && config.text_lowercase != e.text_lowercase) {
+      throw Error(ErrorKind::invalid_file,
+                  path + ": text.lowercase differs from the encoder file " + encoder_path);
+    }
+    config.text_lowercase = e.text_lowercase;
+    if (vocab_it != meta.end() && split_vocab(vocab_it->second) != encoder.vocab) {
+      throw Error(ErrorKind::invalid_file,
+                  path + ": its strand.vocab differs from the vocabulary of the encoder file " +
+                      encoder_path);
+    }
+    vocab = std::move(encoder.vocab);
+    for (const auto& want : expected_tensors(config, static_cast<int64_t>(vocab.size()))) {
+      if (want.name.rfind(kTextPrefix, 0) == 0) continue;
+      read_expected(file, path, {want}, weights);
+    }
+    weights.merge(encoder.weights);
+    // The id covers both files: XXH3-128 streamed over the model's data buffer, then the encoder's.
+    const auto encoder_data = encoder.file.data_buffer();
+    std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> state(XXH3_createState(),
+                                                                   XXH3_freeState);
+    if (!state) throw std::bad_alloc();
+    XXH3_128bits_reset(state.get());
+    XXH3_128bits_update(state.get(), data.data(), data.size());
+    XXH3_128bits_update(state.get(), encoder_data.data(), encoder_data.size());
+    id = hex_id(XXH3_128bits_digest(state.get()));
+  }
   try {
-    return std::make_shared<const Model>(std::move(config), std::move(weights), std::move(vocab), id);
+    return std::make_shared<const Model>(std::move(config), std::move(weights), std::move(vocab),
+                                         std::move(id), std::move(encoder_path));
   } catch (const Error& e) {
     throw Error(ErrorKind::invalid_file, path + ": " + e.what());
   }
