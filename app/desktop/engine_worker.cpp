@@ -23,20 +23,6 @@ namespace strand::desktop {
 
 namespace {
 
-// Engine frames are tightly packed RGB8; QImage rows are 4-byte aligned, so copy row by row.
-QImage toImage(const strand::Frame& frame) {
-  if (frame.width <= 0 || frame.height <= 0) return {};
-  const size_t row_bytes = static_cast<size_t>(frame.width) * 3;
-  if (frame.rgb.size() < row_bytes * static_cast<size_t>(frame.height)) return {};
-  QImage image(frame.width, frame.height, QImage::Format_RGB888);
-  if (image.isNull()) return {};  // allocation failed
-  for (int y = 0; y < frame.height; ++y) {
-    std::memcpy(image.scanLine(y), frame.rgb.data() + static_cast<size_t>(y) * row_bytes,
-                row_bytes);
-  }
-  return image;
-}
-
 QString describe(const std::exception& error) {
   return QString::fromUtf8(error.what());
 }
@@ -55,6 +41,20 @@ void lowerEngineThreadPriority([[maybe_unused]] int nice_increment) {
 }
 
 }  // namespace
+
+// Engine frames are tightly packed RGB8; QImage rows are 4-byte aligned, so copy row by row.
+QImage toQImage(const strand::Frame& frame) {
+  if (frame.width <= 0 || frame.height <= 0) return {};
+  const size_t row_bytes = static_cast<size_t>(frame.width) * 3;
+  if (frame.rgb.size() < row_bytes * static_cast<size_t>(frame.height)) return {};
+  QImage image(frame.width, frame.height, QImage::Format_RGB888);
+  if (image.isNull()) return {};  // allocation failed
+  for (int y = 0; y < frame.height; ++y) {
+    std::memcpy(image.scanLine(y), frame.rgb.data() + static_cast<size_t>(y) * row_bytes,
+                row_bytes);
+  }
+  return image;
+}
 
 qint64 estimateStateBytes(const strand::Model& model, qint64 blocks_done) {
   const ModelConfig& config = model.config();
@@ -152,6 +152,15 @@ quint64 EngineWorker::restore(SnapshotPtr snapshot) {
   Command command;
   command.kind = Command::Kind::restore;
   command.snapshot = std::move(snapshot);
+  return enqueue(std::move(command), true, true);
+}
+
+quint64 EngineWorker::continueFrom(SnapshotPtr snapshot, quint64 seed, const QString& prompt) {
+  Command command;
+  command.kind = Command::Kind::continue_from;
+  command.snapshot = std::move(snapshot);
+  command.seed = seed;
+  command.text = prompt;
   return enqueue(std::move(command), true, true);
 }
 
@@ -258,6 +267,23 @@ void EngineWorker::execute(Command& command) {
         reportError(tr("Could not restore the snapshot: %1").arg(describe(e)));
       }
       return;
+    case Kind::continue_from:
+      active_epoch_ = command.epoch;
+      remaining_blocks_ = 0;  // a move to another place in the project never keeps generating
+      if (!session_ || !command.snapshot) {
+        reportError(!session_ ? tr("No model is loaded.") : tr("No snapshot to restore."));
+        return;
+      }
+      try {
+        session_->restore(*command.snapshot);
+        session_->set_seed(command.seed);
+        if (!command.text.isEmpty() && command.text.toStdString() != session_->prompt()) {
+          session_->set_prompt(command.text.toStdString());
+        }
+      } catch (const std::exception& e) {
+        reportError(tr("Could not continue from the snapshot: %1").arg(describe(e)));
+      }
+      return;
     case Kind::snapshot:
       if (!session_) {
         reportError(tr("No model is loaded."));
@@ -306,6 +332,9 @@ void EngineWorker::executeLoadModel(const Command& command) {
     info.fps = config.fps;
     info.frames_per_block = config.frames_per_block;
     info.parameters = model->parameter_count();
+    info.steps = static_cast<int>(config.sigmas.size());
+    info.model = model;
+    info.initial_state = std::make_shared<const strand::MemoryState>(session->snapshot());
 
     model_ = std::move(model);
     {
@@ -324,9 +353,13 @@ void EngineWorker::runOneBlock() {
   strand::BlockResult result;
   QString failure;
   bool committed = false;
+  CommittedBlock record;
   try {
+    record.prompt = QString::fromStdString(session_->prompt());
+    record.seed = session_->seed();
     result = session_->generate_next_block();
     committed = true;
+    record.state_after = std::make_shared<const strand::MemoryState>(session_->snapshot());
   } catch (const strand::Error& e) {
     // A cancel leaves the session at its last committed block. Whoever cancelled has queued the
     // command that says what happens next (stop, new prompt, restore). If no such command is
@@ -351,6 +384,12 @@ void EngineWorker::runOneBlock() {
   if (remaining_blocks_ > 0) --remaining_blocks_;
 
   const auto frame_count = static_cast<qint64>(result.frames.size());
+  record.epoch = block_epoch;
+  record.block_index = result.block_index;
+  record.latents = result.latents;
+  for (const strand::Frame& frame : result.frames) record.frames << toQImage(frame);
+  const QList<QImage> images = record.frames;  // shared with the record (QImage is ref-counted)
+  postToOwner([this, record = std::move(record)] { emit blockCommitted(record); });
   if (block_epoch != epoch_.load()) {  // edited meanwhile: the user no longer wants these
     stale_frames_dropped_ += frame_count;
     return;
@@ -359,8 +398,8 @@ void EngineWorker::runOneBlock() {
   const auto abandon = [this, block_epoch] {
     return shutting_down_.load() || epoch_.load() != block_epoch;
   };
-  for (const strand::Frame& frame : result.frames) {
-    PendingFrame pending{toImage(frame), frame.index, block_epoch};
+  for (qsizetype i = 0; i < images.size(); ++i) {
+    PendingFrame pending{images[i], result.frames[static_cast<size_t>(i)].index, block_epoch};
     const FrameMailbox::PushResult pushed = mailbox_.push(std::move(pending), abandon);
     if (pushed == FrameMailbox::PushResult::abandoned) {
       stale_frames_dropped_ += 1;

@@ -24,6 +24,7 @@
 // consumers that need every frame (tests, export).
 #pragma once
 #include <QImage>
+#include <QList>
 #include <QMetaType>
 #include <QObject>
 #include <QString>
@@ -33,6 +34,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "frame_mailbox.h"
 #include "strand/memory_state.h"
@@ -42,6 +44,7 @@ class QThread;
 namespace strand {
 class Model;
 class Session;
+struct Frame;
 }  // namespace strand
 
 namespace strand::desktop {
@@ -60,7 +63,23 @@ struct ModelInfo {
   QString name;
   QString id;  // weights hash
   int width = 0, height = 0, fps = 0, frames_per_block = 0;
+  int steps = 0;  // denoising passes per block (sampler sigmas)
   qint64 parameters = 0;
+  // The immutable model, shared read-only (the GUI uses its tokenizer for prompt highlighting;
+  // Model is safe to read from any thread).
+  std::shared_ptr<const strand::Model> model;
+  SnapshotPtr initial_state;  // memory of a fresh session (boundary 0 of a new video)
+};
+
+// Everything a project needs to record one committed block (see blockCommitted()).
+struct CommittedBlock {
+  quint64 epoch = 0;         // epoch the block was generated under
+  qint64 block_index = 0;
+  QString prompt;            // prompt it was generated with
+  quint64 seed = 0;          // noise seed it was generated with
+  QList<QImage> frames;      // every frame of the block, never dropped
+  std::vector<float> latents;
+  SnapshotPtr state_after;   // memory at the boundary after the block
 };
 
 struct BlockStats {
@@ -81,6 +100,9 @@ struct EngineWorkerOptions {
   // Added to the engine threads' nice value (Linux), so the GUI keeps a core when they compete.
   int engine_nice_increment = 10;
 };
+
+// An engine frame as an RGB888 QImage (null if the frame is malformed).
+QImage toQImage(const strand::Frame& frame);
 
 // Memory-state bytes after `blocks_done` blocks: the fixed hybrid states plus the softmax_kv caches
 // that the window/sink rule of docs/model-spec.md keeps.
@@ -110,6 +132,9 @@ class EngineWorker : public QObject {
   quint64 setPrompt(const QString& prompt, int recache_blocks = 0);
   // Continues from `snapshot` (its prompt becomes active). Returns the new epoch.
   quint64 restore(SnapshotPtr snapshot);
+  // Continues from `snapshot` with noise seed `seed` and prompt `prompt` (empty: the snapshot's),
+  // as one edit: how the app moves the engine to the end of a branch. Returns the new epoch.
+  quint64 continueFrom(SnapshotPtr snapshot, quint64 seed, const QString& prompt);
   // Asks for a copy of the memory at the current block boundary -> snapshotReady().
   void requestSnapshot();
 
@@ -126,6 +151,11 @@ class EngineWorker : public QObject {
   void modelLoaded(const strand::desktop::ModelInfo& info);
   void frameReady(const QImage& image, qint64 frame_index, quint64 epoch);
   void blockDone(const strand::desktop::BlockStats& stats);
+  // Every block the session commits, with its frames, latents and the memory after it, emitted
+  // even when its epoch is stale (an edit landed after its last DiT pass): the session's memory
+  // has moved on, so a project that mirrors it must see the block. Receivers decide by `epoch`
+  // which branch it belongs to. Emitted before the block's frameReady/blockDone.
+  void blockCommitted(const strand::desktop::CommittedBlock& block);
   void progress(int step, int steps);  // DiT passes of the current block
   void promptApplied(const QString& prompt, quint64 epoch);
   void promptRejected(const QString& prompt, const QString& reason);  // also reported by error()
@@ -135,13 +165,13 @@ class EngineWorker : public QObject {
 
  private:
   struct Command {
-    enum class Kind { load_model = 1, generate, pause, cancel, set_prompt, restore, snapshot };
+    enum class Kind { load_model = 1, generate, pause, cancel, set_prompt, restore, snapshot, continue_from };
     Kind kind = Kind::pause;
     quint64 epoch = 0;       // epoch current when issued (edits: the epoch they start)
     int blocks = 0;          // generate
     QString text;            // load_model: path; set_prompt: prompt
     int recache_blocks = 0;  // set_prompt
-    quint64 seed = 0;        // load_model
+    quint64 seed = 0;        // load_model, continue_from
     SnapshotPtr snapshot;    // restore
   };
 
@@ -191,5 +221,6 @@ class EngineWorker : public QObject {
 
 Q_DECLARE_METATYPE(strand::desktop::ModelInfo)
 Q_DECLARE_METATYPE(strand::desktop::BlockStats)
+Q_DECLARE_METATYPE(strand::desktop::CommittedBlock)
 Q_DECLARE_METATYPE(strand::desktop::SnapshotPtr)
 Q_DECLARE_METATYPE(strand::desktop::EngineState)

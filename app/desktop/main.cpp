@@ -5,6 +5,7 @@
 
 #include "main_window.h"
 #include "model_locator.h"
+#include "screenshot_tour.h"
 #include "ui/dark_theme.h"
 
 int main(int argc, char* argv[]) {
@@ -29,6 +30,15 @@ int main(int argc, char* argv[]) {
   const QCommandLineOption prompt_option({QStringLiteral("p"), QStringLiteral("prompt")},
                                          QStringLiteral("Initial prompt text."),
                                          QStringLiteral("text"));
+  const QCommandLineOption project_option(QStringLiteral("project"),
+                                          QStringLiteral("Project folder to open."),
+                                          QStringLiteral("folder"));
+  const QCommandLineOption screenshots_option(
+      QStringLiteral("screenshots"),
+      QStringLiteral("Run the screenshot tour, save images into this folder and quit."),
+      QStringLiteral("folder"));
+  parser.addOption(project_option);
+  parser.addOption(screenshots_option);
   parser.addOption(model_option);
   parser.addOption(seed_option);
   parser.addOption(prompt_option);
@@ -46,9 +56,17 @@ int main(int argc, char* argv[]) {
                            : strand::desktop::defaultModelPath(QApplication::applicationDirPath());
   options.seed = seed;
   options.initial_prompt = parser.value(prompt_option);
+  options.project_folder = parser.value(project_option);
+  const bool tour = parser.isSet(screenshots_option);
+  if (tour) {
+    options.autosave_interval_ms = 0;
+    options.remember_recent = false;
+    options.offer_autosave = [](const QString&) { return false; };
+  }
 
   strand::desktop::MainWindow window(options);
-  window.resize(960, 680);
+  window.resize(1180, 760);
   window.show();
+  if (tour) (new strand::desktop::ScreenshotTour(&window, parser.value(screenshots_option)))->start();
   return QApplication::exec();
 }

@@ -1,25 +1,41 @@
-// MainWindow: the desktop app's single window. Preview, prompt editing, transport buttons and a
-// status bar, wired to an EngineWorker. The window never waits for the engine: it sends commands
-// and reacts to the worker's signals; frames are paced to the model's frame rate for playback.
+// MainWindow: the desktop app's window. Preview, prompt editor, transport, timeline of the active
+// branch, branch tree, project menu and status bar, wired to an EngineWorker and a ProjectModel.
+//
+// The window never waits for the engine: it sends commands and reacts to the worker's signals.
+// Every committed block is recorded in the project (frames, latents, snapshot) on the branch the
+// engine was generating when the block started (epochs map to branches); the timeline and
+// scrubbing paint from those records. The engine is moved to a branch's end (continueFrom: its
+// last snapshot, seed and prompt) lazily, when generation starts on a branch it is not at.
 #pragma once
 #include <QImage>
 #include <QMainWindow>
 #include <QString>
+#include <QStringList>
 #include <QTimer>
 #include <deque>
+#include <functional>
+#include <map>
 #include <memory>
 
 #include "engine_worker.h"
+#include "project_file.h"
+#include "project_model.h"
 
 class QLabel;
-class QLineEdit;
+class QMenu;
 class QProgressBar;
 class QPushButton;
 class QSpinBox;
+class QToolButton;
+class QTreeWidget;
+class QTreeWidgetItem;
 
 namespace strand::ui {
 class PreviewWidget;
-}
+struct WordSpan;
+class PromptEdit;
+class TimelineWidget;
+}  // namespace strand::ui
 
 namespace strand::desktop {
 
@@ -29,9 +45,15 @@ class MainWindow : public QMainWindow {
  public:
   struct Options {
     QString model_path;      // loaded at start-up; empty: none
-    quint64 seed = 0;        // noise seed of the video
+    quint64 seed = 0;        // noise seed of a new video
     QString initial_prompt;  // pre-filled prompt text
+    QString project_folder;  // opened once the model is loaded; empty: a new project
     EngineWorkerOptions engine;
+    int autosave_interval_ms = 120000;  // 0 disables the timer (milestone autosaves remain)
+    // Asked when an opened project has a newer autosave: true opens the autosave. Default: a
+    // message box. Tests and automation set it (modal dialogs block them).
+    std::function<bool(const QString& folder)> offer_autosave;
+    bool remember_recent = true;  // keep the Recent list in QSettings
   };
 
   explicit MainWindow(Options options, QWidget* parent = nullptr);
@@ -40,30 +62,75 @@ class MainWindow : public QMainWindow {
   // For tests and automation.
   [[nodiscard]] ui::PreviewWidget* preview() const { return preview_; }
   [[nodiscard]] EngineWorker* engine() const { return engine_.get(); }
-  [[nodiscard]] QLineEdit* promptEdit() const { return prompt_edit_; }
+  [[nodiscard]] ui::PromptEdit* promptEdit() const { return prompt_edit_; }
   [[nodiscard]] QPushButton* generateButton() const { return generate_button_; }
+  [[nodiscard]] QSpinBox* blocksSpin() const { return blocks_spin_; }
+  [[nodiscard]] ui::TimelineWidget* timeline() const { return timeline_; }
+  [[nodiscard]] QTreeWidget* branchTree() const { return branch_tree_; }
+  [[nodiscard]] ProjectModel* project() const { return project_; }
+  [[nodiscard]] const ProjectMeta& projectMeta() const { return project_meta_; }
+  [[nodiscard]] QString projectFolder() const { return project_folder_; }
   [[nodiscard]] QString lastError() const { return last_error_; }
   [[nodiscard]] QString appliedPrompt() const { return applied_prompt_; }
+  [[nodiscard]] bool modelLoaded() const { return model_loaded_; }
+  [[nodiscard]] qint64 playhead() const;
+  [[nodiscard]] int playbackSpeed() const { return play_speed_; }
+  [[nodiscard]] bool isProjectModified() const;
+  [[nodiscard]] QString statusText() const;  // fps, block, memory, RAM labels joined
 
  public slots:
-  void applyPrompt();      // sends the prompt field to the engine (Ctrl+Enter)
-  void startGeneration();  // applies a changed prompt, then generates until stopped
+  void applyPrompt();      // the prompt box becomes the active branch's prompt (Ctrl+Enter)
+  void startGeneration();  // applies a changed prompt, then generates (target or until stopped)
   void pauseGeneration();  // finish the current block, then stop
   void stopGeneration();   // abort the current block
   void showAbout();
+  void showSettings();
+  // Creates a branch of the active branch at block boundary `boundary` and makes it active.
+  bool branchFromBoundary(qint64 boundary);
+  bool deleteBranch(int id);
+  void newProject();
+  bool openProject(const QString& folder);  // offers a newer autosave
+  bool saveProject();                       // Save (Save As when untitled)
+  bool saveProjectTo(const QString& folder);  // Save As
+  bool autosaveNow();
+  void seek(qint64 frame);  // moves the playhead and shows that cached frame
+
+ protected:
+  void closeEvent(QCloseEvent* event) override;
 
  private:
   void buildUi();
+  void buildMenus();
+  void buildShortcuts();
   void connectEngine();
+  void connectProject();
   void onModelLoaded(const ModelInfo& info);
+  void onBlockCommitted(const CommittedBlock& block);
   void onFrameReady(const QImage& image, qint64 frame_index);
   void onBlockDone(const BlockStats& stats);
   void onEngineError(const QString& message);
   void onStateChanged(EngineState state);
+  void onBranchContentChanged(int id);
+  void onActiveBranchChanged(int id);
+  void refreshTimeline(bool keep_thumbnails);
+  void refreshBranchTree();
   void showNextFrame();
   void showError(const QString& message);
   void clearError();
   void updateControls();
+  void updateTitle();
+  void updateRam();
+  void playTick();
+  void setPlaybackSpeed(int frames_per_tick);
+  void transportKey(int key, Qt::KeyboardModifiers modifiers);
+  void setInOutAtPlayhead(bool in);
+  bool syncEngineToBranch(int id);  // continueFrom the branch's end, seed and prompt
+  int branchForEpoch(quint64 epoch) const;
+  bool finishOpen(const QString& folder, bool from_autosave);
+  void addRecent(const QString& folder);
+  void rebuildRecentMenu();
+  void maybeAutosaveAfterMilestone();
+  QList<ui::WordSpan> classifyWords(const QString& text) const;
 
   struct QueuedFrame {
     QImage image;
@@ -72,21 +139,50 @@ class MainWindow : public QMainWindow {
 
   Options options_;
   std::unique_ptr<EngineWorker> engine_;
+  ProjectModel* project_ = nullptr;  // child QObject
+  ProjectMeta project_meta_;
+  QString project_folder_;           // empty: untitled
+  quint64 saved_content_revision_ = 0;
   ModelInfo model_info_;
   bool model_loaded_ = false;
   EngineState engine_state_ = EngineState::no_model;
   QString applied_prompt_;
   QString last_error_;
 
-  // Playback pacing: frames arrive a block at a time; show them one per frame interval. Bounded:
-  // when generation outruns playback the oldest are dropped (live preview, never a backlog).
+  // Engine position: the branch whose end the session is at (-1: unknown, resync before use),
+  // and which branch each edit epoch generates for.
+  int engine_branch_ = -1;
+  quint64 engine_seed_ = 0;
+  std::map<quint64, int> epoch_branch_;
+
+  // Opening a project made with another model: load the model first, then the project.
+  QString pending_open_folder_;
+  bool pending_open_autosave_ = false;
+
+  // Live preview pacing: frames arrive a block at a time; show them one per frame interval.
   std::deque<QueuedFrame> playback_queue_;
   size_t playback_capacity_ = 8;
-  QTimer playback_timer_;
+  QTimer live_timer_;
+  bool follow_live_ = true;  // the playhead follows live generation (End turns it back on)
+
+  // Timeline playback (Space, J/K/L): frames per tick, negative = backwards, 0 = stopped.
+  QTimer play_timer_;
+  int play_speed_ = 0;
+
+  QTimer autosave_timer_;
+  QTimer ram_timer_;
+  bool autosave_pending_ = false;
+  quint64 autosaved_revision_ = 0;
+  int autosaved_undo_index_ = -1;
 
   ui::PreviewWidget* preview_ = nullptr;
-  QLineEdit* prompt_edit_ = nullptr;
+  ui::PromptEdit* prompt_edit_ = nullptr;
+  ui::TimelineWidget* timeline_ = nullptr;
+  QTreeWidget* branch_tree_ = nullptr;
+  bool rebuilding_tree_ = false;
+  QToolButton* history_button_ = nullptr;
   QSpinBox* recache_spin_ = nullptr;
+  QSpinBox* blocks_spin_ = nullptr;
   QPushButton* apply_button_ = nullptr;
   QPushButton* generate_button_ = nullptr;
   QPushButton* pause_button_ = nullptr;
@@ -97,6 +193,8 @@ class MainWindow : public QMainWindow {
   QLabel* fps_label_ = nullptr;
   QLabel* block_label_ = nullptr;
   QLabel* memory_label_ = nullptr;
+  QLabel* ram_label_ = nullptr;
+  QMenu* recent_menu_ = nullptr;
 };
 
 }  // namespace strand::desktop
