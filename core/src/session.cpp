@@ -72,6 +72,22 @@ struct Session::Impl {
     memory.seed = options.seed;
   }
 
+  // One frame's latent [C, h, w] to an RGB8 frame.
+  Frame decode_frame(const float* latent, int64_t index) {
+    const ModelConfig& c = model->config();
+    const std::vector<float> rgb = engine.decode(latent);
+    const size_t pixels = static_cast<size_t>(c.width) * c.height;
+    Frame frame;
+    frame.width = c.width;
+    frame.height = c.height;
+    frame.index = index;
+    frame.rgb.resize(pixels * 3);
+    for (size_t p = 0; p < pixels; ++p) {
+      for (size_t ch = 0; ch < 3; ++ch) frame.rgb[p * 3 + ch] = to_byte(rgb[ch * pixels + p]);
+    }
+    return frame;
+  }
+
   void check_cancel() {
     if (cancel_requested.exchange(false)) {
       throw Error(ErrorKind::cancelled, "cancelled; the memory is at the last committed block");
@@ -190,19 +206,10 @@ BlockResult Session::generate_next_block() {
 
   t0 = Clock::now();
   const size_t frame_latent = count / static_cast<size_t>(c.frames_per_block);
-  const size_t pixels = static_cast<size_t>(c.width) * c.height;
   for (int f = 0; f < c.frames_per_block; ++f) {
     s.check_cancel();
-    const std::vector<float> rgb = s.engine.decode(x0.data() + static_cast<size_t>(f) * frame_latent);
-    Frame frame;
-    frame.width = c.width;
-    frame.height = c.height;
-    frame.index = n * c.frames_per_block + f;
-    frame.rgb.resize(pixels * 3);
-    for (size_t p = 0; p < pixels; ++p) {
-      for (size_t ch = 0; ch < 3; ++ch) frame.rgb[p * 3 + ch] = to_byte(rgb[ch * pixels + p]);
-    }
-    result.frames.push_back(std::move(frame));
+    result.frames.push_back(s.decode_frame(x0.data() + static_cast<size_t>(f) * frame_latent,
+                                           n * c.frames_per_block + f));
   }
   result.timings.decode_ms = ms_since(t0);
   s.check_cancel();
@@ -222,6 +229,21 @@ BlockResult Session::generate_next_block() {
   result.timings.recache_ms = std::exchange(s.pending_recache_ms, 0.0);
   result.timings.total_ms = ms_since(start);
   return result;
+}
+
+std::vector<Frame> Session::decode_latents(const std::vector<float>& latents, int64_t first_frame) {
+  const ModelConfig& c = impl_->model->config();
+  const size_t frame_latent =
+      static_cast<size_t>(c.latent_channels) * c.latent_height() * c.latent_width();
+  if (latents.size() != frame_latent * static_cast<size_t>(c.frames_per_block)) {
+    throw Error(ErrorKind::invalid_argument, "latents do not hold one block of this model");
+  }
+  std::vector<Frame> frames;
+  for (int f = 0; f < c.frames_per_block; ++f) {
+    frames.push_back(impl_->decode_frame(latents.data() + static_cast<size_t>(f) * frame_latent,
+                                         first_frame + f));
+  }
+  return frames;
 }
 
 void Session::cancel() { impl_->cancel_requested.store(true); }

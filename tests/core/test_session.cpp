@@ -153,6 +153,23 @@ TEST(Session, RecacheRewritesMemoryUnderTheNewPrompt) {
   }
 }
 
+TEST(Session, DecodingStoredLatentsGivesTheSameFrames) {
+  auto model = hybrid_kv_model();
+  Session s(model, {.seed = 12});
+  s.set_prompt(kPromptA);
+  s.generate_next_block();
+  const BlockResult r = s.generate_next_block();
+  const MemoryState before = s.snapshot();
+  const std::vector<Frame> frames = s.decode_latents(r.latents, r.frames[0].index);
+  ASSERT_EQ(frames.size(), r.frames.size());
+  for (size_t i = 0; i < frames.size(); ++i) {
+    EXPECT_EQ(frames[i].index, r.frames[i].index);
+    EXPECT_EQ(frames[i].rgb, r.frames[i].rgb);
+  }
+  EXPECT_EQ(s.snapshot(), before);
+  EXPECT_THROW((void)s.decode_latents(std::vector<float>(3), 0), Error);
+}
+
 TEST(Session, BadPromptsAreRejectedAndChangeNothing) {
   auto model = hybrid_kv_model();
   Session s(model, {.seed = 1});

@@ -80,6 +80,12 @@ class Session {
   // the last check (during the clean pass) is dropped when the block commits: the block is done.
   BlockResult generate_next_block();
 
+  // Decodes clean latents of one block ([F, C, h, w], as in BlockResult::latents) to its frames,
+  // numbered from first_frame. Pure: the memory is not touched. Lets a frame cache be rebuilt from
+  // stored latents. Error(invalid_argument) if the size is wrong.
+  [[nodiscard]] std::vector<Frame> decode_latents(const std::vector<float>& latents,
+                                                  int64_t first_frame);
+
   // Thread-safe request to stop the current generate_next_block(), or the next one if none runs.
   void cancel();
 
