@@ -36,7 +36,7 @@ CONFIG = {
     "autoencoder": {"channels": [64, 32, 16, 16]},
     "dit": {"dim": 128, "heads": 4, "mlp_dim": 512, "patch": 1, "frames_per_block": 3,
             "freq_dim": 64, "rope_theta": 10000.0,
-            "layers": ["hybrid", "hybrid", "hybrid", "softmax_kv"],
+            "layers": ["hybrid", "hybrid", "hybrid", "hybrid"],
             "softmax_kv_window": 0, "softmax_kv_sink": 0},
     "text": {"dim": 64, "layers": 2, "heads": 4, "intermediate": 128, "max_positions": 64,
              "lowercase": True},
