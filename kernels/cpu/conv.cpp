@@ -65,7 +65,11 @@ void conv2d_3x3(const float* in, int c_in, int h, int w, const float* weight, co
   const std::ptrdiff_t row_elements = static_cast<std::ptrdiff_t>(patch_rows) * w_out;
   const int band_rows =
       static_cast<int>(std::clamp<std::ptrdiff_t>(kColumnBandElements / row_elements, 1, h_out));
-  std::vector<float> cols(static_cast<size_t>(row_elements) * static_cast<size_t>(band_rows));
+  // Reused across calls: a fresh (zero-filled, freshly mapped) buffer per convolution cost more
+  // than the im2col itself. Every element used is written by im2col_band before the GEMM reads it.
+  thread_local std::vector<float> cols;
+  const size_t needed = static_cast<size_t>(row_elements) * static_cast<size_t>(band_rows);
+  if (cols.size() < needed) cols.resize(needed);
   for (int r0 = 0; r0 < h_out; r0 += band_rows) {
     const int rows = std::min(band_rows, h_out - r0);
     im2col_band(in, c_in, h, w, stride, w_out, r0, rows, cols.data());
