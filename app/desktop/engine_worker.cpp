@@ -170,6 +170,15 @@ void EngineWorker::requestSnapshot() {
   enqueue(std::move(command), false, false);
 }
 
+void EngineWorker::decodeLatents(const QString& tag, std::vector<float> latents, qint64 first_frame) {
+  Command command;
+  command.kind = Command::Kind::decode_latents;
+  command.text = tag;
+  command.latents = std::move(latents);
+  command.first_frame = first_frame;
+  enqueue(std::move(command), false, false);
+}
+
 void EngineWorker::schedulePump() {
   if (pump_posted_.exchange(true)) return;  // one pending pump is enough
   QMetaObject::invokeMethod(this, &EngineWorker::pump, Qt::QueuedConnection);
@@ -284,6 +293,26 @@ void EngineWorker::execute(Command& command) {
         reportError(tr("Could not continue from the snapshot: %1").arg(describe(e)));
       }
       return;
+    case Kind::decode_latents: {
+      const QString tag = command.text;
+      if (!session_) {
+        const QString reason = tr("No model is loaded.");
+        postToOwner([this, tag, reason] { emit latentsDecodeFailed(tag, reason); });
+        return;
+      }
+      try {
+        QList<QImage> frames;
+        for (const strand::Frame& frame : session_->decode_latents(command.latents, command.first_frame)) {
+          frames << toQImage(frame);
+        }
+        const qint64 first = command.first_frame;
+        postToOwner([this, tag, first, frames] { emit latentsDecoded(tag, first, frames); });
+      } catch (const std::exception& e) {
+        const QString reason = describe(e);
+        postToOwner([this, tag, reason] { emit latentsDecodeFailed(tag, reason); });
+      }
+      return;
+    }
     case Kind::snapshot:
       if (!session_) {
         reportError(tr("No model is loaded."));

@@ -137,6 +137,14 @@ class EngineWorker : public QObject {
   quint64 continueFrom(SnapshotPtr snapshot, quint64 seed, const QString& prompt);
   // Asks for a copy of the memory at the current block boundary -> snapshotReady().
   void requestSnapshot();
+  // Decodes one block's stored clean latents ([F, C, h, w], CommittedBlock::latents) to its
+  // frames on the engine thread (Session::decode_latents: pure, the memory is untouched), so the
+  // GUI thread never decodes. Runs between blocks in queue order -> latentsDecoded(tag, ...) or
+  // latentsDecodeFailed(tag, reason). Not an edit and not tied to an epoch: a block's frames
+  // depend only on its latents and the model, so the result is delivered whatever happened
+  // meanwhile (a loadModel() queued before it decodes with the new model). `tag` is the caller's
+  // (the app passes the block key).
+  void decodeLatents(const QString& tag, std::vector<float> latents, qint64 first_frame);
 
   // --- Queries (thread-safe) ---
   [[nodiscard]] quint64 epoch() const { return epoch_.load(); }
@@ -160,12 +168,15 @@ class EngineWorker : public QObject {
   void promptApplied(const QString& prompt, quint64 epoch);
   void promptRejected(const QString& prompt, const QString& reason);  // also reported by error()
   void snapshotReady(const strand::desktop::SnapshotPtr& snapshot, quint64 epoch);
+  void latentsDecoded(const QString& tag, qint64 first_frame, const QList<QImage>& frames);
+  void latentsDecodeFailed(const QString& tag, const QString& reason);
   void error(const QString& message);
   void stateChanged(strand::desktop::EngineState state);
 
  private:
   struct Command {
-    enum class Kind { load_model = 1, generate, pause, cancel, set_prompt, restore, snapshot, continue_from };
+    enum class Kind { load_model = 1, generate, pause, cancel, set_prompt, restore, snapshot, continue_from,
+                      decode_latents };
     Kind kind = Kind::pause;
     quint64 epoch = 0;       // epoch current when issued (edits: the epoch they start)
     int blocks = 0;          // generate
@@ -173,6 +184,8 @@ class EngineWorker : public QObject {
     int recache_blocks = 0;  // set_prompt
     quint64 seed = 0;        // load_model, continue_from
     SnapshotPtr snapshot;    // restore
+    std::vector<float> latents;  // decode_latents (text: the caller's tag)
+    qint64 first_frame = 0;      // decode_latents
   };
 
   // Appends `command` (bumping the epoch first when `is_edit`; edits and cancel also abort the

@@ -362,6 +362,22 @@ void MainWindow::connectEngine() {
   connect(engine, &EngineWorker::promptApplied, this, [this](const QString& prompt, quint64) {
     statusBar()->showMessage(tr("Prompt applied: %1").arg(prompt), 4000);
   });
+  connect(engine, &EngineWorker::snapshotReady, this, [this](const SnapshotPtr& state, quint64 epoch) {
+    if (epoch != recache_epoch_ || !state) return;
+    recache_epoch_ = 0;
+    const int id = branchForEpoch(epoch);
+    const Branch* b = project_->branch(id);
+    // Only the state the prompt change produced: the engine kept its old prompt if it refused it.
+    if (b != nullptr && QString::fromStdString(state->prompt) == b->prompt) {
+      project_->setRecachedEnd(id, state);
+    }
+  });
+  connect(engine, &EngineWorker::latentsDecoded, this, &MainWindow::onLatentsDecoded);
+  connect(engine, &EngineWorker::latentsDecodeFailed, this,
+          [this](const QString& key, const QString& reason) {
+            frames_to_regenerate_.remove(key);
+            showError(tr("Could not rebuild the frames of a damaged block: %1").arg(reason));
+          });
   connect(engine, &EngineWorker::promptRejected, this, [this](const QString&, const QString&) {
     engine_branch_ = -1;  // the engine kept its previous prompt: resync before generating
   });
@@ -421,6 +437,39 @@ void MainWindow::onModelLoaded(const ModelInfo& info) {
   project_->undoStack()->setClean();
   updateControls();
   updateTitle();
+  if (!untitled_autosave_checked_) {
+    untitled_autosave_checked_ = true;  // once per run, at the first model load
+    offerUntitledAutosave();
+  }
+}
+
+QString MainWindow::untitledAutosaveFolder() {
+  return QStandardPaths::writableLocation(QStandardPaths::AppLocalDataLocation) +
+         QStringLiteral("/autosave/untitled");
+}
+
+void MainWindow::offerUntitledAutosave() {
+  // An untitled project has no folder of its own to reopen, so its autosave is offered here, at
+  // start-up: Strand stopped (or was closed without saving) while it held unsaved work.
+  const QString folder = untitledAutosaveFolder();
+  const QString file = QDir(folder).filePath(QLatin1String(kAutosaveFile));
+  if (!QFileInfo::exists(file)) return;
+  const bool accept = options_.offer_autosave
+                          ? options_.offer_autosave(folder)
+                          : QMessageBox::question(this, tr("Recover unsaved work"),
+                                                  tr("Strand found an autosave of an untitled "
+                                                     "project from an earlier session. Open it?")) ==
+                                QMessageBox::Yes;
+  if (!accept) {
+    // Declined: set aside (one copy kept) so that it is not offered at every start.
+    const QString aside = file + QStringLiteral(".declined");
+    QFile::remove(aside);
+    QFile::rename(file, aside);
+    return;
+  }
+  if (finishOpen(folder, /*from_autosave=*/true, /*untitled=*/true)) {
+    statusBar()->showMessage(tr("Recovered the untitled project's autosave: use Save As to keep it"), 8000);
+  }
 }
 
 int MainWindow::branchForEpoch(quint64 epoch) const {
@@ -617,7 +666,7 @@ QList<ui::WordSpan> MainWindow::classifyWords(const QString& text) const {
 
 bool MainWindow::syncEngineToBranch(int id) {
   const Branch* b = project_->branch(id);
-  const SnapshotPtr state = project_->snapshotAtBoundary(id, project_->pathLength(id));
+  const SnapshotPtr state = project_->endState(id);  // includes a re-cached prompt change
   if (b == nullptr || !state) return false;
   applied_prompt_ = b->prompt;
   const quint64 epoch = engine_->continueFrom(state, b->seed, b->prompt);
@@ -640,7 +689,15 @@ void MainWindow::applyPrompt() {
   // finds the engine already on this prompt.
   if (engine_branch_ == id && applied_prompt_ != prompt) {
     applied_prompt_ = prompt;
-    epoch_branch_[engine_->setPrompt(prompt, recache_spin_->value())] = id;
+    const int recache = recache_spin_->value();
+    const quint64 epoch = engine_->setPrompt(prompt, recache);
+    epoch_branch_[epoch] = id;
+    if (recache > 0) {
+      // The re-cache changes the memory at the branch end: record it (onSnapshotReady), or a
+      // switch to another branch and back would continue from the memory before the re-cache.
+      recache_epoch_ = epoch;
+      engine_->requestSnapshot();
+    }
     // Frames waiting for playback belong to the old prompt: the user asked to move on.
     playback_queue_.clear();
   } else if (engine_branch_ != id) {
@@ -901,7 +958,7 @@ bool MainWindow::openProject(const QString& folder) {
   return finishOpen(path, from_autosave);
 }
 
-bool MainWindow::finishOpen(const QString& folder, bool from_autosave) {
+bool MainWindow::finishOpen(const QString& folder, bool from_autosave, bool untitled) {
   if (engine_state_ == EngineState::generating) engine_->cancel();
   ProjectMeta meta;
   QString error;
@@ -912,7 +969,7 @@ bool MainWindow::finishOpen(const QString& folder, bool from_autosave) {
   project_meta_ = meta;
   if (project_meta_.model_path.isEmpty()) project_meta_.model_path = model_info_.path;
   project_meta_.model_id = model_info_.id;
-  project_folder_ = folder;
+  project_folder_ = untitled ? QString() : folder;  // an untitled recovery stays untitled
   engine_branch_ = -1;
   epoch_branch_.clear();
   applied_prompt_.clear();
@@ -922,11 +979,40 @@ bool MainWindow::finishOpen(const QString& folder, bool from_autosave) {
   prompt_edit_->setHistory(project_->promptHistory());
   clearError();
   if (!meta.warnings.isEmpty()) showError(meta.warnings.join(QLatin1Char('\n')));
-  addRecent(folder);
+  if (!untitled) addRecent(folder);
   refreshTimeline(false);
   updateTitle();
   statusBar()->showMessage(tr("Opened %1").arg(folder), 4000);
+  regenerateMissingFrames();
   return true;
+}
+
+void MainWindow::regenerateMissingFrames() {
+  // Decoding runs on the engine thread (between blocks); the placeholders stay until each
+  // block's frames come back through onLatentsDecoded().
+  const int fpb = project_->framesPerBlock();
+  for (const QString& key : project_->blocksToRegenerate()) {
+    const BlockRecord* block = project_->blockByKey(key);
+    if (block == nullptr || frames_to_regenerate_.contains(key)) continue;
+    frames_to_regenerate_.insert(key);
+    engine_->decodeLatents(key, block->latents, block->index * fpb);
+  }
+}
+
+void MainWindow::onLatentsDecoded(const QString& key, qint64 first_frame, const QList<QImage>& frames) {
+  frames_to_regenerate_.remove(key);
+  // Refused when the block is gone (another project was opened meanwhile) or already repaired.
+  if (!project_->restoreBlockFrames(key, frames)) return;
+  refreshTimeline(false);  // drop the placeholder thumbnails
+  const qint64 shown = preview_->frameIndex();
+  const int active = project_->activeBranch();
+  if (shown >= first_frame && shown < first_frame + frames.size()) {
+    const BlockRecord* block = project_->pathBlock(active, first_frame / std::max(project_->framesPerBlock(), 1));
+    if (block != nullptr && block->key == key) preview_->setFrame(project_->frame(active, shown), shown);
+  }
+  if (frames_to_regenerate_.isEmpty()) {
+    statusBar()->showMessage(tr("Damaged frame cache rebuilt from the stored latents"), 4000);
+  }
 }
 
 bool MainWindow::saveProject() {
@@ -947,6 +1033,10 @@ bool MainWindow::saveProjectTo(const QString& folder) {
   if (!strand::desktop::saveProject(*project_, meta, path, SaveKind::explicit_save, &error)) {
     showError(tr("Not saved: %1").arg(error));
     return false;
+  }
+  if (project_folder_.isEmpty()) {
+    // The untitled work now has a folder: its untitled autosave must not be offered again.
+    QFile::remove(QDir(untitledAutosaveFolder()).filePath(QLatin1String(kAutosaveFile)));
   }
   project_meta_ = meta;
   project_folder_ = path;
@@ -969,8 +1059,7 @@ bool MainWindow::autosaveNow() {
   }
   QString folder = project_folder_;
   if (folder.isEmpty() || project_meta_.read_only) {
-    folder = QStandardPaths::writableLocation(QStandardPaths::AppLocalDataLocation) +
-             QStringLiteral("/autosave/untitled");
+    folder = untitledAutosaveFolder();
   }
   QString error;
   if (!strand::desktop::saveProject(*project_, project_meta_, folder, SaveKind::autosave, &error)) {

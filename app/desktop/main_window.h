@@ -9,6 +9,7 @@
 #pragma once
 #include <QImage>
 #include <QMainWindow>
+#include <QSet>
 #include <QString>
 #include <QStringList>
 #include <QTimer>
@@ -65,6 +66,7 @@ class MainWindow : public QMainWindow {
   [[nodiscard]] ui::PromptEdit* promptEdit() const { return prompt_edit_; }
   [[nodiscard]] QPushButton* generateButton() const { return generate_button_; }
   [[nodiscard]] QSpinBox* blocksSpin() const { return blocks_spin_; }
+  [[nodiscard]] QSpinBox* recacheSpin() const { return recache_spin_; }
   [[nodiscard]] ui::TimelineWidget* timeline() const { return timeline_; }
   [[nodiscard]] QTreeWidget* branchTree() const { return branch_tree_; }
   [[nodiscard]] ProjectModel* project() const { return project_; }
@@ -77,6 +79,8 @@ class MainWindow : public QMainWindow {
   [[nodiscard]] int playbackSpeed() const { return play_speed_; }
   [[nodiscard]] bool isProjectModified() const;
   [[nodiscard]] QString statusText() const;  // fps, block, memory, RAM labels joined
+  // Where an untitled project autosaves (offered at the next start when present).
+  static QString untitledAutosaveFolder();
 
  public slots:
   void applyPrompt();      // the prompt box becomes the active branch's prompt (Ctrl+Enter)
@@ -126,7 +130,12 @@ class MainWindow : public QMainWindow {
   void setInOutAtPlayhead(bool in);
   bool syncEngineToBranch(int id);  // continueFrom the branch's end, seed and prompt
   int branchForEpoch(quint64 epoch) const;
-  bool finishOpen(const QString& folder, bool from_autosave);
+  // untitled: a recovered untitled autosave (no project folder, not added to Recent).
+  bool finishOpen(const QString& folder, bool from_autosave, bool untitled = false);
+  void offerUntitledAutosave();
+  // Damaged frame caches: asks the engine thread to decode the blocks' stored latents again.
+  void regenerateMissingFrames();
+  void onLatentsDecoded(const QString& key, qint64 first_frame, const QList<QImage>& frames);
   void addRecent(const QString& folder);
   void rebuildRecentMenu();
   void maybeAutosaveAfterMilestone();
@@ -158,6 +167,9 @@ class MainWindow : public QMainWindow {
   // Opening a project made with another model: load the model first, then the project.
   QString pending_open_folder_;
   bool pending_open_autosave_ = false;
+  QSet<QString> frames_to_regenerate_;  // block keys whose latents are being decoded
+  bool untitled_autosave_checked_ = false;
+  quint64 recache_epoch_ = 0;  // epoch of a re-cached prompt change whose snapshot is awaited
 
   // Live preview pacing: frames arrive a block at a time; show them one per frame interval.
   std::deque<QueuedFrame> playback_queue_;

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <exception>
 #include <span>
+#include <stdexcept>
 
 #include "project_model.h"
 #include "strand/file_io.h"
@@ -27,6 +28,8 @@ const QString kInitialSnapshot = QStringLiteral("snapshots/initial.snap");
 
 QString snapshotPath(const QString& key) { return QStringLiteral("snapshots/%1.snap").arg(key); }
 QString cachePath(const QString& key) { return QStringLiteral("cache/%1.blk").arg(key); }
+// Latents live in their own file so that a damaged frame cache can be rebuilt from them.
+QString latentsPath(const QString& key) { return QStringLiteral("cache/%1.lat").arg(key); }
 
 // Keys become file names: accept only what newBlockKey() makes (hex), never a path.
 bool isValidKey(const QString& key) {
@@ -154,6 +157,7 @@ QJsonObject projectToJson(const ProjectModel& model, const ProjectMeta& meta) {
     QJsonArray blocks;
     for (const BlockRecord& block : b.blocks) blocks.append(blockToJson(block));
     branch.insert(QLatin1String("blocks"), blocks);
+    if (b.recached_end) branch.insert(QLatin1String("recached_end"), b.recached_key);
     branches.append(branch);
   }
   json.insert(QLatin1String("branches"), branches);
@@ -171,6 +175,21 @@ void removeUnreferenced(const QDir& dir, const QSet<QString>& referenced) {
   }
 }
 
+}  // namespace
+
+namespace {
+// Reads and decodes one cache file; a missing or unreadable file is an error like a damaged one.
+bool readBlockCache(const QString& path, QList<QImage>* frames, std::vector<float>* latents,
+                    QString* error) {
+  QByteArray bytes;
+  try {
+    bytes = readAll(path);
+  } catch (const std::exception& e) {
+    *error = QString::fromUtf8(e.what());
+    return false;
+  }
+  return decodeBlockCache(bytes, frames, latents, error);
+}
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -296,15 +315,29 @@ bool saveProject(const ProjectModel& model, const ProjectMeta& meta, const QStri
     }
     // Blocks are immutable and their keys unique: a file that exists is already this block's.
     for (const auto& [id, b] : model.branches()) {
+      if (b.recached_end && isValidKey(b.recached_key)) {
+        const QString snap = snapshotPath(b.recached_key);
+        referenced << snap;
+        if (!QFileInfo::exists(dir.filePath(snap))) {
+          save_snapshot(nativePath(dir.filePath(snap)), *b.recached_end);
+        }
+      }
       for (const BlockRecord& block : b.blocks) {
         const QString snap = snapshotPath(block.key);
         const QString cache = cachePath(block.key);
-        referenced << snap << cache;
+        const QString latents = latentsPath(block.key);
+        referenced << snap << cache << latents;
         if (!QFileInfo::exists(dir.filePath(snap))) {
           save_snapshot(nativePath(dir.filePath(snap)), *block.state_after);
         }
-        if (!QFileInfo::exists(dir.filePath(cache))) {
-          writeAtomic(dir.filePath(cache), encodeBlockCache(block.frames, block.latents));
+        // Placeholder frames are never written: the damaged file stays until the frames are
+        // regenerated (a missing one stays missing), so the next open tries again.
+        if (!block.frames_missing &&
+            (block.cache_file_stale || !QFileInfo::exists(dir.filePath(cache)))) {
+          writeAtomic(dir.filePath(cache), encodeBlockCache(block.frames, {}));
+        }
+        if (!block.latents.empty() && !QFileInfo::exists(dir.filePath(latents))) {
+          writeAtomic(dir.filePath(latents), encodeBlockCache({}, block.latents));
         }
       }
     }
@@ -403,7 +436,20 @@ bool loadProject(const QString& folder, bool from_autosave, const QString& expec
         return false;
       }
       b.extra = withoutKeys(bj, {"id", "name", "parent", "fork_block", "seed", "prompt", "in",
-                                 "out", "blocks"});
+                                 "out", "blocks", "recached_end"});
+      if (bj.contains(QLatin1String("recached_end"))) {
+        // Optional: without it the branch continues from its last block's memory.
+        const QString key = bj.value(QLatin1String("recached_end")).toString();
+        try {
+          if (!isValidKey(key)) throw std::runtime_error("invalid key");
+          b.recached_end = std::make_shared<const MemoryState>(
+              load_snapshot(nativePath(dir.filePath(snapshotPath(key))), model_id));
+          b.recached_key = key;
+        } catch (const std::exception& e) {
+          loaded.warnings << QObject::tr("The re-cached memory at the end of \"%1\" is lost (%2).")
+                                 .arg(b.name, QString::fromUtf8(e.what()));
+        }
+      }
       for (const QJsonValue& block_value : bj.value(QLatin1String("blocks")).toArray()) {
         const QJsonObject blj = block_value.toObject();
         BlockRecord block;
@@ -417,27 +463,42 @@ bool loadProject(const QString& folder, bool from_autosave, const QString& expec
         block.extra = withoutKeys(blj, {"index", "key", "prompt", "seed"});
         block.state_after = std::make_shared<const MemoryState>(
             load_snapshot(nativePath(dir.filePath(snapshotPath(block.key))), model_id));
-        QString cache_error;
-        QByteArray cache_bytes;
-        try {
-          cache_bytes = readAll(dir.filePath(cachePath(block.key)));
-        } catch (const std::exception& e) {
-          cache_error = QString::fromUtf8(e.what());
+        // Latents: their own file (current layout); projects saved before it keep them inside
+        // the frame cache file, read below.
+        const QString latents_file = dir.filePath(latentsPath(block.key));
+        if (QFileInfo::exists(latents_file)) {
+          QList<QImage> no_frames;
+          QString latents_error;
+          const bool read = readBlockCache(latents_file, &no_frames, &block.latents, &latents_error);
+          if (read && !no_frames.isEmpty()) latents_error = QObject::tr("not a latents file");
+          if (!latents_error.isEmpty()) {
+            block.latents.clear();
+            loaded.warnings << QObject::tr("Latents of block %1 on \"%2\" are damaged (%3).")
+                                   .arg(block.index).arg(b.name, latents_error);
+          }
         }
-        if (cache_error.isEmpty() &&
-            decodeBlockCache(cache_bytes, &block.frames, &block.latents, &cache_error) &&
+        QString cache_error;
+        std::vector<float> cache_latents;
+        if (readBlockCache(dir.filePath(cachePath(block.key)), &block.frames, &cache_latents,
+                           &cache_error) &&
             block.frames.size() != fpb) {
           cache_error = QObject::tr("holds %1 frames, expected %2").arg(block.frames.size()).arg(fpb);
         }
+        if (cache_error.isEmpty() && block.latents.empty()) block.latents = std::move(cache_latents);
         if (!cache_error.isEmpty()) {
           // The memory snapshot is intact, so the project stays usable; the frames are shown
-          // as grey placeholders until the block is regenerated.
-          loaded.warnings << QObject::tr("Frame cache of block %1 on \"%2\" is damaged (%3).")
-                                 .arg(block.index).arg(b.name, cache_error);
+          // as grey placeholders until they are decoded again from the latents (the app does
+          // that at once on the engine thread) or the block is regenerated.
+          const QString next = block.latents.empty()
+                                   ? QObject::tr("grey placeholders are shown")
+                                   : QObject::tr("its frames are rebuilt from the stored latents");
+          loaded.warnings << QObject::tr("Frame cache of block %1 on \"%2\" is damaged (%3): %4.")
+                                 .arg(block.index).arg(b.name, cache_error, next);
           QImage grey(16, 16, QImage::Format_RGB888);
           grey.fill(Qt::darkGray);
           block.frames = QList<QImage>(fpb, grey);
-          block.latents.clear();
+          block.frames_missing = true;
+          block.cache_file_stale = true;
         }
         b.blocks.push_back(std::move(block));
       }

@@ -4,8 +4,13 @@
 //   project.json.bak        the previous project.json, kept by every save
 //   project.autosave.json   written by autosave; removed by an explicit save
 //   snapshots/initial.snap  memory at boundary 0 (strand snapshot file)
-//   snapshots/<key>.snap    memory at the boundary after each block (save_snapshot)
-//   cache/<key>.blk         each block's frames (RGB8) and clean latents, SHA-256 checked
+//   snapshots/<key>.snap    memory at the boundary after each block (save_snapshot), and a
+//                           branch's re-cached end ("recached_end": key, Branch::recached_end)
+//   cache/<key>.blk         each block's frames (RGB8), SHA-256 checked (projects saved before
+//                           cache/<key>.lat existed hold the latents here too; still read)
+//   cache/<key>.lat         each block's clean latents, same checked format: a damaged or missing
+//                           .blk opens with placeholder frames (BlockRecord::frames_missing) that
+//                           the app decodes again from these (EngineWorker::decodeLatents)
 //
 // Every file is written atomically (strand::write_file_atomic: temp file, checked writes, fsync,
 // rename, folder fsync), and project.json is read back and parsed before a save reports success.

@@ -336,6 +336,40 @@ bool ProjectModel::requestSetInOut(int id, qint64 in_frame, qint64 out_frame) {
   return true;
 }
 
+const BlockRecord* ProjectModel::blockByKey(const QString& key) const {
+  for (const auto& [id, b] : branches_) {
+    for (const BlockRecord& block : b.blocks) {
+      if (block.key == key) return &block;
+    }
+  }
+  return nullptr;
+}
+
+QStringList ProjectModel::blocksToRegenerate() const {
+  QStringList keys;
+  for (const auto& [id, b] : branches_) {
+    for (const BlockRecord& block : b.blocks) {
+      if (block.frames_missing && !block.latents.empty()) keys << block.key;
+    }
+  }
+  return keys;
+}
+
+bool ProjectModel::restoreBlockFrames(const QString& key, const QList<QImage>& frames) {
+  if (frames.size() != frames_per_block_) return false;
+  for (auto& [id, b] : branches_) {
+    for (BlockRecord& block : b.blocks) {
+      if (block.key != key) continue;
+      if (!block.frames_missing) return false;
+      block.frames = frames;
+      block.frames_missing = false;
+      touch(id);  // a save must now write the repaired cache file
+      return true;
+    }
+  }
+  return false;
+}
+
 bool ProjectModel::appendBlock(int id, BlockRecord block) {
   Branch* b = mutableBranch(id);
   if (b == nullptr || block.index != pathLength(id) || !block.state_after) return false;
@@ -343,8 +377,31 @@ bool ProjectModel::appendBlock(int id, BlockRecord block) {
   if (block.state_after->next_block != block.index + 1) return false;
   if (block.key.isEmpty()) block.key = newBlockKey();
   b->blocks.push_back(std::move(block));
+  // The new block's state_after already holds what the re-cache did.
+  b->recached_end.reset();
+  b->recached_key.clear();
   touch(id);
   return true;
+}
+
+bool ProjectModel::setRecachedEnd(int id, SnapshotPtr state, QString key) {
+  Branch* b = mutableBranch(id);
+  if (b == nullptr || !state || state->next_block != pathLength(id)) return false;
+  b->recached_end = std::move(state);
+  b->recached_key = key.isEmpty() ? newBlockKey() : std::move(key);
+  touch(id);
+  return true;
+}
+
+SnapshotPtr ProjectModel::endState(int id) const {
+  const Branch* b = branch(id);
+  if (b == nullptr) return nullptr;
+  const qint64 length = pathLength(id);
+  if (b->recached_end && b->recached_end->next_block == length &&
+      QString::fromStdString(b->recached_end->prompt) == b->prompt) {
+    return b->recached_end;
+  }
+  return snapshotAtBoundary(id, length);
 }
 
 bool ProjectModel::setActiveBranch(int id) {

@@ -42,6 +42,12 @@ struct BlockRecord {
   std::vector<float> latents;   // clean latents x0 [F, C, h, w] (BlockResult::latents)
   SnapshotPtr state_after;      // memory at the boundary after this block (never null)
   QJsonObject extra;            // unknown JSON fields read from a project file, written back
+  // Frame-cache repair (set by loadProject). frames_missing: `frames` are grey placeholders
+  // because the block's frame cache file was damaged or missing; they are rebuilt from `latents`
+  // (EngineWorker::decodeLatents) when those survived. cache_file_stale: the frame cache file on
+  // disk is not this block's frames, so the next save must rewrite it even though it exists.
+  bool frames_missing = false;
+  bool cache_file_stale = false;
 };
 
 struct Branch {
@@ -55,6 +61,13 @@ struct Branch {
   qint64 out_frame = -1;
   std::vector<BlockRecord> blocks;  // own blocks: indices fork_block, fork_block + 1, ...
   QJsonObject extra;            // unknown JSON fields, written back on save
+  // A prompt change applied with re-cache replays past blocks under the new prompt, so the memory
+  // at the branch end is no longer the last block's state_after. It is kept here (with a key that
+  // names its snapshot file) so that moving the engine back to this branch continues from it. Used
+  // only while it is still at the branch end and its prompt is the branch's prompt (an undone
+  // prompt edit falls back to the plain end; redo uses it again). See endState().
+  SnapshotPtr recached_end;
+  QString recached_key;
 };
 
 // A run of consecutive blocks with the same prompt on a branch's path (timeline bands).
@@ -97,6 +110,21 @@ class ProjectModel : public QObject {
   // Appends a generated block to `id`. Refused unless block.index == pathLength(id), it has
   // frames_per_block frames and a snapshot. Returns false when refused.
   bool appendBlock(int id, BlockRecord block);
+  // Puts regenerated frames (decoded from the block's stored latents) in place of the
+  // placeholders of the block with `key`, and clears its frames_missing. Refused (false) for an
+  // unknown key, a block whose frames are not missing, or a wrong frame count. Not undoable: the
+  // frames are what the block always was, only the cache is repaired.
+  bool restoreBlockFrames(const QString& key, const QList<QImage>& frames);
+  // Records the memory after a re-cached prompt change at the end of branch `id` (engine output,
+  // not undoable). Refused unless state->next_block == pathLength(id). A later block replaces it.
+  bool setRecachedEnd(int id, SnapshotPtr state, QString key = {});
+  // The memory the engine continues from at the end of `id`: the re-cached state when it applies
+  // (see Branch::recached_end), else snapshotAtBoundary(id, pathLength(id)).
+  [[nodiscard]] SnapshotPtr endState(int id) const;
+  // Keys of the blocks whose frames are placeholders but whose latents are present (what can be
+  // regenerated), in branch then block order.
+  [[nodiscard]] QStringList blocksToRegenerate() const;
+  [[nodiscard]] const BlockRecord* blockByKey(const QString& key) const;
 
   // Selection (not an edit): the branch the timeline shows and generation continues.
   bool setActiveBranch(int id);

@@ -69,6 +69,44 @@ class TestEngineWorkerCommits : public QObject {
     }
     QVERIFY(*branched.state_after == session.snapshot());
   }
+
+  // decodeLatents rebuilds a committed block's frames from its latents alone (what repairs a
+  // damaged frame cache): the frames equal those the block was committed with, the result comes
+  // back as a queued signal (never inside the call), and a wrong size is reported, not thrown.
+  void decodeLatentsRebuildsCommittedFrames() {
+    EngineWorker worker;
+    QSignalSpy loaded(&worker, &EngineWorker::modelLoaded);
+    QSignalSpy committed(&worker, &EngineWorker::blockCommitted);
+    QSignalSpy decoded(&worker, &EngineWorker::latentsDecoded);
+    QSignalSpy failed(&worker, &EngineWorker::latentsDecodeFailed);
+    worker.loadModel(kModel, 5);
+    QVERIFY(loaded.wait(kTimeoutMs));
+    worker.setPrompt(QStringLiteral("a red balloon"));
+    worker.generate(2);
+    QTRY_COMPARE_WITH_TIMEOUT(committed.count(), 2, kTimeoutMs);
+    const auto block = committed[1][0].value<CommittedBlock>();
+    const qint64 first_frame = block.block_index * block.frames.size();
+
+    const QThread* gui = QThread::currentThread();
+    const QThread* receiving_thread = nullptr;
+    connect(&worker, &EngineWorker::latentsDecoded, this,
+            [&] { receiving_thread = QThread::currentThread(); }, Qt::DirectConnection);
+    worker.decodeLatents(QStringLiteral("k1"), block.latents, first_frame);
+    QCOMPARE(decoded.count(), 0);  // queued: the caller never waits for the decode
+    QVERIFY(decoded.wait(kTimeoutMs));
+    QCOMPARE(receiving_thread, gui);
+    QCOMPARE(decoded[0][0].toString(), QStringLiteral("k1"));
+    QCOMPARE(decoded[0][1].toLongLong(), first_frame);
+    const auto frames = decoded[0][2].value<QList<QImage>>();
+    QCOMPARE(frames.size(), block.frames.size());
+    for (int f = 0; f < frames.size(); ++f) QCOMPARE(frames[f], block.frames[f]);
+
+    std::vector<float> short_latents(block.latents.begin(), block.latents.end() - 1);
+    worker.decodeLatents(QStringLiteral("bad"), short_latents, 0);
+    QVERIFY(failed.wait(kTimeoutMs));
+    QCOMPARE(failed[0][0].toString(), QStringLiteral("bad"));
+    QCOMPARE(decoded.count(), 1);
+  }
 };
 
 QTEST_MAIN(TestEngineWorkerCommits)

@@ -1,5 +1,6 @@
 // MainWindow, offscreen: it shows, Generate fills the preview, the GUI thread never stalls.
 #include <QPushButton>
+#include <QTemporaryDir>
 #include <QtTest>
 
 #include "main_window.h"
@@ -15,11 +16,12 @@ namespace {
 
 constexpr int kTimeoutMs = 30000;
 
-// STRAND_TEST_MODEL overrides the bundled model (e.g. to try another model file).
+// The golden test model (tests/data) keeps this file fast; STRAND_TEST_MODEL overrides it (e.g.
+// with resources/models/strand-tiny-random.safetensors, the bundled demo model).
 QString bundledModelPath() {
   const QString override_path = qEnvironmentVariable("STRAND_TEST_MODEL");
   if (!override_path.isEmpty()) return override_path;
-  return QStringLiteral(STRAND_SOURCE_DIR "/resources/models/strand-tiny-random.safetensors");
+  return QStringLiteral(STRAND_SOURCE_DIR "/tests/data/golden-model.safetensors");
 }
 
 }  // namespace
@@ -27,9 +29,14 @@ QString bundledModelPath() {
 class TestMainWindow : public QObject {
   Q_OBJECT
 
+  QTemporaryDir data_dir_;  // autosaves of untitled projects go here, never to the user's folder
+
  private slots:
+  void initTestCase() { qputenv("XDG_DATA_HOME", data_dir_.path().toUtf8()); }
+
   void badModelShowsErrorWithoutCrash() {
     MainWindow::Options options;
+    options.offer_autosave = [](const QString&) { return false; };  // never a modal dialog
     options.model_path = QStringLiteral("/nonexistent/model.safetensors");
     MainWindow window(options);
     window.show();
@@ -44,8 +51,9 @@ class TestMainWindow : public QObject {
 
   void generateFillsPreviewWithoutStalling() {
     if (!QFileInfo::exists(bundledModelPath()))
-      QSKIP("bundled model resources/models/strand-tiny-random.safetensors is missing");
+      QSKIP("test model tests/data/golden-model.safetensors is missing");
     MainWindow::Options options;
+    options.offer_autosave = [](const QString&) { return false; };  // never a modal dialog
     options.model_path = bundledModelPath();
     options.initial_prompt = QStringLiteral("a hot air balloon over green hills");
     MainWindow window(options);
@@ -80,8 +88,9 @@ class TestMainWindow : public QObject {
 
   void ctrlEnterAppliesPrompt() {
     if (!QFileInfo::exists(bundledModelPath()))
-      QSKIP("bundled model resources/models/strand-tiny-random.safetensors is missing");
+      QSKIP("test model tests/data/golden-model.safetensors is missing");
     MainWindow::Options options;
+    options.offer_autosave = [](const QString&) { return false; };  // never a modal dialog
     options.model_path = bundledModelPath();
     MainWindow window(options);
     window.show();

@@ -141,7 +141,10 @@ class TestProjectFile : public QObject {
     QVERIFY(!QFileInfo::exists(dir.filePath(QLatin1String(kAutosaveFile))));
     QVERIFY(!hasNewerAutosave(dir.path()));
     QCOMPARE(int(QDir(dir.filePath(QStringLiteral("snapshots"))).entryList(QDir::Files).size()), 1 + 3);
-    QCOMPARE(int(QDir(dir.filePath(QStringLiteral("cache"))).entryList(QDir::Files).size()), 3);
+    // Each block: frames (.blk) and latents (.lat), kept apart so damaged frames can be rebuilt.
+    QCOMPARE(int(QDir(dir.filePath(QStringLiteral("cache"))).entryList({QStringLiteral("*.blk")}, QDir::Files).size()), 3);
+    QCOMPARE(int(QDir(dir.filePath(QStringLiteral("cache"))).entryList({QStringLiteral("*.lat")}, QDir::Files).size()), 3);
+    QCOMPARE(int(QDir(dir.filePath(QStringLiteral("cache"))).entryList(QDir::Files).size()), 6);
 
     // Undo the delete after that save: the next save writes the branch's files again.
     project.undoStack()->undo();
