@@ -41,20 +41,6 @@ namespace {
   throw Error(ErrorKind::io, path + ": " + what + ": " + ec.message());
 }
 
-std::string parent_of(const std::string& path) {
-  const fs::path parent = fs::path(path).parent_path();
-  return parent.empty() ? std::string(".") : parent.string();
-}
-
-void fsync_path(const std::string& path, bool directory) {
-  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-  if (fd < 0) throw_io(path, "cannot open to sync it", {errno, std::generic_category()});
-  const int result = ::fsync(fd);
-  const int saved = errno;
-  ::close(fd);
-  if (result != 0) throw_io(path, "fsync failed", {saved, std::generic_category()});
-}
-
 // The preset table. `available` is filled in by list_presets(). Sizes: ProRes/DNxHR are 4:2:2
 // (even width), H.264 4:2:0 (even width and height); we require both even for all three.
 std::vector<ExportPresetInfo> preset_table() {
@@ -368,7 +354,7 @@ void ExportWriter::begin(int source_width, int source_height, FrameRate source_r
   } else if (fs::is_directory(target)) {
     throw Error(ErrorKind::io, path_ + ": is a folder, not a video file");
   }
-  fs::create_directories(parent_of(path_), ec);
+  fs::create_directories(parent_folder(path_), ec);
   if (ec) throw_io(path_, "cannot create its folder", ec);
   if (av_log_get_level() == AV_LOG_INFO) av_log_set_level(AV_LOG_QUIET);
 
@@ -622,7 +608,7 @@ void ExportWriter::finish() {
     if (result < 0) e.fail("cannot close the file", result);
   }
   e.close();
-  fsync_path(part_path_, preset_.sequence);
+  sync_to_disk(part_path_, preset_.sequence);
   const std::string sidecar = sidecar_path(path_, preset_.sequence);
   if (settings_.write_sidecar) write_sidecar_part();
 
@@ -649,7 +635,7 @@ void ExportWriter::finish() {
     fs::rename(sidecar + ".part", sidecar, ec);
     if (ec) throw_io(sidecar, "cannot rename the sidecar into place", ec);
   }
-  fsync_path(parent_of(path_), true);
+  sync_to_disk(parent_folder(path_), true);
 #else
   throw Error(ErrorKind::unsupported, "cannot export media: built without FFmpeg");
 #endif

@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fcntl.h>
 #include <string_view>
 #include <sys/stat.h>
@@ -99,6 +100,22 @@ void write_file_atomic(const std::string& path, std::span<const uint8_t> bytes) 
   }
   // The new file is in place; only the durability of the rename is left to ensure.
   fsync_directory(dir, path);
+}
+
+void sync_to_disk(const std::string& path, bool is_directory) {
+  const int fd = ::open(path.c_str(), (is_directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) {
+    throw Error(ErrorKind::io, path + ": cannot open to sync it: " + std::strerror(errno));
+  }
+  const int result = ::fsync(fd);
+  const int saved = errno;
+  ::close(fd);
+  if (result != 0) throw Error(ErrorKind::io, path + ": fsync failed: " + std::strerror(saved));
+}
+
+std::string parent_folder(const std::string& path) {
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  return parent.empty() ? std::string(".") : parent.string();
 }
 
 std::vector<uint8_t> read_file(const std::string& path) {

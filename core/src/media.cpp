@@ -54,37 +54,9 @@ void check_frame(const Frame& frame) {
   }
 }
 
-std::string parent_of(const std::string& path) {
-  const fs::path parent = fs::path(path).parent_path();
-  return parent.empty() ? std::string(".") : parent.string();
-}
-
-// Makes a rename inside `dir` durable (a rename is only on disk once its folder is synced).
-void fsync_directory(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0)
-    throw_io(dir, "cannot open folder to sync it", std::error_code(errno, std::generic_category()));
-  const int result = ::fsync(fd);
-  const int saved_errno = errno;
-  ::close(fd);
-  if (result != 0)
-    throw_io(dir, "fsync failed", std::error_code(saved_errno, std::generic_category()));
-}
-
-void fsync_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    throw_io(path, "cannot open to sync it", std::error_code(errno, std::generic_category()));
-  const int result = ::fsync(fd);
-  const int saved_errno = errno;
-  ::close(fd);
-  if (result != 0)
-    throw_io(path, "fsync failed", std::error_code(saved_errno, std::generic_category()));
-}
-
 void create_parent_folders(const std::string& path) {
   std::error_code ec;
-  fs::create_directories(parent_of(path), ec);
+  fs::create_directories(parent_folder(path), ec);
   if (ec) throw_io(path, "cannot create its folder", ec);
 }
 
@@ -230,7 +202,7 @@ void PngSequenceSink::finish() {
   if (!begun_ || finished_)
     throw Error(ErrorKind::invalid_argument, "PngSequenceSink::finish without begin");
   std::error_code ec;
-  const std::string parent = parent_of(directory_);
+  const std::string parent = parent_folder(directory_);
   if (fs::exists(fs::symlink_status(directory_, ec))) {
     // rename() cannot replace a non-empty folder: move the old sequence aside first, so that at
     // every moment DIR is either the complete old sequence or the complete new one (or absent).
@@ -253,7 +225,7 @@ void PngSequenceSink::finish() {
     if (ec) throw_io(part_directory_, "cannot rename to " + directory_, ec);
   }
   finished_ = true;
-  fsync_directory(parent);
+  sync_to_disk(parent, true);
 }
 
 void PngSequenceSink::abort() noexcept {
@@ -495,13 +467,13 @@ void Mp4Sink::finish() {
   result = avio_closep(&e.format->pb);
   if (result < 0) e.fail("cannot close the MP4 file", result);
   e.close();
-  fsync_file(part_path_);
+  sync_to_disk(part_path_, false);
   std::error_code ec;
   fs::rename(part_path_, path_, ec);
   if (ec) throw_io(part_path_, "cannot rename to " + path_, ec);
   finished_ = true;
   encoder_.reset();
-  fsync_directory(parent_of(path_));
+  sync_to_disk(parent_folder(path_), true);
 #else
   throw Error(ErrorKind::unsupported, "cannot write MP4: built without FFmpeg");
 #endif
