@@ -13,23 +13,14 @@
 #include "rng.h"
 #include "strand/safetensors.h"
 #include "strand/session.h"
+#include "test_support.h"
 
 namespace strand {
 namespace {
 
 constexpr double kTolerance = 1e-4;
 
-// ||a - b|| / ||b||: the normalised error used for every parity check.
-double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double diff = 0, ref = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    const double x = a[i], y = b[i];
-    diff += (x - y) * (x - y);
-    ref += y * y;
-  }
-  return std::sqrt(diff / std::max(ref, 1e-30));
-}
+using test::rel_error;
 
 class Golden : public ::testing::Test {
  protected:

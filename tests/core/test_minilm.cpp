@@ -29,16 +29,7 @@ namespace {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double diff = 0, ref = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    const double x = a[i], y = b[i];
-    diff += (x - y) * (x - y);
-    ref += y * y;
-  }
-  return std::sqrt(diff / std::max(ref, 1e-30));
-}
+using test::rel_error;
 
 std::string join_vocab(const std::vector<std::string>& vocab) {
   std::string text;

@@ -1,6 +1,9 @@
 // Test helpers: a small random-weight model built in memory (no file, no Python), so engine and
 // session behaviour can be tested independently of the golden files.
 #pragma once
+#include <gtest/gtest.h>
+
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <memory>
@@ -12,6 +15,18 @@
 #include "strand/model.h"
 
 namespace strand::test {
+
+// ||a - b|| / ||b||: the normalised error used for every parity check.
+inline double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double diff = 0, ref = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    const double x = a[i], y = b[i];
+    diff += (x - y) * (x - y);
+    ref += y * y;
+  }
+  return std::sqrt(diff / std::max(ref, 1e-30));
+}
 
 inline ModelConfig tiny_config(std::vector<AttentionKind> layers, int window = 0, int sink = 0) {
   ModelConfig c;
