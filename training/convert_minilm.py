@@ -40,6 +40,7 @@ ENCODER_NAME = "all-MiniLM-L6-v2"
 DEFAULT_FILE_NAME = "text-encoder-minilm-l6-v2.safetensors"
 DEFAULT_OUT = REPO / ".deps" / "models" / DEFAULT_FILE_NAME
 TEXT_CONFIG_KEY = "strand.text_config"
+PRUNED_KEY = "strand.text_pruned"  # training/prune_text_encoder.py
 TEXT_FORMAT = "strand-text-encoder"
 PREFIX = "text_encoder."
 
@@ -137,9 +138,24 @@ def encoder_from_tensors(tensors: Dict[str, np.ndarray], metadata: Dict[str, str
                           text_heads=config["heads"], text_intermediate=config["intermediate"],
                           text_max_positions=config["max_positions"])
     encoder = TextEncoder(cfg, len(vocab))
+    tensors = dict(tensors)
+    kept_ids = None
+    if PRUNED_KEY in metadata:
+        # A vocabulary-pruned training copy (training/prune_text_encoder.py): expand the kept
+        # rows into a full-size table with zero rows elsewhere; `kept_token_ids` lets the caller
+        # refuse any other id (train_lib.text.TextBank does).
+        kept_ids = np.asarray(tensors.pop(PREFIX + "embeddings.word_embeddings.kept_ids"),
+                              dtype=np.int64)
+        rows = tensors[PREFIX + "embeddings.word_embeddings.weight"]
+        full = np.zeros((len(vocab), rows.shape[1]), dtype=np.float32)
+        full[kept_ids] = rows
+        tensors[PREFIX + "embeddings.word_embeddings.weight"] = full
     state = {k[len(PREFIX):]: torch.from_numpy(np.asarray(v, dtype=np.float32))
              for k, v in tensors.items() if k.startswith(PREFIX)}
     encoder.load_state_dict(state, strict=True)
+    encoder.kept_token_ids = None if kept_ids is None else frozenset(int(i) for i in kept_ids)
+    encoder.full_file = json.loads(metadata[PRUNED_KEY])["full_file"] \
+        if PRUNED_KEY in metadata else None
     return encoder.eval(), config, vocab
 
 

@@ -21,6 +21,7 @@ Several GPUs: torchrun (train.sh --gpus N) gives data parallelism (DDP), one pro
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import os
@@ -212,13 +213,31 @@ class Ema:
         self.decay = decay
         self.shadow = {k: p.detach().float().clone() for k, p in params.items()}
         self.steps = 0
+        self._keys = list(self.shadow)
 
     @torch.no_grad()
     def update(self, params: Dict[str, torch.Tensor]) -> None:
         self.steps += 1
         d = min(self.decay, (1.0 + self.steps) / (10.0 + self.steps))
-        for k, p in params.items():
-            self.shadow[k].mul_(d).add_(p.detach().float(), alpha=1.0 - d)
+        shadow = [self.shadow[k] for k in self._keys]
+        live = [params[k].detach().float() for k in self._keys]
+        # Two multi-tensor kernels instead of two per tensor (the step is launch-bound).
+        torch._foreach_mul_(shadow, d)
+        torch._foreach_add_(shadow, live, alpha=1.0 - d)
+
+
+def make_optimizer(params: List[torch.Tensor], lr: float, weight_decay: float, device):
+    """AdamW, fused into a few kernels on CUDA where this torch has it (torch >= 2.0)."""
+    kwargs = dict(lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay)
+    accepted = inspect.signature(torch.optim.AdamW).parameters
+    if device.type == "cuda" and "fused" in accepted:
+        try:
+            return torch.optim.AdamW(params, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError) as exc:
+            print(f"train: fused AdamW unavailable ({exc}); using foreach", flush=True)
+    if "foreach" in accepted:
+        kwargs["foreach"] = True
+    return torch.optim.AdamW(params, **kwargs)
 
 
 def lr_at(base: float, step: int, warmup: int, elapsed: float, budget: float, decay: bool) -> float:
@@ -253,12 +272,16 @@ class Trainer:
         else:
             self.text = modelio.load_text_source(args.text_encoder or modelio.DEFAULT_ENCODER,
                                                  required=args.require_text_encoder)
-            self.model = modelio.new_model(self.build_config(), self.text, args.seed)
+            config = self.config_like(args.init_from) if args.init_from else self.build_config()
+            self.model = modelio.new_model(config, self.text, args.seed)
+        if args.init_from:
+            self.init_from(args.init_from)
         self.config = self.model.config
         self.model.to(self.device)
         # The model's text_encoder holds the frozen encoder's weights (pretrained or own).
         self.bank = TextBank(self.model.text_encoder, self.text.vocab, self.config.text_lowercase,
-                             self.config.text_max_positions, self.device)
+                             self.config.text_max_positions, self.device,
+                             allowed_ids=self.text.allowed_ids)
         world_cls = data.load_world_class(allow_stand_in=not args.require_world)
         cfg = self.config
         self.source = data.ClipSource(world_cls, cfg.width, cfg.height, cfg.fps,
@@ -271,6 +294,40 @@ class Trainer:
                 json.dump({"rule": "sha256 of time/biome/weather/subject(/colour) % 100 < "
                            f"{data.HELD_OUT_PERCENT}", "combinations":
                            [data.combo_key(c) for c in data.held_out_combinations()]}, f, indent=0)
+
+    def init_from(self, path: str) -> None:
+        """Copies every tensor of an exported model whose name and shape match this model's
+        (e.g. the trained autoencoder into a softmax_kv baseline of the same size)."""
+        from strand_ref.export import read_tensors
+
+        tensors, _ = read_tensors(path)
+        own = self.model.state_dict()
+        taken = {k: torch.from_numpy(v.astype("float32")) for k, v in tensors.items()
+                 if k in own and tuple(own[k].shape) == tuple(v.shape)
+                 and not k.startswith(modelio.TEXT_PREFIX)}
+        if not any(k.startswith("decoder.") for k in taken):
+            raise SystemExit(f"--init-from {path}: no autoencoder tensor matches this config")
+        own.update(taken)
+        self.model.load_state_dict(own)
+        if self.dist.main:
+            print(f"train: initialised {len(taken)} of {len(own)} tensors from {path}", flush=True)
+
+    def config_like(self, path: str):
+        """The config of the exported model at `path` (sizes, autoencoder, video, sampler) with
+        this run's layer kinds, window, sink and name: a baseline of the same size."""
+        from strand_ref.export import CONFIG_KEY, read_tensors
+
+        a = self.args
+        raw = json.loads(read_tensors(path)[1][CONFIG_KEY])
+        depth = len(raw["dit"]["layers"])
+        layers = [a.layers] * depth if "," not in a.layers else a.layers.split(",")
+        over = {"name": a.name, "dit.layers": layers, "dit.softmax_kv_window": a.window,
+                "dit.softmax_kv_sink": a.sink}
+        for key in ("video", "latent_channels", "autoencoder", "sampler"):
+            over[key] = raw[key]
+        for key, value in raw["dit"].items():
+            over.setdefault("dit." + key, value)
+        return modelio.make_config(over, self.text.config)
 
     def build_config(self):
         a = self.args
@@ -309,7 +366,8 @@ class Trainer:
         module = StageModule(self.model, loss_fn)
         if self.dist.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
+            return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids,
+                                                             gradient_as_bucket_view=True)
         return module
 
     def prepare_latents(self, clip: data.Clip) -> data.Clip:
@@ -321,7 +379,73 @@ class Trainer:
         cfg = self.config
         clip.latents = z.view(-1, cfg.frames_per_block, *z.shape[1:])
         clip.frames = clip.frames[:0]  # pixels are not needed any more: free them
+        # Text states per block, padded to one fixed length (masked in the DiT), so a step
+        # stacks them in one op instead of padding per prompt.
+        clip.text = self.bank.batch(clip.prompts, length=self.args.text_pad)
         return clip
+
+    def stage_minutes(self, stage: str) -> float:
+        for item in filter(None, (self.args.stage_minutes or "").split(",")):
+            name, _, value = item.partition("=")
+            if name.strip() == stage:
+                return float(value)
+        return self.args.minutes
+
+    def choose_batch(self, stage: str, fn, blocks: int) -> int:
+        """--batch, or with --batch 0 the largest batch whose measured memory fits the GPU.
+
+        Peak memory is measured for one forward/backward at batch 4 and 8 and extrapolated
+        (it grows linearly with the batch); the choice is then tried once and halved on
+        out-of-memory. Every rank takes the smallest choice (DDP needs one batch size)."""
+        a = self.args
+        if a.batch > 0 or self.device.type != "cuda":
+            return a.batch if a.batch > 0 else 2
+        cfg = self.config
+        dev = self.device
+        text_dim = int(self.text.config["dim"])
+        total = torch.cuda.get_device_properties(dev).total_memory
+
+        def peak_for(b: int) -> int:
+            lat = torch.randn(b, blocks, *cfg.latent_shape, device=dev)
+            hid = [torch.randn(b, a.text_pad, text_dim, device=dev) for _ in range(blocks)]
+            msk = [torch.ones(b, a.text_pad, dtype=torch.bool, device=dev) for _ in range(blocks)]
+            torch.cuda.synchronize(dev)
+            torch.cuda.reset_peak_memory_stats(dev)
+            try:
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16,
+                                    enabled=self.autocast):
+                    loss, _ = fn(self.model, lat, hid, msk)
+                loss.backward()
+                torch.cuda.synchronize(dev)
+                return torch.cuda.max_memory_allocated(dev)
+            finally:
+                for p in self.model.parameters():
+                    p.grad = None
+                del lat, hid, msk
+                torch.cuda.empty_cache()
+
+        p4, p8 = peak_for(4), peak_for(8)
+        slope = max(1, (p8 - p4) / 4)
+        base = p8 - 8 * slope
+        fit = int((a.memory_fraction * total - base) / slope)
+        choice = max(1, min(a.batch_max, fit))
+        choice = max(8, choice // 8 * 8) if choice >= 8 else choice
+        while choice > 1:
+            try:
+                peak_for(choice)
+                break
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                choice //= 2
+        if self.dist.world > 1:
+            t = torch.tensor([choice], device=dev)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+            choice = int(t.item())
+        if self.dist.main:
+            print(f"train: {stage} batch per GPU {choice} (measured peak {p4 / 2**30:.2f} GiB at 4, "
+                  f"{p8 / 2**30:.2f} GiB at 8 clips of {blocks} blocks; "
+                  f"{total / 2**30:.0f} GiB card)", flush=True)
+        return choice
 
     # ---- the loop shared by all stages ----
     def run_stage(self, stage: str) -> None:
@@ -329,9 +453,6 @@ class Trainer:
         names = self.trainable(stage)
         params = dict((n, p) for n, p in self.model.named_parameters() if p.requires_grad)
         lr = {"ae": a.lr_ae, "dit": a.lr, "selfforce": a.lr_selfforce}[stage]
-        opt = torch.optim.AdamW(list(params.values()), lr=lr, betas=(0.9, 0.99),
-                                weight_decay=a.weight_decay)
-        ema = Ema(params, a.ema) if stage != "ae" and a.ema > 0 else None
         sigmas = [float(s) for s in self.config.sigmas]
         if stage == "ae":
             pool = data.ClipPool(self.source, a.ae_clip_blocks, a.pool, a.refresh, seed=a.seed)
@@ -347,19 +468,29 @@ class Trainer:
                 def fn(m, lat, hid, msk):
                     return self_forcing_loss(m, lat, hid, msk, self.rope, sigmas, a.tbptt,
                                              a.real_blocks, a.partial_prob)
+        batch = a.ae_batch if stage == "ae" else self.choose_batch(stage, fn, pool.blocks)
+        if stage != "ae" and a.lr_batch_ref > 0:
+            # Square-root rule on the global batch, kept within [0.5, 2] x the base rate.
+            lr *= min(2.0, max(0.5, math.sqrt(batch * self.dist.world / a.lr_batch_ref)))
+        opt = make_optimizer(list(params.values()), lr, a.weight_decay, self.device)
+        ema = Ema(params, a.ema) if stage != "ae" and a.ema > 0 else None
         module = self.wrap(fn)
-        budget = a.minutes * 60.0
+        budget = self.stage_minutes(stage) * 60.0
         start = time.time()
         last_ckpt = start
         step = 0
+        rate_t, rate_step = start, 0
         if self.dist.main:
             print(f"train: stage {stage}: {len(names)} tensors, "
-                  f"{sum(p.numel() for p in params.values())} parameters, lr {lr}, "
-                  f"{a.minutes} min, {self.dist.world} process(es) on {self.device}", flush=True)
+                  f"{sum(p.numel() for p in params.values())} parameters, lr {lr:.3g}, "
+                  f"batch {batch} x {self.dist.world}, {budget / 60:.2f} min, "
+                  f"{self.dist.world} process(es) on {self.device}", flush=True)
         while True:
             elapsed = time.time() - start
             done = elapsed >= budget or (a.max_steps and step >= a.max_steps)
-            if self.dist.agree_stop(bool(done)):
+            # Ranks agree every few steps only: each agreement is a host sync.
+            if (step % a.stop_check_every == 0 or a.max_steps) and \
+                    self.dist.agree_stop(bool(done)):
                 break
             for g in opt.param_groups:
                 g["lr"] = lr_at(lr, step, a.warmup, elapsed, budget, not a.no_lr_decay)
@@ -374,11 +505,13 @@ class Trainer:
                         rgb = rgb[torch.randperm(rgb.shape[0], device=rgb.device)[:a.ae_batch]]
                     inputs = (rgb,)
                 else:
-                    clips = pool.draw(a.batch)
+                    clips = pool.draw(batch)
                     lat = torch.stack([c.latents for c in clips])
-                    texts = [self.bank.batch([c.prompts[n] for c in clips])
-                             for n in range(lat.shape[1])]
-                    inputs = (lat, [t[0] for t in texts], [t[1] for t in texts])
+                    # Per-clip text states were made with the latents, padded to one length.
+                    hid = torch.stack([c.text[0] for c in clips])   # [B, blocks, L, dt]
+                    msk = torch.stack([c.text[1] for c in clips])   # [B, blocks, L]
+                    inputs = (lat, [hid[:, n] for n in range(lat.shape[1])],
+                              [msk[:, n] for n in range(lat.shape[1])])
                 t1 = self.sync_time(timing)
                 loss, parts = module(*inputs)
             opt.zero_grad(set_to_none=True)
@@ -391,15 +524,28 @@ class Trainer:
             if timing:
                 parts = dict(parts, data_s=t1 - t0, step_s=self.sync_time(True) - t0)
             if step % a.log_every == 0 or step == 1:
-                record = {"stage": stage, "step": step, "time_s": round(time.time() - start, 2),
+                now = time.time()
+                steps_per_s = (step - rate_step) / max(1e-6, now - rate_t)
+                rate_t, rate_step = now, step
+                record = {"stage": stage, "step": step, "time_s": round(now - start, 2),
                           "loss": self.dist.mean(float(loss.detach())),
-                          "grad_norm": float(gnorm), "lr": opt.param_groups[0]["lr"]}
+                          "grad_norm": float(gnorm), "lr": opt.param_groups[0]["lr"],
+                          "steps_per_s": steps_per_s,
+                          # clips (DiT stages) or frames (ae) per second, all GPUs together
+                          "samples_per_s": steps_per_s * batch * self.dist.world,
+                          "batch": batch * self.dist.world}
                 record.update({k: float(v) for k, v in parts.items()})
                 self.log.add(record)
-                if self.dist.main and (step % (a.log_every * 10) == 0 or step == 1):
+                if self.dist.main and (step % (a.log_every * a.print_every) == 0 or step == 1):
+                    frames = record["samples_per_s"] * (
+                        1 if stage == "ae" else pool.blocks * self.config.frames_per_block)
                     print(f"train: {stage} step {step} {record['time_s']:.0f}s "
-                          f"loss {record['loss']:.4f}", flush=True)
-            if a.checkpoint_minutes > 0 and time.time() - last_ckpt > a.checkpoint_minutes * 60:
+                          f"loss {record['loss']:.4f} {steps_per_s:.2f} steps/s "
+                          f"{frames:.0f} frames/s", flush=True)
+            # Checkpointing is collective (export() has a barrier): rank 0's clock decides, at the
+            # same steps on every rank. Deciding on each rank's own clock hung a 2-GPU run (run 2).
+            if a.checkpoint_minutes > 0 and step % a.stop_check_every == 0 and \
+                    self.dist.agree_stop(time.time() - last_ckpt > a.checkpoint_minutes * 60):
                 self.checkpoint(ema)
                 last_ckpt = time.time()
         self.checkpoint(ema)
@@ -408,7 +554,8 @@ class Trainer:
             peak = (f", peak GPU memory {torch.cuda.max_memory_allocated(self.device) / 2**30:.1f}"
                     " GiB" if self.device.type == "cuda" else "")
             print(f"train: stage {stage} done: {step} steps in {took:.0f}s "
-                  f"({took / max(1, step):.2f} s/step){peak}", flush=True)
+                  f"({took / max(1, step):.2f} s/step, batch {batch} x {self.dist.world})"
+                  f"{peak}", flush=True)
 
     def sync_time(self, sync: bool) -> float:
         """time.time(), after the GPU finished its queue when `sync` (for the timing records)."""
@@ -429,8 +576,14 @@ class Trainer:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Trains the Strand model (see training/train.sh).")
-    p.add_argument("--stage", default="all", choices=STAGES + ("all",))
+    p.add_argument("--stage", default="all",
+                   help="ae | dit | selfforce | all, or a comma list (dit,selfforce)")
     p.add_argument("--minutes", type=float, default=10.0, help="time budget per stage")
+    p.add_argument("--stage-minutes", default="",
+                   help="per-stage budgets overriding --minutes, e.g. dit=5,selfforce=2")
+    p.add_argument("--init-from",
+                   help="copy matching tensors (the autoencoder...) from this exported model "
+                        "into a new model (baselines of another layer kind)")
     p.add_argument("--max-steps", type=int, default=0, help="stop a stage after N steps (tests)")
     p.add_argument("--out", default="out/train")
     p.add_argument("--resume", help="exported model (.safetensors) to continue from")
@@ -469,7 +622,15 @@ def parse_args(argv=None):
     p.add_argument("--no-bf16", action="store_true")
     # data
     p.add_argument("--batch", type=int, default=32,
-                   help="clips per step per GPU (DiT stages); 32 fits 80 GB, 64 a 141 GB H200")
+                   help="clips per step per GPU (DiT stages); 32 fits 80 GB, 64 a 141 GB H200; "
+                        "0: the largest that fits, measured on the GPU (--memory-fraction)")
+    p.add_argument("--batch-max", type=int, default=128, help="cap of --batch 0")
+    p.add_argument("--memory-fraction", type=float, default=0.8,
+                   help="--batch 0 fills this fraction of the GPU's memory")
+    p.add_argument("--lr-batch-ref", type=int, default=0,
+                   help="scale DiT learning rates by sqrt(global batch / N), at most 2x (0: off)")
+    p.add_argument("--text-pad", type=int, default=64,
+                   help="text tokens per prompt after padding (the longest prompt must fit)")
     p.add_argument("--clip-blocks", type=int, default=8, help="blocks per clip (dit stage)")
     p.add_argument("--selfforce-blocks", type=int, default=8)
     p.add_argument("--real-blocks", type=int, default=1,
@@ -490,6 +651,9 @@ def parse_args(argv=None):
                    help="start clips up to N frames into the video")
     # bookkeeping
     p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--print-every", type=int, default=10, help="print every N logged steps")
+    p.add_argument("--stop-check-every", type=int, default=5,
+                   help="steps between the ranks' stop agreements (each is a host sync)")
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     p.add_argument("--no-plots", action="store_true")
     return p.parse_args(argv)
@@ -506,7 +670,10 @@ def main(argv=None) -> int:
     if not dist.main:
         warnings.filterwarnings("ignore")
     trainer = Trainer(args, dist)
-    stages = STAGES if args.stage == "all" else (args.stage,)
+    stages = STAGES if args.stage == "all" else tuple(args.stage.split(","))
+    for stage in stages:
+        if stage not in STAGES:
+            raise SystemExit(f"unknown stage {stage!r} (ae, dit, selfforce, all)")
     try:
         for stage in stages:
             trainer.run_stage(stage)

@@ -7,6 +7,7 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -72,22 +73,60 @@ void prepare_output_file(const std::string& path, const std::string& what);
 
 nlohmann::json timings_to_json(const BlockTimings& t);
 
+// ---- Compute device ("--device cpu|cuda|cuda:N", "--precision fp32|bf16") ----------------------
+
+struct DeviceChoice {
+  bool cuda = false;
+  int index = 0;      // CUDA device index
+  bool bf16 = false;  // GEMM operands in bf16 (CUDA only); fp32 otherwise
+  [[nodiscard]] std::string describe() const;  // "cpu fp32", "cuda:0 bf16"
+};
+// The option specs both flags need (append to a subcommand's list).
+std::vector<OptionSpec> device_option_specs();
+// Parses and checks --device / --precision: cuda needs a build with CUDA and a GPU at that index
+// (Error(unsupported) / Error(device) otherwise); bf16 needs cuda. Default: the CPU in fp32; with
+// --device cuda the default precision is bf16 (the fast path).
+DeviceChoice parse_device_options(const Options& options);
+// Sets the session's device fields from `choice`.
+void apply_device(const DeviceChoice& choice, SessionOptions& options);
+// Bytes in use on the chosen GPU (cudaMemGetInfo: total - free, all processes); nullopt on the
+// CPU or when it cannot be read.
+std::optional<uint64_t> device_memory_used_bytes(const DeviceChoice& choice);
+
 // While alive, SIGINT/SIGTERM call session.cancel() (from a watcher thread: the signal handler
 // only writes to a pipe, which is async-signal-safe; Session::cancel need not be). A second
 // signal terminates the process the default way.
 class InterruptGuard {
  public:
   explicit InterruptGuard(Session& session);
+  // Calls `on_interrupt` (from the watcher thread) instead, e.g. to set a cancel flag.
+  explicit InterruptGuard(std::function<void()> handler);
   ~InterruptGuard();
   InterruptGuard(const InterruptGuard&) = delete;
   InterruptGuard& operator=(const InterruptGuard&) = delete;
   [[nodiscard]] bool interrupted() const { return interrupted_.load(); }
 
  private:
-  Session& session_;
+  std::function<void()> on_interrupt_;
   std::atomic<bool> interrupted_{false};
   int pipe_[2] = {-1, -1};
   std::thread watcher_;
+};
+
+// Files and folders a run has written (a PNG sequence is a folder), removed again, last first,
+// unless keep() is called once the whole run has succeeded. Never throws.
+class RunOutputs {
+ public:
+  RunOutputs() = default;
+  RunOutputs(const RunOutputs&) = delete;
+  RunOutputs& operator=(const RunOutputs&) = delete;
+  ~RunOutputs();
+  void add(const std::string& path) { paths_.push_back(path); }
+  void keep() { keep_ = true; }
+
+ private:
+  std::vector<std::string> paths_;
+  bool keep_ = false;
 };
 
 // ---- Schedules ---------------------------------------------------------------------------------
@@ -105,5 +144,6 @@ std::vector<ScheduleEntry> load_schedule(const std::string& path);
 int run_info(std::span<const std::string> args);
 int run_render(std::span<const std::string> args);
 int run_bench(std::span<const std::string> args);
+int run_export(std::span<const std::string> args);
 
 }  // namespace strand::cli

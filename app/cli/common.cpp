@@ -11,7 +11,12 @@
 #include <filesystem>
 #include <system_error>
 
+#ifdef STRAND_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
 #include "cli.h"
+#include "strand/devices.h"
 #include "strand/error.h"
 #include "strand/file_io.h"
 #include "strand/safetensors.h"
@@ -110,6 +115,82 @@ nlohmann::json timings_to_json(const BlockTimings& t) {
           {"text", t.text_ms},       {"recache", t.recache_ms}, {"total", t.total_ms}};
 }
 
+// ---- Compute device
+// ------------------------------------------------------------------------------
+
+std::string DeviceChoice::describe() const {
+  return (cuda ? "cuda:" + std::to_string(index) : std::string("cpu")) + (bf16 ? " bf16" : " fp32");
+}
+
+std::vector<OptionSpec> device_option_specs() {
+  return {{"device"}, {"precision"}};
+}
+
+DeviceChoice parse_device_options(const Options& options) {
+  DeviceChoice choice;
+  const std::string device = options.get("device").value_or("cpu");
+  if (device == "cuda" || device.starts_with("cuda:")) {
+    choice.cuda = true;
+    if (device.size() > 4) {
+      choice.index = static_cast<int>(parse_int(device.substr(5), "device cuda:N", 0, 1023));
+    }
+  } else if (device != "cpu") {
+    throw Error(ErrorKind::invalid_argument,
+                "--device expects cpu, cuda or cuda:N, got '" + device + "'");
+  }
+  const std::string precision = options.get("precision").value_or(choice.cuda ? "bf16" : "fp32");
+  if (precision == "bf16") {
+    choice.bf16 = true;
+  } else if (precision != "fp32") {
+    throw Error(ErrorKind::invalid_argument,
+                "--precision expects fp32 or bf16, got '" + precision + "'");
+  }
+  if (choice.bf16 && !choice.cuda) {
+    throw Error(ErrorKind::invalid_argument,
+                "--precision bf16 needs --device cuda (the CPU engine computes in fp32)");
+  }
+  if (choice.cuda) {
+    if (!built_with_cuda()) {
+      throw Error(ErrorKind::unsupported,
+                  "--device " + device +
+                      ": this strand-cli was built without CUDA (configure with the 'cuda' preset "
+                      "on a machine with nvcc)");
+    }
+    int gpus = 0;
+    for (const auto& d : compute_devices()) gpus += d.kind == "cuda" ? 1 : 0;
+    if (choice.index >= gpus) {
+      throw Error(
+          ErrorKind::device,
+          "--device " + device + ": " +
+              (gpus == 0 ? std::string("no CUDA GPU found (no driver or no device)")
+                         : "no such GPU (" + std::to_string(gpus) + " found, numbered from 0)"));
+    }
+  }
+  return choice;
+}
+
+void apply_device(const DeviceChoice& choice, SessionOptions& options) {
+  options.device = choice.cuda ? DeviceKind::cuda : DeviceKind::cpu;
+  options.device_index = choice.cuda ? choice.index : 0;
+  options.precision = choice.bf16 ? ComputePrecision::bf16 : ComputePrecision::fp32;
+}
+
+std::optional<uint64_t> device_memory_used_bytes(const DeviceChoice& choice) {
+  if (!choice.cuda) return std::nullopt;
+#ifdef STRAND_HAVE_CUDA
+  int current = 0;
+  if (cudaGetDevice(&current) != cudaSuccess) return std::nullopt;
+  if (current != choice.index && cudaSetDevice(choice.index) != cudaSuccess) return std::nullopt;
+  size_t free_bytes = 0, total_bytes = 0;
+  const bool ok = cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess;
+  if (current != choice.index) (void)cudaSetDevice(current);
+  if (!ok) return std::nullopt;
+  return static_cast<uint64_t>(total_bytes - free_bytes);
+#else
+  return std::nullopt;
+#endif
+}
+
 // ---- InterruptGuard -----------------------------------------------------------------------------
 
 namespace {
@@ -134,7 +215,10 @@ void set_handler(int signal_number, void (*handler)(int)) {
 }
 }  // namespace
 
-InterruptGuard::InterruptGuard(Session& session) : session_(session) {
+InterruptGuard::InterruptGuard(Session& session)
+    : InterruptGuard(std::function<void()>([&session] { session.cancel(); })) {}
+
+InterruptGuard::InterruptGuard(std::function<void()> handler) : on_interrupt_(std::move(handler)) {
   if (::pipe2(pipe_, O_CLOEXEC) != 0) {
     throw Error(ErrorKind::io, "cannot set up Ctrl-C handling: " +
                                    std::error_code(errno, std::generic_category()).message());
@@ -147,7 +231,7 @@ InterruptGuard::InterruptGuard(Session& session) : session_(session) {
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0 || byte == 0) return;  // 0: the guard is closing
       interrupted_.store(true);
-      session_.cancel();
+      if (on_interrupt_) on_interrupt_();
     }
   });
   set_handler(SIGINT, on_interrupt);
@@ -163,6 +247,14 @@ InterruptGuard::~InterruptGuard() {
   watcher_.join();
   ::close(pipe_[0]);
   ::close(pipe_[1]);
+}
+
+RunOutputs::~RunOutputs() {
+  if (keep_) return;
+  for (auto it = paths_.rbegin(); it != paths_.rend(); ++it) {
+    std::error_code ec;
+    std::filesystem::remove_all(*it, ec);
+  }
 }
 
 }  // namespace strand::cli

@@ -3,8 +3,10 @@
 //   strand-cli info   [--model M]
 //   strand-cli render [--model M] (--prompt P | --schedule S.json) --frames N --seed S --out PATH
 //                     [--save-snapshot-at FRAME:FILE]... [--from-snapshot FILE] [--stats FILE.json]
-//                     [--recache K]
-//   strand-cli bench  [--model M] [--blocks N] [--threads T] [--json FILE]
+//                     [--recache K] [--device cpu|cuda[:N]] [--precision fp32|bf16]
+//   strand-cli bench  [--model M] [--blocks N] [--warmup N] [--threads T] [--json FILE] [--ops]
+//                     [--device cpu|cuda[:N]] [--precision fp32|bf16] [--max-seconds S]
+//                     [--max-state-bytes B] [--prompt-tokens N]
 //
 // Exit codes: 0 success; 2 any error (one line on stderr: "strand-cli: error: ..."), with no
 // output left behind; 130 cancelled by Ctrl-C (SIGINT) or SIGTERM, partial outputs removed.
@@ -26,14 +28,21 @@ constexpr const char* kUsage =
     "PATH\n"
     "                    [--save-snapshot-at FRAME:FILE]... [--from-snapshot FILE] [--stats "
     "FILE.json]\n"
-    "                    [--recache K]\n"
-    "  strand-cli bench  [--model M] [--blocks N] [--threads T] [--json FILE]\n"
+    "                    [--recache K] [--device cpu|cuda[:N]] [--precision fp32|bf16]\n"
+    "  strand-cli bench  [--model M] [--blocks N] [--warmup N] [--threads T] [--json FILE] [--ops]\n"
+    "                    [--device cpu|cuda[:N]] [--precision fp32|bf16] [--max-seconds S]\n"
+    "                    [--max-state-bytes B] [--prompt-tokens N]\n"
     "\n"
     "render writes a folder of PNGs (PATH/frame_000000.png ...) or, for PATH ending in .mp4, an "
     "H.264\n"
     "video. A schedule is a JSON list of {\"frame\": F, \"prompt\": \"...\"}; each prompt applies "
     "from the\n"
-    "block containing its frame. The default model is the bundled strand-tiny-random.\n";
+    "block containing its frame. The default model is the bundled strand-tiny-random.\n"
+    "--device picks the CPU (default, fp32) or a CUDA GPU (default precision bf16: GEMM operands\n"
+    "in bfloat16 with float32 accumulation; --precision fp32 for float32 throughout).\n"
+    "bench --ops times every op (synchronised) with its least FLOPs and bytes; --max-seconds and\n"
+    "--max-state-bytes end a long run early, reporting why; --prompt-tokens N benchmarks with a\n"
+    "prompt of N text tokens.\n";
 
 // Error text on one line, whatever the engine put in it.
 std::string one_line(std::string text) {
@@ -69,7 +78,8 @@ int main(int argc, char** argv) {
     if (command == "info") return strand::cli::run_info(rest);
     if (command == "render") return strand::cli::run_render(rest);
     if (command == "bench") return strand::cli::run_bench(rest);
-    return fail("unknown command '" + command + "' (commands: info, render, bench)");
+    if (command == "export") return strand::cli::run_export(rest);
+    return fail("unknown command '" + command + "' (commands: info, render, bench, export)");
   } catch (const strand::Error& e) {
     if (e.kind() == strand::ErrorKind::cancelled) {
       std::cerr << "strand-cli: cancelled; partial outputs removed" << std::endl;

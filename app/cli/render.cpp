@@ -3,7 +3,13 @@
 //
 // Order of work: parse and check every option, load and check every input file, check that every
 // output can be written, and only then generate. Outputs are committed at the very end (snapshots,
-// stats, then the video's rename); on any error or Ctrl-C whatever was written is removed.
+// stats, the video's rename, then the project's project.json); on any error or Ctrl-C whatever was
+// written is removed.
+//
+// --project DIR records every block (frames, latents, the snapshot after it) in a project folder
+// the desktop app opens (strand/project.h): DIR becomes a new project when it is not one, else the
+// render is a new branch of it, continuing from the end of --branch (default: the active branch)
+// or from boundary --from-block, with that branch's model, seed and prompt unless given.
 #include <unistd.h>
 
 #include <chrono>
@@ -16,6 +22,7 @@
 #include "strand/error.h"
 #include "strand/media.h"
 #include "strand/memory_state.h"
+#include "strand/project.h"
 
 namespace strand::cli {
 namespace fs = std::filesystem;
@@ -44,27 +51,6 @@ SnapshotRequest parse_snapshot_request(const std::string& text) {
   request.path = text.substr(colon + 1);
   return request;
 }
-
-// Files this run has committed so far; removed again unless the whole run succeeds.
-class CommittedFiles {
- public:
-  CommittedFiles() = default;
-  CommittedFiles(const CommittedFiles&) = delete;
-  CommittedFiles& operator=(const CommittedFiles&) = delete;
-  ~CommittedFiles() {
-    if (keep_) return;
-    for (const auto& path : paths_) {
-      std::error_code ec;
-      fs::remove(path, ec);
-    }
-  }
-  void add(const std::string& path) { paths_.push_back(path); }
-  void keep() { keep_ = true; }
-
- private:
-  std::vector<std::string> paths_;
-  bool keep_ = false;
-};
 
 // A progress line on an interactive stderr ("block 2/6, step 3/5"); nothing when redirected, so
 // logs and tests see only results and errors.
@@ -99,47 +85,71 @@ std::string normalized(const std::string& path) {
 }  // namespace
 
 int run_render(std::span<const std::string> args) {
-  const Options options(args, {{"model"},
-                               {"prompt"},
-                               {"schedule"},
-                               {"frames"},
-                               {"seed"},
-                               {"out"},
-                               {"save-snapshot-at", true, true},
-                               {"from-snapshot"},
-                               {"stats"},
-                               {"recache"}});
+  std::vector<OptionSpec> specs = {{"model"},
+                                   {"prompt"},
+                                   {"schedule"},
+                                   {"frames"},
+                                   {"seed"},
+                                   {"out"},
+                                   {"save-snapshot-at", true, true},
+                                   {"from-snapshot"},
+                                   {"stats"},
+                                   {"recache"},
+                                   {"project"},
+                                   {"branch"},
+                                   {"from-block"},
+                                   {"name"}};
+  for (auto& spec : device_option_specs()) specs.push_back(std::move(spec));
+  const Options options(args, specs);
 
   // ---- 1. Options on their own. ----
   if (!options.has("frames")) usage_error("render needs --frames N");
   const int64_t frame_count = parse_int(*options.get("frames"), "frames", 1, kMaxFrames);
-  if (!options.has("out"))
-    usage_error("render needs --out PATH (a folder of PNGs, or a .mp4 file)");
-  const std::string out_path = *options.get("out");
-  if (out_path.empty()) usage_error("--out needs a path");
+  const std::optional<std::string> project_dir = options.get("project");
+  if (project_dir && project_dir->empty()) usage_error("--project needs a folder");
+  for (const char* option : {"branch", "from-block", "name"}) {
+    if (options.has(option) && !project_dir)
+      usage_error(std::string("--") + option + " needs --project DIR");
+  }
+  // An existing project supplies what a snapshot would: the start state, seed and prompt.
+  const bool extend_project = project_dir && is_project_folder(*project_dir);
+  if (!options.has("out") && !project_dir)
+    usage_error("render needs --out PATH (a folder of PNGs, or a .mp4 file) or --project DIR");
+  const std::string out_path = options.get("out").value_or("");
+  if (options.has("out") && out_path.empty()) usage_error("--out needs a path");
   const std::optional<std::string> snapshot_in = options.get("from-snapshot");
+  if (snapshot_in && project_dir)
+    usage_error("--project continues from the project's own snapshots: it takes no --from-snapshot");
   std::optional<uint64_t> seed;
   if (options.has("seed")) seed = parse_u64(*options.get("seed"), "seed");
-  if (!seed && !snapshot_in)
+  if (!seed && !snapshot_in && !extend_project)
     usage_error("render needs --seed S (or --from-snapshot, which carries its seed)");
   if (options.has("prompt") && options.has("schedule"))
     usage_error("give --prompt or --schedule, not both");
-  if (!options.has("prompt") && !options.has("schedule") && !snapshot_in) {
+  if (!options.has("prompt") && !options.has("schedule") && !snapshot_in && !extend_project) {
     usage_error("render needs --prompt P or --schedule S.json");
   }
-  const std::optional<std::string> prompt = options.get("prompt");
+  std::optional<std::string> prompt = options.get("prompt");
+  const std::optional<std::string> branch_name = options.get("name");
+  if (branch_name && branch_name->find_first_not_of(" \t\r\n") == std::string::npos)
+    usage_error("--name needs a non-blank branch name");
   if (prompt) validate_prompt(*prompt, "--prompt");
   const int recache =
       options.has("recache")
           ? static_cast<int>(parse_int(*options.get("recache"), "recache", 0, kMaxRecache))
           : 0;
   const std::optional<std::string> stats_path = options.get("stats");
+  const DeviceChoice device = parse_device_options(options);
 
   std::vector<SnapshotRequest> snapshot_requests;
   for (const auto& text : options.all("save-snapshot-at"))
     snapshot_requests.push_back(parse_snapshot_request(text));
   // ---- 2. Inputs. ----
-  const std::string model_path = model_path_or_default(options.get("model"));
+  std::optional<Project> project;
+  if (extend_project) project = read_project(*project_dir);
+  const std::string model_path = project && !options.has("model") && !project->model_path.empty()
+                                     ? project->model_path
+                                     : model_path_or_default(options.get("model"));
   {
     // Two outputs on one path would overwrite each other; an output on an input would destroy it.
     std::set<std::string> paths{normalized(model_path)};
@@ -149,11 +159,12 @@ int run_render(std::span<const std::string> args) {
       if (!paths.insert(normalized(path)).second)
         usage_error(what + " " + path + " is also the path of another input or output");
     };
-    claim(out_path, "--out");
+    if (!out_path.empty()) claim(out_path, "--out");
     if (stats_path) claim(*stats_path, "--stats");
     for (const auto& request : snapshot_requests) claim(request.path, "--save-snapshot-at");
   }
-  std::unique_ptr<FrameSink> sink = make_sink(out_path);  // .mp4 without FFmpeg fails here
+  std::unique_ptr<FrameSink> sink;
+  if (!out_path.empty()) sink = make_sink(out_path);  // .mp4 without FFmpeg fails here
   const std::shared_ptr<const Model> model = load_model(model_path);
   const ModelConfig& config = model->config();
   const int64_t frames_per_block = config.frames_per_block;
@@ -175,6 +186,56 @@ int run_render(std::span<const std::string> args) {
                                 without_path_prefix(e.what(), *snapshot_in));
     }
     if (!prompt && schedule.empty()) validate_prompt(start_state->prompt, "the snapshot's prompt");
+  }
+
+  // The branch a render into an existing project starts from, and where.
+  NewProjectBranch new_branch;
+  if (project) {
+    if (!project->model_id.empty() && project->model_id != model->id())
+      throw Error(ErrorKind::model_mismatch,
+                  "model " + model_path + " is not the model project " + *project_dir +
+                      " was made with");
+    const ProjectBranch* parent = project->find_branch(
+        options.get("branch").value_or(std::to_string(project->active_branch)));
+    if (parent == nullptr)
+      usage_error("project " + *project_dir + " has no branch '" + *options.get("branch") + "'");
+    const int64_t length = project->path_length(parent->id);
+    const int64_t fork = options.has("from-block")
+                             ? parse_int(*options.get("from-block"), "from-block", 0, kMaxFrames)
+                             : length;
+    if (fork > length)
+      usage_error("--from-block " + std::to_string(fork) + " is beyond branch '" + parent->name +
+                  "' (blocks 0 to " + std::to_string(length) + ")");
+    try {
+      // As the app continues a branch end: its re-cached memory if that still applies.
+      std::optional<MemoryState> recached;
+      if (fork == length && !parent->recached_end_key.empty()) {
+        try {
+          recached = load_project_snapshot(*project, parent->recached_end_key);
+        } catch (const Error&) {
+          // The app drops a lost re-cached end too and continues from the last block.
+        }
+      }
+      if (recached && recached->next_block == fork && recached->prompt == parent->prompt) {
+        start_state = std::move(recached);
+      } else {
+        start_state = load_project_snapshot(
+            *project, fork == 0 ? "initial" : project->path_block(parent->id, fork - 1)->key);
+      }
+    } catch (const Error& e) {
+      throw Error(e.kind(), "project " + *project_dir + ": cannot load the memory at block " +
+                                std::to_string(fork) + " of '" + parent->name + "': " + e.what());
+    }
+    if (!seed) seed = parent->seed;
+    if (!prompt && !options.has("schedule")) {
+      prompt = fork == length && !parent->prompt.empty() ? parent->prompt : start_state->prompt;
+      validate_prompt(*prompt, "the prompt of branch '" + parent->name + "'");
+    }
+    new_branch.parent_id = parent->id;
+    new_branch.fork_block = fork;
+    new_branch.name = branch_name.value_or("render " + std::to_string(project->next_branch_id));
+  } else if (project_dir) {
+    new_branch.name = branch_name.value_or("main");
   }
 
   // ---- 3. The plan: which blocks, which prompt from which block, where snapshots go. ----
@@ -235,7 +296,25 @@ int run_render(std::span<const std::string> args) {
   SessionOptions session_options;
   session_options.seed = seed.value_or(0);
   session_options.recache_history = std::max(SessionOptions{}.recache_history, recache);
+  apply_device(device, session_options);
   Session session(model, session_options);
+  // A new project records the memory of a fresh session as its boundary 0, as the app does.
+  std::optional<ProjectWriter> project_writer;
+  if (project_dir) {
+    if (extend_project) {
+      project_writer.emplace(ProjectWriter::append_branch(*project_dir, new_branch));
+    } else {
+      ProjectWriter::NewProject info;
+      info.model_path = model_path;
+      info.model_id = model->id();
+      info.frames_per_block = config.frames_per_block;
+      info.fps = config.fps;
+      info.initial_state = session.snapshot();
+      new_branch.seed = seed.value_or(0);
+      new_branch.prompt = !schedule.empty() ? schedule.front().prompt : prompt.value_or("");
+      project_writer.emplace(ProjectWriter::create(*project_dir, std::move(info), new_branch));
+    }
+  }
   if (start_state) {
     session.restore(*start_state);
     if (seed) session.set_seed(*seed);  // a different seed branches from the snapshot
@@ -248,7 +327,7 @@ int run_render(std::span<const std::string> args) {
 
   // Installed before the .part output exists, so that Ctrl-C from here on always cleans up.
   InterruptGuard interrupt(session);
-  sink->begin(config.width, config.height, config.fps);  // creates the .part output
+  if (sink) sink->begin(config.width, config.height, config.fps);  // creates the .part output
 
   // ---- 5. Generate. ----
   ProgressLine progress;
@@ -270,12 +349,22 @@ int run_render(std::span<const std::string> args) {
     if (snapshot_paths.count(block * frames_per_block) != 0)
       snapshots[block * frames_per_block] = session.snapshot();
 
-    const BlockResult result = session.generate_next_block();
+    const std::string block_prompt = session.prompt();
+    BlockResult result = session.generate_next_block();
     for (const Frame& frame : result.frames) {
       if (frames_written < frame_count) {
-        sink->write(frame);
+        if (sink) sink->write(frame);
         ++frames_written;
       }
+    }
+    if (project_writer) {
+      NewProjectBlock record;
+      record.prompt = block_prompt;
+      record.seed = session.seed();
+      record.frames = std::move(result.frames);
+      record.latents = std::move(result.latents);
+      record.state_after = session.snapshot();
+      project_writer->add_block(record);
     }
     const BlockTimings& t = result.timings;
     totals.denoise_ms += t.denoise_ms;
@@ -300,7 +389,7 @@ int run_render(std::span<const std::string> args) {
           .count();
 
   // ---- 6. Commit: snapshots, stats, then the video (its rename is the last step). ----
-  CommittedFiles committed;
+  RunOutputs committed;
   for (const auto& [frame, state] : snapshots) {
     save_snapshot(snapshot_paths.at(frame), state);
     committed.add(snapshot_paths.at(frame));
@@ -310,6 +399,7 @@ int run_render(std::span<const std::string> args) {
     nlohmann::json stats = {
         {"model", {{"name", config.name}, {"id", model->id()}, {"path", model_path}}},
         {"seed", session.seed()},
+        {"device", device.describe()},
         {"start_frame", start_frame},
         {"frames_per_block", frames_per_block},
         {"frames_requested", frame_count},
@@ -330,12 +420,29 @@ int run_render(std::span<const std::string> args) {
     committed.add(*stats_path);
   }
   if (interrupt.interrupted()) throw Error(ErrorKind::cancelled, "cancelled");
-  sink->finish();
+  if (sink) {
+    sink->finish();
+    committed.add(out_path);
+  }
+  // Last: the project's project.json names the new blocks only once everything else is done.
+  if (project_writer) {
+    project_writer->set_next(session.seed(), session.prompt());
+    project_writer->commit();
+  }
   committed.keep();
 
   std::cout << "wrote " << frames_written << " frames (" << block_count << " blocks, frames "
-            << start_frame << " to " << start_frame + frames_written - 1 << ") to " << out_path
-            << "\n";
+            << start_frame << " to " << start_frame + frames_written - 1 << ")"
+            << (out_path.empty() ? "" : " to " + out_path) << "\n";
+  if (project_writer) {
+    const ProjectBranch& b = *project_writer->project().branch(project_writer->branch_id());
+    std::cout << "project " << *project_dir << ": branch " << b.id << " '" << b.name << "'"
+              << (b.parent_id > 0 ? " (from branch " + std::to_string(b.parent_id) + " at block " +
+                                        std::to_string(b.fork_block) + ")"
+                                  : "")
+              << ", blocks " << b.fork_block << " to " << b.fork_block + int64_t(b.blocks.size()) - 1
+              << "\n";
+  }
   for (const auto& [frame, path] : snapshot_paths)
     std::cout << "snapshot at frame " << frame << ": " << path << "\n";
   if (stats_path) std::cout << "stats: " << *stats_path << "\n";

@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 #include <exception>
+#include <optional>
 #include <utility>
 
 #include "strand/error.h"
@@ -27,10 +28,22 @@ QString describe(const std::exception& error) {
   return QString::fromUtf8(error.what());
 }
 
-// Runs on the engine thread before any engine work. On Linux the nice value is per thread and
-// inherited by threads created later, so the kernels' OpenMP pool (first used from this thread)
-// gets it too: when cores are scarce the GUI thread wins, and the preview stays smooth.
-void lowerEngineThreadPriority([[maybe_unused]] int nice_increment) {
+// Fills what a caller may leave out: a name, and fp32 on the CPU (its only precision).
+EngineDevice normalized(EngineDevice device) {
+  if (!device.isGpu()) {
+    device.index = 0;
+    device.precision = strand::ComputePrecision::fp32;
+  }
+  if (device.name.isEmpty()) {
+    device.name =
+        device.isGpu() ? EngineWorker::tr("GPU %1").arg(device.index) : EngineWorker::tr("CPU");
+  }
+  return device;
+}
+
+}  // namespace
+
+void lowerCurrentThreadPriority([[maybe_unused]] int nice_increment) {
 #ifdef __linux__
   if (nice_increment <= 0) return;
   const auto tid = static_cast<id_t>(syscall(SYS_gettid));
@@ -39,8 +52,6 @@ void lowerEngineThreadPriority([[maybe_unused]] int nice_increment) {
   if (errno == 0) setpriority(PRIO_PROCESS, tid, std::min(current + nice_increment, 19));
 #endif
 }
-
-}  // namespace
 
 // Engine frames are tightly packed RGB8; QImage rows are 4-byte aligned, so copy row by row.
 QImage toQImage(const strand::Frame& frame) {
@@ -56,6 +67,20 @@ QImage toQImage(const strand::Frame& frame) {
   return image;
 }
 
+bool EngineDevice::sameAs(const EngineDevice& other) const {
+  return kind == other.kind && (!isGpu() || (index == other.index && precision == other.precision));
+}
+
+EngineDevice cpuEngineDevice() {
+  return normalized(EngineDevice{});
+}
+
+void applyEngineDevice(const EngineDevice& device, strand::SessionOptions& options) {
+  options.device = device.kind;
+  options.device_index = device.isGpu() ? device.index : 0;
+  options.precision = device.isGpu() ? device.precision : strand::ComputePrecision::fp32;
+}
+
 qint64 estimateStateBytes(const strand::Model& model, qint64 blocks_done) {
   const ModelConfig& config = model.config();
   qint64 kept_blocks = std::max<qint64>(blocks_done, 0);
@@ -69,14 +94,16 @@ qint64 estimateStateBytes(const strand::Model& model, qint64 blocks_done) {
 EngineWorker::EngineWorker(EngineWorkerOptions options)
     : options_(options),
       owner_context_(std::make_unique<QObject>()),
-      mailbox_(options.frame_queue_capacity, options.overflow) {
+      mailbox_(options.frame_queue_capacity, options.overflow),
+      device_(normalized(options.device)),
+      device_shared_(device_) {
   thread_ = new QThread();
   thread_->setObjectName(QStringLiteral("strand-engine"));
   moveToThread(thread_);
   const int nice_increment = options_.engine_nice_increment;
   connect(
       thread_, &QThread::started, thread_,
-      [nice_increment] { lowerEngineThreadPriority(nice_increment); }, Qt::DirectConnection);
+      [nice_increment] { lowerCurrentThreadPriority(nice_increment); }, Qt::DirectConnection);
   thread_->start();
 }
 
@@ -179,6 +206,20 @@ void EngineWorker::decodeLatents(const QString& tag, std::vector<float> latents,
   enqueue(std::move(command), false, false);
 }
 
+void EngineWorker::setDevice(const EngineDevice& device, bool resume_interrupted) {
+  Command command;
+  command.kind = Command::Kind::set_device;
+  command.device = normalized(device);
+  command.resume = resume_interrupted;
+  // Not an edit (the video does not change), but the block in flight is made again over there.
+  enqueue(std::move(command), false, true);
+}
+
+EngineDevice EngineWorker::device() const {
+  std::lock_guard lock(mutex_);
+  return device_shared_;
+}
+
 void EngineWorker::schedulePump() {
   if (pump_posted_.exchange(true)) return;  // one pending pump is enough
   QMetaObject::invokeMethod(this, &EngineWorker::pump, Qt::QueuedConnection);
@@ -228,11 +269,50 @@ void EngineWorker::pump() {
 
 void EngineWorker::execute(Command& command) {
   using Kind = Command::Kind;
+  if (failed_) {
+    // The session is gone with its device: only a new device (or model) brings the engine back.
+    switch (command.kind) {
+      case Kind::load_model:
+      case Kind::set_device:
+        break;
+      case Kind::pause:
+      case Kind::cancel:
+        remaining_blocks_ = 0;
+        return;
+      case Kind::decode_latents: {
+        const QString tag = command.text;
+        const QString reason = failedMessage();
+        postToOwner([this, tag, reason] { emit latentsDecodeFailed(tag, reason); });
+        return;
+      }
+      case Kind::set_prompt: {
+        active_epoch_ = command.epoch;
+        const QString prompt = command.text;
+        const QString reason = failedMessage();
+        postToOwner([this, prompt, reason] { emit promptRejected(prompt, reason); });
+        reportError(reason);
+        return;
+      }
+      case Kind::restore:
+      case Kind::continue_from:
+        active_epoch_ = command.epoch;
+        reportError(failedMessage());
+        return;
+      case Kind::generate:
+      case Kind::snapshot:
+        reportError(failedMessage());
+        return;
+    }
+  }
   switch (command.kind) {
     case Kind::load_model:
       executeLoadModel(command);
       return;
+    case Kind::set_device:
+      executeSetDevice(command);
+      return;
     case Kind::generate:
+      interrupted_blocks_ = 0;  // a new instruction replaces the one a device failure stopped
       if (!session_) {
         reportError(tr("No model is loaded."));
       } else if (session_->prompt().empty()) {
@@ -253,6 +333,7 @@ void EngineWorker::execute(Command& command) {
       }
       try {
         session_->set_prompt(command.text.toStdString(), command.recache_blocks);
+        rememberGoodState();
         const QString prompt = command.text;
         postResult(command.epoch,
                    [this, prompt, epoch = command.epoch] { emit promptApplied(prompt, epoch); });
@@ -260,7 +341,7 @@ void EngineWorker::execute(Command& command) {
         const QString prompt = command.text;
         const QString reason = describe(e);
         postToOwner([this, prompt, reason] { emit promptRejected(prompt, reason); });
-        reportError(tr("Prompt not applied: %1").arg(reason));
+        if (!handleDeviceFailure(e)) reportError(tr("Prompt not applied: %1").arg(reason));
       }
       return;
     }
@@ -272,8 +353,10 @@ void EngineWorker::execute(Command& command) {
       }
       try {
         session_->restore(*command.snapshot);
+        rememberGoodState();
       } catch (const std::exception& e) {
-        reportError(tr("Could not restore the snapshot: %1").arg(describe(e)));
+        if (!handleDeviceFailure(e))
+          reportError(tr("Could not restore the snapshot: %1").arg(describe(e)));
       }
       return;
     case Kind::continue_from:
@@ -289,8 +372,11 @@ void EngineWorker::execute(Command& command) {
         if (!command.text.isEmpty() && command.text.toStdString() != session_->prompt()) {
           session_->set_prompt(command.text.toStdString());
         }
+        rememberGoodState();
       } catch (const std::exception& e) {
-        reportError(tr("Could not continue from the snapshot: %1").arg(describe(e)));
+        if (!handleDeviceFailure(e)) {
+          reportError(tr("Could not continue from the snapshot: %1").arg(describe(e)));
+        }
       }
       return;
     case Kind::decode_latents: {
@@ -310,6 +396,7 @@ void EngineWorker::execute(Command& command) {
       } catch (const std::exception& e) {
         const QString reason = describe(e);
         postToOwner([this, tag, reason] { emit latentsDecodeFailed(tag, reason); });
+        handleDeviceFailure(e);
       }
       return;
     }
@@ -324,7 +411,8 @@ void EngineWorker::execute(Command& command) {
           emit snapshotReady(snapshot, epoch);
         });
       } catch (const std::exception& e) {
-        reportError(tr("Could not take a snapshot: %1").arg(describe(e)));
+        if (!handleDeviceFailure(e))
+          reportError(tr("Could not take a snapshot: %1").arg(describe(e)));
       }
       return;
   }
@@ -333,7 +421,11 @@ void EngineWorker::execute(Command& command) {
 void EngineWorker::executeLoadModel(const Command& command) {
   active_epoch_ = command.epoch;
   remaining_blocks_ = 0;
+  interrupted_blocks_ = 0;
   loading_ = true;
+  failed_ = false;  // a new model starts over on the current device
+  failed_reason_.clear();
+  failed_load_path_.clear();
   publishState();
   // Release the old session first so two models never sit in memory at once.
   {
@@ -341,15 +433,13 @@ void EngineWorker::executeLoadModel(const Command& command) {
     session_.reset();
   }
   model_.reset();
+  last_good_state_.reset();
+  bool model_read = false;
   try {
     auto model = strand::Model::load(QFile::encodeName(command.text).toStdString());
-    strand::SessionOptions session_options;
-    session_options.seed = command.seed;
-    session_options.recache_history = options_.recache_history;
-    auto session = std::make_shared<strand::Session>(model, session_options);
-    session->set_progress_callback([this](int step, int steps) {
-      postToOwner([this, step, steps] { emit progress(step, steps); });
-    });
+    model_read = true;
+    model_ = model;  // buildSession() reads it
+    auto session = buildSession(command.seed);
 
     const ModelConfig& config = model->config();
     ModelInfo info;
@@ -365,16 +455,170 @@ void EngineWorker::executeLoadModel(const Command& command) {
     info.model = model;
     info.initial_state = std::make_shared<const strand::MemoryState>(session->snapshot());
 
-    model_ = std::move(model);
-    {
-      std::lock_guard lock(mutex_);
-      session_ = std::move(session);
-    }
+    last_good_state_ = info.initial_state;
+    installSession(std::move(session));
     postResult(command.epoch, [this, info] { emit modelLoaded(info); });
+    postToOwner([this, device = device_] { emit deviceChanged(device); });
   } catch (const std::exception& e) {
-    reportError(tr("Could not load the model \"%1\": %2").arg(command.text, describe(e)));
+    loading_ = false;
+    if (model_read && handleDeviceFailure(e)) {
+      // The file is fine; the device is not: setDevice() retries the load on another one.
+      failed_load_path_ = command.text;
+      failed_load_seed_ = command.seed;
+    } else {
+      reportError(tr("Could not load the model \"%1\": %2").arg(command.text, describe(e)));
+    }
+    model_.reset();
   }
   loading_ = false;
+}
+
+std::shared_ptr<strand::Session> EngineWorker::buildSession(quint64 seed) {
+  strand::SessionOptions session_options;
+  session_options.seed = seed;
+  session_options.recache_history = options_.recache_history;
+  applyEngineDevice(device_, session_options);
+  std::shared_ptr<strand::Session> session =
+      options_.session_factory ? options_.session_factory(model_, session_options)
+                               : std::make_shared<strand::Session>(model_, session_options);
+  session->set_progress_callback([this](int step, int steps) {
+    postToOwner([this, step, steps] { emit progress(step, steps); });
+  });
+  return session;
+}
+
+void EngineWorker::installSession(std::shared_ptr<strand::Session> session) {
+  std::lock_guard lock(mutex_);
+  session_ = std::move(session);
+  device_shared_ = device_;
+}
+
+bool EngineWorker::rebuildAt(const strand::MemoryState& state, QString* failure) {
+  try {
+    auto session = buildSession(state.seed);
+    session->restore(state);  // memory, seed and prompt
+    installSession(std::move(session));
+    return true;
+  } catch (const std::exception& e) {
+    *failure = describe(e);
+    return false;
+  }
+}
+
+void EngineWorker::rememberGoodState() {
+  last_good_state_ = std::make_shared<const strand::MemoryState>(session_->snapshot());
+}
+
+void EngineWorker::executeSetDevice(const Command& command) {
+  const EngineDevice previous = device_;
+  device_ = command.device;
+  if (!model_) {
+    {
+      std::lock_guard lock(mutex_);
+      device_shared_ = device_;
+    }
+    if (!failed_load_path_.isEmpty()) {
+      Command load;
+      load.kind = Command::Kind::load_model;
+      load.epoch = command.epoch;
+      load.text = failed_load_path_;
+      load.seed = failed_load_seed_;
+      executeLoadModel(load);
+    } else {
+      failed_ = false;  // nothing loaded: the next load uses the new device
+      postToOwner([this, device = device_] { emit deviceChanged(device); });
+    }
+    return;
+  }
+  const bool healthy = session_ != nullptr && !failed_;
+  if (healthy && previous.sameAs(device_)) {
+    {
+      std::lock_guard lock(mutex_);
+      device_shared_ = device_;
+    }
+    if (command.resume && interrupted_blocks_ != 0) remaining_blocks_ = interrupted_blocks_;
+    interrupted_blocks_ = 0;
+    return;
+  }
+  // Where the new session starts: the live boundary, or the last good one if the old device broke.
+  SnapshotPtr state;
+  if (healthy) {
+    try {
+      state = std::make_shared<const strand::MemoryState>(session_->snapshot());
+    } catch (const std::exception&) {
+      state = last_good_state_;
+    }
+  } else {
+    state = last_good_state_;
+  }
+  if (!state) {
+    reportError(tr("No block boundary to continue from: load the model again."));
+    return;
+  }
+  // Release the old session first: it may hold the memory the new one needs (same GPU).
+  {
+    std::lock_guard lock(mutex_);
+    session_.reset();
+  }
+  QString failure;
+  if (rebuildAt(*state, &failure)) {
+    failed_ = false;
+    failed_reason_.clear();
+    last_good_state_ = state;
+    if (command.resume && interrupted_blocks_ != 0) remaining_blocks_ = interrupted_blocks_;
+    interrupted_blocks_ = 0;
+    postToOwner([this, device = device_] { emit deviceChanged(device); });
+    return;
+  }
+  const QString target = device_.name;
+  device_ = previous;
+  QString previous_failure;
+  if (healthy && rebuildAt(*state, &previous_failure)) {
+    reportError(
+        tr("Could not compute on %1: %2. Staying on %3.").arg(target, failure, previous.name));
+    postToOwner([this, device = device_] { emit deviceChanged(device); });
+    return;
+  }
+  remaining_blocks_ = 0;
+  failed_ = true;
+  failed_reason_ = failure;
+  {
+    std::lock_guard lock(mutex_);
+    device_shared_ = device_;
+  }
+  reportError(tr("Could not compute on %1: %2").arg(target, failure));
+}
+
+bool EngineWorker::handleDeviceFailure(const std::exception& e) {
+  const auto* error = dynamic_cast<const strand::Error*>(&e);
+  if (error == nullptr) return false;
+  const bool out_of_memory = error->kind() == strand::ErrorKind::out_of_memory && device_.isGpu();
+  const bool lost = error->kind() == strand::ErrorKind::device;
+  if (!out_of_memory && !lost) return false;
+
+  DeviceFailure failure;
+  failure.kind = lost ? DeviceFailureKind::device_lost : DeviceFailureKind::out_of_memory;
+  failure.device = device_;
+  failure.reason = describe(e);
+  failure.interrupted_generation = remaining_blocks_ != 0;
+  failure.next_block = last_good_state_ ? last_good_state_->next_block : 0;
+  interrupted_blocks_ = remaining_blocks_;
+  remaining_blocks_ = 0;
+  if (lost) {
+    // Nothing may call into a session whose device is broken; the last good state is on the host.
+    failed_ = true;
+    failed_reason_ = failure.reason;
+    std::lock_guard lock(mutex_);
+    session_.reset();
+  }
+  postToOwner([this, failure] { emit deviceFailed(failure); });
+  return true;
+}
+
+QString EngineWorker::failedMessage() const {
+  return tr("The engine stopped after an error on %1 (%2). Switch to the CPU in Settings, or "
+            "restart Strand to use the GPU again.")
+      .arg(device_.name, failed_reason_);
 }
 
 void EngineWorker::runOneBlock() {
@@ -383,9 +627,17 @@ void EngineWorker::runOneBlock() {
   QString failure;
   bool committed = false;
   CommittedBlock record;
+  std::optional<strand::Error> error_thrown;
   try {
     record.prompt = QString::fromStdString(session_->prompt());
     record.seed = session_->seed();
+    if (options_.before_block) {
+      strand::SessionOptions session_options;
+      session_options.seed = record.seed;
+      session_options.recache_history = options_.recache_history;
+      applyEngineDevice(device_, session_options);
+      options_.before_block(session_options, session_->next_block());
+    }
     result = session_->generate_next_block();
     committed = true;
     record.state_after = std::make_shared<const strand::MemoryState>(session_->snapshot());
@@ -394,7 +646,10 @@ void EngineWorker::runOneBlock() {
     // command that says what happens next (stop, new prompt, restore). If no such command is
     // queued, the cancel was one that landed after the previous block's last DiT pass and was
     // still pending in the session: pump() simply retries the block.
-    if (e.kind() != strand::ErrorKind::cancelled) failure = describe(e);
+    if (e.kind() != strand::ErrorKind::cancelled) {
+      failure = describe(e);
+      error_thrown = e;
+    }
   } catch (const std::exception& e) {
     failure = describe(e);
   }
@@ -403,11 +658,24 @@ void EngineWorker::runOneBlock() {
     in_block_ = false;
   }
   if (!failure.isEmpty()) {
+    if (committed) {
+      // The block is in the session but could not be read back: go back to the last good
+      // boundary, so the session never runs ahead of what the project has recorded.
+      committed = false;
+      try {
+        if (last_good_state_) session_->restore(*last_good_state_);
+      } catch (const std::exception&) {
+        if (!error_thrown)
+          error_thrown = strand::Error(strand::ErrorKind::device, failure.toStdString());
+      }
+    }
+    if (error_thrown && handleDeviceFailure(*error_thrown)) return;
     remaining_blocks_ = 0;
     reportError(tr("Generation stopped: %1").arg(failure));
     return;
   }
   if (!committed) return;
+  last_good_state_ = record.state_after;
 
   ++blocks_generated_;
   if (remaining_blocks_ > 0) --remaining_blocks_;
@@ -471,6 +739,8 @@ void EngineWorker::publishState() {
   EngineState now = EngineState::ready;
   if (loading_) {
     now = EngineState::loading;
+  } else if (failed_) {
+    now = EngineState::failed;
   } else if (!session_) {
     now = EngineState::no_model;
   } else if (remaining_blocks_ != 0) {

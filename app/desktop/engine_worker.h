@@ -22,6 +22,14 @@
 // Frames go through a bounded FrameMailbox: live preview drops the oldest frames when the GUI
 // falls behind (never stalls the engine); FrameOverflow::wait makes the engine wait instead, for
 // consumers that need every frame (tests, export).
+//
+// Devices. Sessions compute on EngineWorkerOptions::device, which setDevice() changes: the current
+// session is rebuilt there at its block boundary (memory, seed, prompt). The worker keeps a host
+// copy of the last good boundary (after every committed block and every accepted edit), so a GPU
+// failure never loses the video: out of memory stops generation (the unfinished block is dropped,
+// the session stays usable) and emits deviceFailed(); a device error (sticky CUDA error) marks
+// the engine failed (EngineState::failed: every engine command is refused with a message, the
+// broken session is released) until setDevice() rebuilds it from that copy.
 #pragma once
 #include <QImage>
 #include <QList>
@@ -37,6 +45,7 @@
 #include <vector>
 
 #include "frame_mailbox.h"
+#include "strand/backend.h"
 #include "strand/memory_state.h"
 
 class QThread;
@@ -45,6 +54,7 @@ namespace strand {
 class Model;
 class Session;
 struct Frame;
+struct SessionOptions;
 }  // namespace strand
 
 namespace strand::desktop {
@@ -56,6 +66,44 @@ enum class EngineState {
   loading,       // a model is being loaded
   ready,         // a session exists and is idle
   generating,    // blocks are being generated
+  failed,        // a device error broke the session: commands are refused until setDevice()
+};
+
+// Where the worker's sessions compute.
+struct EngineDevice {
+  strand::DeviceKind kind = strand::DeviceKind::cpu;
+  int index = 0;  // CUDA device ordinal (kind == cuda)
+  // GPUs only: bf16 is fast, fp32 matches the CPU reference. The CPU always computes in fp32.
+  strand::ComputePrecision precision = strand::ComputePrecision::fp32;
+  QString name;  // human-readable, for messages and the status bar
+
+  [[nodiscard]] bool isGpu() const { return kind == strand::DeviceKind::cuda; }
+  // Same place and precision (the name is only a label).
+  [[nodiscard]] bool sameAs(const EngineDevice& other) const;
+};
+
+// Adds `nice_increment` to the calling thread's nice value (Linux; elsewhere nothing). The engine
+// and export threads call it first: the nice value is per thread and inherited by threads created
+// later (the kernels' OpenMP pool), so when cores are scarce the GUI thread wins and the preview
+// stays smooth.
+void lowerCurrentThreadPriority(int nice_increment);
+
+EngineDevice cpuEngineDevice();
+// The SessionOptions fields that select `device` (device, device_index, precision).
+void applyEngineDevice(const EngineDevice& device, strand::SessionOptions& options);
+
+enum class DeviceFailureKind {
+  out_of_memory = 1,  // the device ran out of memory; the session is still usable
+  device_lost,        // a sticky device error: the engine is failed until setDevice()
+};
+
+// What deviceFailed() reports.
+struct DeviceFailure {
+  DeviceFailureKind kind = DeviceFailureKind::out_of_memory;
+  EngineDevice device;    // where it happened
+  QString reason;         // the engine's message
+  qint64 next_block = 0;  // block boundary of the last good state (where a rebuild starts)
+  bool interrupted_generation = false;  // generation was running: setDevice(d, true) resumes it
 };
 
 struct ModelInfo {
@@ -93,12 +141,24 @@ struct BlockStats {
   qint64 preview_frames_dropped = 0;  // total frames dropped by mailbox overflow so far
 };
 
+// Test seams (called on the engine thread): let the tests drive the GPU failure paths without a
+// GPU.
+using SessionFactory = std::function<std::shared_ptr<strand::Session>(
+    std::shared_ptr<const strand::Model> model, const strand::SessionOptions& options)>;
+// Runs before each block with the options of the session about to generate it; may throw what
+// Session::generate_next_block would (Error(out_of_memory), Error(device)).
+using BeforeBlockHook =
+    std::function<void(const strand::SessionOptions& options, qint64 block_index)>;
+
 struct EngineWorkerOptions {
   size_t frame_queue_capacity = 12;
   FrameOverflow overflow = FrameOverflow::drop_oldest;
   int recache_history = 8;  // SessionOptions::recache_history
   // Added to the engine threads' nice value (Linux), so the GUI keeps a core when they compete.
   int engine_nice_increment = 10;
+  EngineDevice device;             // where sessions compute until setDevice()
+  SessionFactory session_factory;  // default: std::make_shared<strand::Session>
+  BeforeBlockHook before_block;    // default: none
 };
 
 // An engine frame as an RGB888 QImage (null if the frame is malformed).
@@ -145,6 +205,15 @@ class EngineWorker : public QObject {
   // meanwhile (a loadModel() queued before it decodes with the new model). `tag` is the caller's
   // (the app passes the block key).
   void decodeLatents(const QString& tag, std::vector<float> latents, qint64 first_frame);
+  // Computes on `device` from now on (the next loadModel() too). A loaded session is rebuilt there
+  // at its current block boundary (memory, seed and prompt; the re-cache history starts empty);
+  // after a device failure, at the last good boundary, which brings a failed engine back. Not an
+  // edit: the block in flight is aborted and made again on the new device, generation goes on,
+  // nothing is dropped. `resume_interrupted`: also resume the generation that the last
+  // deviceFailed() stopped (how "Continue on CPU" continues). If `device` cannot be used, error()
+  // says so and the engine stays on (or, failed, goes back to) the previous device. When the last
+  // loadModel() failed on the device, it is retried on the new one.
+  void setDevice(const EngineDevice& device, bool resume_interrupted = false);
 
   // --- Queries (thread-safe) ---
   [[nodiscard]] quint64 epoch() const { return epoch_.load(); }
@@ -153,6 +222,7 @@ class EngineWorker : public QObject {
   [[nodiscard]] qint64 overflowFramesDropped() const { return mailbox_.dropped(); }
   [[nodiscard]] size_t pendingFrames() const { return mailbox_.size(); }
   [[nodiscard]] qint64 blocksGenerated() const { return blocks_generated_.load(); }
+  [[nodiscard]] EngineDevice device() const;  // where the session computes (the latest setDevice)
 
  signals:
   // All emitted on the owner thread.
@@ -172,11 +242,26 @@ class EngineWorker : public QObject {
   void latentsDecodeFailed(const QString& tag, const QString& reason);
   void error(const QString& message);
   void stateChanged(strand::desktop::EngineState state);
+  // The device ran out of memory or failed (see DeviceFailure); not also reported by error().
+  // Never dropped by epochs.
+  void deviceFailed(const strand::desktop::DeviceFailure& failure);
+  // The session now computes on `device` (after a load or a setDevice()).
+  void deviceChanged(const strand::desktop::EngineDevice& device);
 
  private:
   struct Command {
-    enum class Kind { load_model = 1, generate, pause, cancel, set_prompt, restore, snapshot, continue_from,
-                      decode_latents };
+    enum class Kind {
+      load_model = 1,
+      generate,
+      pause,
+      cancel,
+      set_prompt,
+      restore,
+      snapshot,
+      continue_from,
+      decode_latents,
+      set_device
+    };
     Kind kind = Kind::pause;
     quint64 epoch = 0;       // epoch current when issued (edits: the epoch they start)
     int blocks = 0;          // generate
@@ -186,6 +271,8 @@ class EngineWorker : public QObject {
     SnapshotPtr snapshot;    // restore
     std::vector<float> latents;  // decode_latents (text: the caller's tag)
     qint64 first_frame = 0;      // decode_latents
+    EngineDevice device;         // set_device
+    bool resume = false;         // set_device
   };
 
   // Appends `command` (bumping the epoch first when `is_edit`; edits and cancel also abort the
@@ -196,6 +283,18 @@ class EngineWorker : public QObject {
   void execute(Command& command);
   void executeLoadModel(const Command& command);
   void runOneBlock();
+  void executeSetDevice(const Command& command);
+  // Builds a session on device_ for model_ with `seed` (throws what the session throws).
+  std::shared_ptr<strand::Session> buildSession(quint64 seed);
+  void installSession(std::shared_ptr<strand::Session> session);  // swaps under the lock
+  // Rebuilds the session on device_ at `state`; false (and nothing installed) if it failed.
+  bool rebuildAt(const strand::MemoryState& state, QString* failure);
+  void rememberGoodState();  // last_good_state_ = the session's memory now
+  // A device failure (GPU out of memory, any device error): stops generation (a later
+  // setDevice(d, true) resumes it), emits deviceFailed(), and for a device error marks the engine
+  // failed and releases the session. False if `e` is not one (the caller reports it as before).
+  bool handleDeviceFailure(const std::exception& e);
+  [[nodiscard]] QString failedMessage() const;
   void deliverFrames();  // owner thread
   void publishState();
   void reportError(const QString& message);
@@ -228,6 +327,15 @@ class EngineWorker : public QObject {
   quint64 active_epoch_ = 0;  // epoch of the last edit the session has taken in
   bool loading_ = false;
   EngineState published_state_ = EngineState::no_model;
+  EngineDevice device_;  // engine thread's copy; device_shared_ under mutex_
+  EngineDevice device_shared_;
+  bool failed_ = false;  // a device error broke the session (it is released)
+  QString failed_reason_;
+  SnapshotPtr last_good_state_;  // host copy of the last good block boundary
+  int interrupted_blocks_ = 0;   // remaining_blocks_ when a device failure stopped them
+  // The last load that failed on a device: setDevice() retries it there.
+  QString failed_load_path_;
+  quint64 failed_load_seed_ = 0;
 };
 
 }  // namespace strand::desktop
@@ -237,3 +345,5 @@ Q_DECLARE_METATYPE(strand::desktop::BlockStats)
 Q_DECLARE_METATYPE(strand::desktop::CommittedBlock)
 Q_DECLARE_METATYPE(strand::desktop::SnapshotPtr)
 Q_DECLARE_METATYPE(strand::desktop::EngineState)
+Q_DECLARE_METATYPE(strand::desktop::EngineDevice)
+Q_DECLARE_METATYPE(strand::desktop::DeviceFailure)

@@ -6,6 +6,7 @@
 #include "main_window.h"
 #include "model_locator.h"
 #include "screenshot_tour.h"
+#include "settings_dialog.h"
 #include "ui/dark_theme.h"
 
 int main(int argc, char* argv[]) {
@@ -57,6 +58,8 @@ int main(int argc, char* argv[]) {
   options.seed = seed;
   options.initial_prompt = parser.value(prompt_option);
   options.project_folder = parser.value(project_option);
+  // Settings > Device (default: the first usable GPU, else the CPU).
+  options.engine.device = strand::desktop::resolveDevice(strand::desktop::loadDeviceSettings());
   const bool tour = parser.isSet(screenshots_option);
   if (tour) {
     options.autosave_interval_ms = 0;

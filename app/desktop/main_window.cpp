@@ -34,7 +34,11 @@
 #include <unistd.h>
 #endif
 
+#include "export_dialog.h"
+#include "export_queue.h"
+#include "export_queue_dock.h"
 #include "settings_dialog.h"
+#include "strand/devices.h"
 #include "strand/model.h"
 #include "strand/tokenizer.h"
 #include "ui/formatting.h"
@@ -59,6 +63,8 @@ QString stateText(EngineState state) {
       return MainWindow::tr("Ready");
     case EngineState::generating:
       return MainWindow::tr("Generating");
+    case EngineState::failed:
+      return MainWindow::tr("Engine stopped (GPU error)");
   }
   return {};
 }
@@ -230,6 +236,12 @@ void MainWindow::buildUi() {
   branch_tree_->setContextMenuPolicy(Qt::CustomContextMenu);
   dock->setWidget(branch_tree_);
   addDockWidget(Qt::RightDockWidgetArea, dock);
+
+  // Export queue: hidden until the first export (View > Exports shows it).
+  export_queue_ = new ExportQueue({}, this);
+  export_dock_ = new ExportQueueDock(export_queue_, this);
+  addDockWidget(Qt::BottomDockWidgetArea, export_dock_);
+  export_dock_->hide();
   connect(branch_tree_, &QTreeWidget::currentItemChanged, this, [this](QTreeWidgetItem* item) {
     if (rebuilding_tree_ || item == nullptr) return;
     project_->setActiveBranch(item->data(0, Qt::UserRole).toInt());
@@ -276,11 +288,14 @@ void MainWindow::buildUi() {
   block_label_->setToolTip(tr("Engine time of the last block"));
   memory_label_->setToolTip(tr("Size of the video's memory state (what a snapshot holds)"));
   ram_label_->setToolTip(tr("Memory used by Strand (resident set)"));
+  device_label_ = new QLabel(this);
+  device_label_->setToolTip(tr("Where the engine computes (Settings > Device); on a GPU, its memory in use"));
   statusBar()->addWidget(state_label_, 1);
   statusBar()->addPermanentWidget(fps_label_);
   statusBar()->addPermanentWidget(block_label_);
   statusBar()->addPermanentWidget(memory_label_);
   statusBar()->addPermanentWidget(ram_label_);
+  statusBar()->addPermanentWidget(device_label_);
   state_label_->setText(stateText(engine_state_));
 }
 
@@ -299,6 +314,10 @@ void MainWindow::buildMenus() {
     if (!folder.isEmpty()) saveProjectTo(folder);
   });
   file_menu->addSeparator();
+  QAction* export_action = file_menu->addAction(tr("&Export…"), QKeySequence(Qt::CTRL | Qt::Key_E), this,
+                                                &MainWindow::showExportDialog);
+  export_action->setObjectName(QStringLiteral("exportAction"));
+  file_menu->addSeparator();
   QAction* quit = file_menu->addAction(tr("&Quit"), this, &QWidget::close);
   quit->setShortcut(QKeySequence::Quit);
 
@@ -315,6 +334,11 @@ void MainWindow::buildMenus() {
   QMenu* view_menu = menuBar()->addMenu(tr("&View"));
   view_menu->addAction(tr("Zoom &In Timeline"), QKeySequence(Qt::CTRL | Qt::Key_Equal), timeline_, &ui::TimelineWidget::zoomIn);
   view_menu->addAction(tr("Zoom &Out Timeline"), QKeySequence(Qt::CTRL | Qt::Key_Minus), timeline_, &ui::TimelineWidget::zoomOut);
+  view_menu->addSeparator();
+  QAction* exports_toggle = export_dock_->toggleViewAction();
+  exports_toggle->setText(tr("&Exports"));
+  exports_toggle->setObjectName(QStringLiteral("exportsDockAction"));
+  view_menu->addAction(exports_toggle);
 
   QMenu* help_menu = menuBar()->addMenu(tr("&Help"));
   help_menu->addAction(tr("&About Strand"), this, &MainWindow::showAbout);
@@ -380,6 +404,15 @@ void MainWindow::connectEngine() {
           });
   connect(engine, &EngineWorker::promptRejected, this, [this](const QString&, const QString&) {
     engine_branch_ = -1;  // the engine kept its previous prompt: resync before generating
+  });
+  engine_device_ = engine->device();
+  connect(engine, &EngineWorker::deviceFailed, this, &MainWindow::onDeviceFailed);
+  connect(engine, &EngineWorker::deviceChanged, this, [this](const EngineDevice& device) {
+    // A failed engine comes back at its last good boundary, which may not be where this window
+    // last sent it (its commands were refused meanwhile): resync before generating.
+    if (engine_state_ == EngineState::failed) engine_branch_ = -1;
+    engine_device_ = device;
+    updateDeviceLabel();
   });
 }
 
@@ -535,6 +568,81 @@ void MainWindow::onEngineError(const QString& message) {
     pending_open_folder_.clear();  // the project's model failed to load
   }
   showError(message);
+}
+
+void MainWindow::onDeviceFailed(const DeviceFailure& failure) {
+  last_device_failure_ = failure;
+  block_progress_->setValue(0);
+  const bool lost = failure.kind == DeviceFailureKind::device_lost;
+  QString text;
+  if (lost) {
+    // The project never held the unfinished block and the engine's memory is gone with the GPU:
+    // write what the project has to disk now, in case the process does not last.
+    autosaveNow();
+    engine_branch_ = -1;
+    text = tr("%1 reported an error it cannot recover from:\n%2\n\nThe engine is stopped. Your "
+              "project and its snapshots are safe (autosaved); the unfinished block was dropped.\n\n"
+              "To continue, switch to the CPU now (slower), or save and restart Strand to use the GPU "
+              "again (Settings > Device).")
+               .arg(failure.device.name, failure.reason);
+    showError(tr("GPU error: the engine is stopped. Switch to the CPU in Settings, or restart Strand."));
+  } else if (!model_loaded_) {
+    text = tr("%1 does not have enough free memory for the model:\n%2\n\nLoad it on the CPU "
+              "(slower), or cancel, free GPU memory (close other GPU programs) and restart Strand.")
+               .arg(failure.device.name, failure.reason);
+    showError(tr("Out of GPU memory: the model was not loaded."));
+  } else {
+    text = tr("%1 ran out of memory:\n%2\n\nGeneration stopped at block %3. Your project and its "
+              "snapshots are unchanged; the unfinished block was dropped.\n\nContinue on the CPU "
+              "(slower), or cancel, free GPU memory (close other GPU programs) and generate again.")
+               .arg(failure.device.name, failure.reason)
+               .arg(failure.next_block);
+    showError(tr("Out of GPU memory: generation stopped."));
+  }
+  if (device_failure_box_ != nullptr) device_failure_box_->deleteLater();
+  auto* box = new QMessageBox(QMessageBox::Warning, lost ? tr("GPU error") : tr("Out of GPU memory"), text,
+                              QMessageBox::NoButton, this);
+  box->setAttribute(Qt::WA_DeleteOnClose);
+  QPushButton* cpu =
+      box->addButton(lost ? tr("Switch to CPU") : tr("Continue on CPU"), QMessageBox::AcceptRole);
+  cpu->setObjectName(QStringLiteral("continueOnCpu"));
+  box->addButton(lost ? QMessageBox::Close : QMessageBox::Cancel);
+  connect(box, &QMessageBox::buttonClicked, this, [this, cpu](QAbstractButton* button) {
+    if (button == cpu) continueOnCpu();
+  });
+  device_failure_box_ = box;
+  box->open();  // window-modal, never a nested event loop: the engine's signals keep arriving
+  updateControls();
+}
+
+void MainWindow::continueOnCpu() {
+  const bool resume = last_device_failure_.kind == DeviceFailureKind::out_of_memory &&
+                      last_device_failure_.interrupted_generation;
+  clearError();
+  engine_->setDevice(cpuEngineDevice(), resume);
+  statusBar()->showMessage(resume ? tr("Continuing on the CPU") : tr("Switched to the CPU"), 4000);
+}
+
+QString MainWindow::deviceText() const { return device_label_->text(); }
+
+QMessageBox* MainWindow::deviceFailureBox() const { return device_failure_box_.data(); }
+
+void MainWindow::updateDeviceLabel() {
+  if (!engine_device_.isGpu()) {
+    device_label_->setText(tr("CPU"));
+    return;
+  }
+  const bool bf16 = engine_device_.precision == strand::ComputePrecision::bf16;
+  QString text = tr("%1 (%2)").arg(engine_device_.name, bf16 ? QStringLiteral("bf16") : QStringLiteral("fp32"));
+  // Only once a GPU session exists (the query creates a CUDA context), never on a broken one.
+  if (model_loaded_ && engine_state_ != EngineState::failed) {
+    if (const auto usage = strand::gpu_memory_usage(engine_device_.index)) {
+      text += tr(" · VRAM %1 / %2")
+                  .arg(ui::formatBytes(static_cast<qint64>(usage->used_bytes)),
+                       ui::formatBytes(static_cast<qint64>(usage->total_bytes)));
+    }
+  }
+  device_label_->setText(text);
 }
 
 void MainWindow::onStateChanged(EngineState state) {
@@ -760,9 +868,16 @@ void MainWindow::showSettings() {
   values.model_path = model_info_.path.isEmpty() ? options_.model_path : model_info_.path;
   const Branch* active = project_->branch(project_->activeBranch());
   values.seed = active != nullptr ? active->seed : options_.seed;
-  SettingsDialog dialog(values, model_info_.steps, this);
+  values.device = loadDeviceSettings();
+  SettingsDialog dialog(values, model_info_.steps, strand::compute_devices(), engine_device_.name, this);
   if (dialog.exec() != QDialog::Accepted) return;
   const SettingsDialog::Values chosen = dialog.values();
+  if (chosen.device != values.device || engine_state_ == EngineState::failed) {
+    saveDeviceSettings(chosen.device);
+    const EngineDevice device = resolveDevice(chosen.device);
+    // The session moves at its block boundary; nothing is lost and generation goes on there.
+    if (!device.sameAs(engine_device_) || engine_state_ == EngineState::failed) engine_->setDevice(device);
+  }
   if (active != nullptr && project_->requestSetSeed(active->id, chosen.seed) && engine_branch_ == active->id) {
     engine_branch_ = -1;  // the next Generate moves the engine to the branch with the new seed
   }
@@ -1098,6 +1213,15 @@ void MainWindow::rebuildRecentMenu() {
 }
 
 void MainWindow::closeEvent(QCloseEvent* event) {
+  if (export_queue_->hasActiveJobs() && isVisible() && !options_.offer_autosave) {
+    const auto answer = QMessageBox::question(
+        this, tr("Exports running"), tr("Exports are still running. Cancel them and quit?"),
+        QMessageBox::Yes | QMessageBox::No);
+    if (answer != QMessageBox::Yes) {
+      event->ignore();
+      return;
+    }
+  }
   if (isProjectModified() && project_->pathLength(ProjectModel::kRootId) > 0 && isVisible() &&
       !options_.offer_autosave) {
     const auto answer = QMessageBox::question(
@@ -1111,12 +1235,45 @@ void MainWindow::closeEvent(QCloseEvent* event) {
   event->accept();
 }
 
+void MainWindow::showExportDialog() {
+  ExportDialog::Context context;
+  context.project = project_;
+  context.branch_id = project_->activeBranch();
+  context.info.folder = project_folder_;
+  context.info.model_path =
+      project_meta_.model_path.isEmpty() ? model_info_.path : project_meta_.model_path;
+  context.info.model_id = model_info_.id;
+  context.info.native_fps = model_info_.fps;
+  const Branch* branch = project_->branch(context.branch_id);
+  if (!project_folder_.isEmpty()) {
+    const QFileInfo folder(project_folder_);
+    context.base_name = folder.fileName();
+    if (branch != nullptr && branch->id != ProjectModel::kRootId) context.base_name += u'-' + branch->name;
+    context.default_folder = folder.absolutePath();
+  } else {
+    context.base_name = branch != nullptr ? branch->name : tr("Untitled");
+  }
+  auto* dialog = new ExportDialog(context, this);
+  dialog->setAttribute(Qt::WA_DeleteOnClose);
+  connect(dialog, &QDialog::accepted, this, [this, dialog] {
+    QString error;
+    if (export_queue_->add(dialog->takeJob(), &error) == 0) {
+      showError(error);
+      return;
+    }
+    export_dock_->show();
+    export_dock_->raise();
+  });
+  dialog->open();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Status
 
 void MainWindow::updateRam() {
   const qint64 bytes = residentBytes();
   ram_label_->setText(bytes >= 0 ? tr("RAM %1").arg(ui::formatBytes(bytes)) : QString());
+  updateDeviceLabel();  // VRAM moves with it
 }
 
 QString MainWindow::statusText() const {
@@ -1141,7 +1298,7 @@ void MainWindow::updateControls() {
   prompt_edit_->setEnabled(model_loaded_);
   apply_button_->setEnabled(model_loaded_);
   recache_spin_->setEnabled(model_loaded_);
-  generate_button_->setEnabled(model_loaded_ && !generating);
+  generate_button_->setEnabled(model_loaded_ && !generating && engine_state_ != EngineState::failed);
   pause_button_->setEnabled(generating);
   stop_button_->setEnabled(generating);
 }

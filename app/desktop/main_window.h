@@ -17,6 +17,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <QPointer>
 
 #include "engine_worker.h"
 #include "project_file.h"
@@ -24,6 +25,7 @@
 
 class QLabel;
 class QMenu;
+class QMessageBox;
 class QProgressBar;
 class QPushButton;
 class QSpinBox;
@@ -39,6 +41,9 @@ class TimelineWidget;
 }  // namespace strand::ui
 
 namespace strand::desktop {
+
+class ExportQueue;
+class ExportQueueDock;
 
 class MainWindow : public QMainWindow {
   Q_OBJECT
@@ -79,6 +84,12 @@ class MainWindow : public QMainWindow {
   [[nodiscard]] int playbackSpeed() const { return play_speed_; }
   [[nodiscard]] bool isProjectModified() const;
   [[nodiscard]] QString statusText() const;  // fps, block, memory, RAM labels joined
+  [[nodiscard]] ExportQueue* exportQueue() const { return export_queue_; }
+  [[nodiscard]] ExportQueueDock* exportDock() const { return export_dock_; }
+  // GPU failures (see EngineWorker::deviceFailed): the open "Continue on CPU" / "Switch to CPU"
+  // box (null when none), and the status bar's device label (name, VRAM used/total on a GPU).
+  [[nodiscard]] QMessageBox* deviceFailureBox() const;
+  [[nodiscard]] QString deviceText() const;
   // Where an untitled project autosaves (offered at the next start when present).
   static QString untitledAutosaveFolder();
 
@@ -98,6 +109,11 @@ class MainWindow : public QMainWindow {
   bool saveProjectTo(const QString& folder);  // Save As
   bool autosaveNow();
   void seek(qint64 frame);  // moves the playhead and shows that cached frame
+  // File > Export: opens the export dialog (window-modal, not blocking); its job joins the queue.
+  void showExportDialog();
+  // After a GPU failure: rebuilds the engine on the CPU at its last good block boundary; after
+  // out of memory, also resumes the generation it stopped.
+  void continueOnCpu();
 
  protected:
   void closeEvent(QCloseEvent* event) override;
@@ -114,6 +130,8 @@ class MainWindow : public QMainWindow {
   void onBlockDone(const BlockStats& stats);
   void onEngineError(const QString& message);
   void onStateChanged(EngineState state);
+  void onDeviceFailed(const DeviceFailure& failure);
+  void updateDeviceLabel();
   void onBranchContentChanged(int id);
   void onActiveBranchChanged(int id);
   void refreshTimeline(bool keep_thumbnails);
@@ -206,7 +224,13 @@ class MainWindow : public QMainWindow {
   QLabel* block_label_ = nullptr;
   QLabel* memory_label_ = nullptr;
   QLabel* ram_label_ = nullptr;
+  QLabel* device_label_ = nullptr;
+  EngineDevice engine_device_;  // where the engine computes (deviceChanged)
+  DeviceFailure last_device_failure_;
+  QPointer<QMessageBox> device_failure_box_;
   QMenu* recent_menu_ = nullptr;
+  ExportQueue* export_queue_ = nullptr;  // child QObject: exports run on its worker threads
+  ExportQueueDock* export_dock_ = nullptr;
 };
 
 }  // namespace strand::desktop

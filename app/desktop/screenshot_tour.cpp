@@ -1,6 +1,7 @@
 #include "screenshot_tour.h"
 
 #include <QApplication>
+#include <QLineEdit>
 #include <QDir>
 #include <QDockWidget>
 #include <QSpinBox>
@@ -8,6 +9,9 @@
 #include <QTreeWidget>
 #include <cstdio>
 
+#include "export_dialog.h"
+#include "export_queue.h"
+#include "export_queue_dock.h"
 #include "main_window.h"
 #include "ui/prompt_edit.h"
 #include "ui/timeline_widget.h"
@@ -61,8 +65,40 @@ ScreenshotTour::ScreenshotTour(MainWindow* window, QString output_dir)
           next();
         });
       },
+      [this] {
+        // File > Export with the Final Cut preset, then the queue once the export is done. The
+        // media goes to a scratch folder, never next to the screenshots.
+        window_->showExportDialog();
+        QTimer::singleShot(300, this, [this] {
+          auto* dialog = window_->findChild<ExportDialog*>();
+          if (dialog == nullptr) return next();
+          QDir().mkpath(exportScratch());
+          dialog->setTarget(ExportTarget::final_cut);
+          dialog->pathEdit()->setText(QDir(exportScratch()).filePath(QStringLiteral("balloon.mov")));
+          save(dialog, QStringLiteral("app-export-dialog.png"));
+          dialog->setConfirmOverwrite([](const QStringList&) { return true; });
+          dialog->setRememberSettings(false);  // the user's own export choices stay as they were
+          dialog->accept();
+          if (dialog->result() != QDialog::Accepted) dialog->reject();  // e.g. no ProRes encoder
+          next();
+        });
+      },
+      [this] {
+        waitFor([this] { return !window_->exportQueue()->hasActiveJobs(); }, [this] {
+          window_->exportDock()->show();
+          QTimer::singleShot(200, this, [this] {
+            save(window_->exportDock(), QStringLiteral("app-export-queue.png"));
+            QDir(exportScratch()).removeRecursively();
+            next();
+          });
+        });
+      },
       [] { QApplication::quit(); },
   };
+}
+
+QString ScreenshotTour::exportScratch() const {
+  return QDir::temp().filePath(QStringLiteral("strand-tour-export-%1").arg(QCoreApplication::applicationPid()));
 }
 
 void ScreenshotTour::start() {

@@ -1,5 +1,5 @@
 // ScreenshotTour: drives a MainWindow through a short session (generate, change the prompt,
-// branch, generate on the branch, scrub) and saves images of the window with QWidget::grab() into
+// branch, generate on the branch, scrub, export) and saves images of the window with QWidget::grab() into
 // a folder, then quits. Used by tools/screenshots.sh (under Xvfb) to make the user guide's images;
 // no external screen-capture tool needed.
 #pragma once
@@ -24,6 +24,7 @@ class ScreenshotTour : public QObject {
   void waitFor(std::function<bool()> done, std::function<void()> then);
   bool idle() const;
   void save(QWidget* widget, const QString& name);
+  [[nodiscard]] QString exportScratch() const;  // where the tour's export goes (removed after)
 
   MainWindow* window_;
   QString output_dir_;

@@ -509,13 +509,14 @@ void ExportWriter::write(const Frame& frame) {
       frame.rgb.size() != static_cast<size_t>(frame.width) * static_cast<size_t>(frame.height) * 3)
     throw Error(ErrorKind::invalid_argument, "frame " + std::to_string(frame.index) +
                                                  " differs from the export's source size");
-  // Streaming conform: emit every output frame whose sampled source frame is this one (none when
-  // this frame is dropped, several when it is repeated).
-  while (conform_source_index(output_frames_, source_rate_, out_rate_) == source_frames_) emit(frame);
+  // Streaming conform: encode every output frame whose sampled source frame is this one (none
+  // when this frame is dropped, several when it is repeated).
+  while (conform_source_index(output_frames_, source_rate_, out_rate_) == source_frames_)
+    encode_frame(frame);
   ++source_frames_;
 }
 
-void ExportWriter::emit(const Frame& frame) {
+void ExportWriter::encode_frame(const Frame& frame) {
 #ifdef STRAND_HAVE_FFMPEG
   Impl& e = *impl_;
   int result = av_frame_make_writable(e.frame);  // the encoder may still hold the last buffers

@@ -50,7 +50,9 @@ void validate_prompt(std::string_view prompt) {
 }
 
 std::unique_ptr<Backend> make_backend(const SessionOptions& options) {
-  auto backend = make_dispatch_backend(make_cpu_backend());
+  auto backend = make_dispatch_backend(options.device == DeviceKind::cuda
+                                           ? make_cuda_backend(options.device_index, options.precision)
+                                           : make_cpu_backend());
   if (options.op_profile != nullptr) return make_profiling_backend(std::move(backend), options.op_profile);
   return backend;
 }

@@ -1,7 +1,7 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/fast_exp.h"
 
-#include <cblas.h>
+#include "kernels/cpu/blas.h"
 
 #include <algorithm>
 #include <bit>

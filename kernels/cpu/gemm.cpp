@@ -1,6 +1,6 @@
 #include "kernels/cpu/gemm.h"
 
-#include <cblas.h>
+#include "kernels/cpu/blas.h"
 
 #include <algorithm>
 #include <cstddef>

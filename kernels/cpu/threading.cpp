@@ -9,8 +9,10 @@
 #include <omp.h>
 #endif
 
+#if STRAND_HAVE_OPENBLAS
 // OpenBLAS's own setter; declared here so that no OpenBLAS-specific header is needed.
 extern "C" void openblas_set_num_threads(int num_threads);
+#endif
 
 namespace strand::cpu {
 namespace {
@@ -30,7 +32,11 @@ int hardware_threads() {
 // 432-token attention 30x slower on 2 cores when they alternated.
 void make_blas_single_threaded() {
   static std::once_flag once;
+#if STRAND_HAVE_OPENBLAS
   std::call_once(once, [] { openblas_set_num_threads(1); });
+#else
+  std::call_once(once, [] {});  // the fallback BLAS (kernels/cpu/blas.h) has no threads
+#endif
 }
 
 // 0 = not chosen yet. Kept here rather than in OpenMP's per-thread ICV so that kernels called from

@@ -28,4 +28,16 @@ std::string device_description(int index) {
   return text;
 }
 
+bool memory_info(int index, size_t* free_bytes, size_t* total_bytes) {
+  int previous = 0;
+  if (cudaGetDevice(&previous) != cudaSuccess || cudaSetDevice(index) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  const bool ok = cudaMemGetInfo(free_bytes, total_bytes) == cudaSuccess;
+  if (!ok) cudaGetLastError();
+  cudaSetDevice(previous);
+  return ok;
+}
+
 }  // namespace strand::cuda

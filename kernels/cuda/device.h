@@ -1,7 +1,7 @@
-// CUDA device discovery. The CUDA backend (the ops of strand::Backend on the GPU) is a later
-// issue; this is the piece that proves the optional CUDA toolchain from day one and lets the
-// engine and CLI report whether a usable GPU is present.
+// CUDA device discovery: lets the engine, CLI and app report whether a usable GPU is present
+// and how much of its memory is in use. The backend itself is cuda_backend.h.
 #pragma once
+#include <cstddef>
 #include <string>
 
 namespace strand::cuda {
@@ -10,5 +10,8 @@ namespace strand::cuda {
 int device_count();
 // "NVIDIA H100 80GB HBM3, 79.1 GiB, sm_90" for device `index`, or an empty string.
 std::string device_description(int index);
+// Free and total memory of device `index` in bytes (cudaMemGetInfo; creates the CUDA context on
+// first use). False on any error.
+bool memory_info(int index, size_t* free_bytes, size_t* total_bytes);
 
 }  // namespace strand::cuda

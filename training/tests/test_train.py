@@ -186,3 +186,52 @@ def test_export_loads_in_engine(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "tiny-trained" in out.stdout and "1 hybrid, 1 softmax_kv" in out.stdout
+
+
+def test_memory_write_chunk_size_does_not_change_the_state():
+    """The chunked WY memory write equals the token-by-token gated delta recurrence for the
+    training chunk size (a 432-token block in 3 chunks) and for one chunk of the whole block."""
+    torch.manual_seed(1)
+    b, t, h, d = 2, 432, 2, 8
+    k = torch.nn.functional.normalize(torch.randn(b, t, h, d), dim=-1)
+    v = torch.randn(b, t, h, d)
+    g = -torch.rand(b, t, h) * 0.2
+    beta = 2.0 * torch.rand(b, t, h)
+    s0 = torch.randn(b, h, d, d) * 0.1
+    s = s0.clone()
+    for i in range(t):  # S <- exp(g) S + k beta (v - exp(g) S^T k)^T, rows = key dim
+        s = torch.exp(g[:, i])[..., None, None] * s
+        err = v[:, i] - torch.einsum("bhij,bhi->bhj", s, k[:, i])
+        s = s + beta[:, i][..., None, None] * k[:, i][..., :, None] * err[..., None, :]
+    for chunk in (batched.DELTA_CHUNK, 64, t):
+        got = batched.gated_delta_chunked_batched(s0, k, v, g, beta, chunk=chunk)
+        torch.testing.assert_close(got, s, rtol=1e-4, atol=1e-4)
+
+
+def test_fast_rope_equals_reference_rope():
+    model, _ = tiny_model(["hybrid", "hybrid"])
+    rope = batched.RopeCache(model, "cpu")
+    x = torch.randn(3, model.config.frames_per_block * model.config.grid_height *
+                    model.config.grid_width, model.config.heads, model.config.head_dim)
+    for offset in (0, -6):
+        want = batched.apply_rope(x, *rope.get(offset))
+        got = batched.apply_rope_tables(x, rope.tables(offset, x.dtype))
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+def test_baseline_init_from_takes_the_autoencoder_and_sizes(tmp_path):
+    """--init-from: a softmax_kv baseline of the source model's size starting from its trained
+    autoencoder; --stage takes a comma list and --stage-minutes per-stage budgets."""
+    src = run(tmp_path, "--stage", "ae", "--max-steps", "2", "--dim", "48", out="src")
+    out = run(tmp_path, "--stage", "dit,selfforce", "--stage-minutes", "dit=1,selfforce=1",
+              "--max-steps", "1", "--init-from", str(src / "model.safetensors"),
+              "--layers", "softmax_kv", "--window", "1", "--name", "kv", out="kv")
+    want, _ = read_tensors(str(src / "model.safetensors"))
+    got, meta = read_tensors(str(out / "model.safetensors"))
+    cfg = json.loads(meta["strand.config"])
+    assert cfg["dit"]["layers"] == ["softmax_kv"] * 2 and cfg["dit"]["softmax_kv_window"] == 1
+    assert cfg["dit"]["dim"] == 48 and cfg["name"] == "kv"
+    decoder = [k for k in want if k.startswith(("encoder.", "decoder."))]
+    assert decoder and all(np.array_equal(want[k], got[k]) for k in decoder)
+    assert {r["stage"] for r in records(out)} == {"dit", "selfforce"}
+    assert all("samples_per_s" in r for r in records(out))

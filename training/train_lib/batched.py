@@ -81,6 +81,15 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.stack([x0 * c - x1 * s, x0 * s + x1 * c], dim=-1).flatten(-2)
 
 
+def apply_rope_tables(x: torch.Tensor, tables: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """apply_rope with RopeCache.tables: x * cos + swap_pairs(x) * signed_sin, 4 kernels instead of
+    about 10 (the training step is bound by kernel launches). Same products and sums as
+    apply_rope (x0 c - x1 s == x0 c + x1 (-s)), so the result is the same."""
+    cos2, sin2 = tables
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    return x * cos2 + swapped * sin2
+
+
 def l2n(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).sum(dim=-1, keepdim=True) + eps)
 
@@ -108,9 +117,38 @@ class RopeCache:
                                                 cfg.rope_theta, self.device)
         return self._tables[offset]
 
+    def tables(self, offset: int, dtype: torch.dtype):
+        """(cos, signed sin) [1, T, 1, dh] in `dtype`, pairs interleaved, for apply_rope_tables."""
+        key = (offset, dtype)
+        if key not in self._tables:
+            cos, sin = self.get(offset)
+            cos2 = cos.repeat_interleave(2, dim=-1)
+            sin2 = torch.stack([-sin, sin], dim=-1).flatten(-2)
+            self._tables[key] = (cos2[None, :, None, :].to(dtype).contiguous(),
+                                 sin2[None, :, None, :].to(dtype).contiguous())
+        return self._tables[key]
+
+
+# Tokens per WY chunk of the memory write. 144 splits a 432-token block into 3 chunks (64 made 7):
+# fewer sequential steps, hence fewer kernel launches, for [B, H, 144, 144] float32 temporaries.
+# Exact in arithmetic for any chunk size (tests/test_train.py checks against the recurrence).
+DELTA_CHUNK = 144
+_TRI_CACHE = {}
+
+
+def _tri(n: int, device, dtype):
+    """(strictly-lower mask as an additive 0 / -inf matrix, identity) of size n, cached."""
+    key = (n, str(device), dtype)
+    if key not in _TRI_CACHE:
+        lower = torch.ones(n, n, dtype=torch.bool, device=device).tril(-1)
+        neg = torch.zeros(n, n, dtype=dtype, device=device).masked_fill(~lower, float("-inf"))
+        _TRI_CACHE[key] = (neg, torch.eye(n, dtype=dtype, device=device))
+    return _TRI_CACHE[key]
+
 
 def gated_delta_chunked_batched(state: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                                g: torch.Tensor, beta: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+                                g: torch.Tensor, beta: torch.Tensor,
+                                chunk: int = DELTA_CHUNK) -> torch.Tensor:
     """Batched WY form of the gated delta rule (strand_ref.model.gated_delta_chunked), float32.
 
     state [B, H, dk, dv]; k [B, T, H, dk]; v [B, T, H, dv]; g, beta [B, T, H] -> new state.
@@ -126,10 +164,10 @@ def gated_delta_chunked_batched(state: torch.Tensor, k: torch.Tensor, v: torch.T
         vc = v[:, start:end].transpose(1, 2)      # [B, H, n, dv]
         bc = beta[:, start:end].transpose(1, 2)   # [B, H, n]
         cum = torch.cumsum(g[:, start:end].transpose(1, 2), dim=-1)  # [B, H, n]
-        lower = torch.ones(n, n, dtype=torch.bool, device=k.device).tril(-1)
-        diff = (cum[..., :, None] - cum[..., None, :]).masked_fill(~lower, float("-inf"))
+        neg_upper, eye = _tri(n, k.device, k.dtype)
+        diff = (cum[..., :, None] - cum[..., None, :]) + neg_upper
         a = torch.exp(diff) * torch.matmul(kc, kc.transpose(-1, -2))
-        m = torch.eye(n, dtype=k.dtype, device=k.device) + bc[..., None] * a
+        m = eye + bc[..., None] * a
         rhs = bc[..., None] * (vc - torch.exp(cum)[..., None] * torch.matmul(kc, s))
         u = torch.linalg.solve_triangular(m, rhs, upper=False, unitriangular=True)
         decay_to_end = torch.exp(cum[..., -1:] - cum)  # [B, H, n]
@@ -202,7 +240,6 @@ def dit(model: StrandModel, x: torch.Tensor, sigma: torch.Tensor, ctx: torch.Ten
     e, e0 = time_embed(model, sigma)
     h = model.patch_embedding(patchify(model, x))
     tokens = h.shape[1]
-    cos, sin = rope.get(0)
     ctx_rep = _repeat(ctx, groups)
     mask_rep = None if ctx_mask is None else _repeat(ctx_mask, groups)
     new_memory: List[TrainMemory] = []
@@ -212,9 +249,11 @@ def dit(model: StrandModel, x: torch.Tensor, sigma: torch.Tensor, ctx: torch.Ten
         sh_a, sc_a, g_a, sh_f, sc_f, g_f = (mod[:, i, None, :] for i in range(6))
         a = ln(h) * (1.0 + sc_a) + sh_a
         sa = blk.self_attn
-        q = apply_rope(_split(rms(sa.q(a), sa.norm_q.weight), heads), cos, sin)
+        q_lin = rms(sa.q(a), sa.norm_q.weight)
+        own = rope.tables(0, q_lin.dtype)
+        q = apply_rope_tables(_split(q_lin, heads), own)
         k_plain = rms(sa.k(a), sa.norm_k.weight)
-        k = apply_rope(_split(k_plain, heads), cos, sin)
+        k = apply_rope_tables(_split(k_plain, heads), rope.tables(0, k_plain.dtype))
         v_plain = sa.v(a)
         v = _split(v_plain, heads)
         if blk.kind == "hybrid":
@@ -242,8 +281,8 @@ def dit(model: StrandModel, x: torch.Tensor, sigma: torch.Tensor, ctx: torch.Ten
             if cfg.softmax_kv_window > 0 and len(kv) > cfg.softmax_kv_sink + cfg.softmax_kv_window:
                 kv = kv[:cfg.softmax_kv_sink] + kv[len(kv) - cfg.softmax_kv_window:]
             for idx, ck, cv in kv:
-                ccos, csin = rope.get(-(block_index - idx) * cfg.frames_per_block)
-                keys.append(apply_rope(_split(_repeat(ck, groups).to(q.dtype), heads), ccos, csin))
+                past = rope.tables(-(block_index - idx) * cfg.frames_per_block, q.dtype)
+                keys.append(apply_rope_tables(_split(_repeat(ck, groups).to(q.dtype), heads), past))
                 values.append(_split(_repeat(cv, groups).to(q.dtype), heads))
             keys.append(k)
             values.append(v)

@@ -169,6 +169,7 @@ class Clip:
     frames: torch.Tensor           # uint8 [blocks * F, 3, H, W]
     prompts: List[str]             # one per block (the prompt active at the block's first frame)
     latents: Optional[torch.Tensor] = None  # [blocks, F, C, h, w], filled by the DiT stages
+    text: Optional[Tuple[torch.Tensor, torch.Tensor]] = None  # (hidden [blocks, L, dt], mask)
 
 
 class ClipSource:

@@ -40,9 +40,17 @@ class Logbook:
         """train-<stage>.png per stage: loss against step (runs concatenated), smoothed."""
         if not self.enabled or not self.records:
             return []
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            # A GPU machine without matplotlib: the curves are drawn later from losses.json
+            # (python3 training/train_lib/logbook.py OUT/losses.json); training goes on.
+            if not getattr(self, "_warned", False):
+                print("logbook: matplotlib missing, no PNG curves now", flush=True)
+                self._warned = True
+            return []
 
         written = []
         for stage in dict.fromkeys(r["stage"] for r in self.records):
@@ -74,3 +82,13 @@ class Logbook:
             plt.close(fig)
             written.append(path)
         return written
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python3 training/train_lib/logbook.py OUT/losses.json  (writes the PNGs)")
+    book = Logbook(sys.argv[1])
+    for written in book.plot(os.path.dirname(os.path.abspath(sys.argv[1]))):
+        print(written)

@@ -53,7 +53,10 @@ class TextSource:
     encoder: Optional[torch.nn.Module]  # the pretrained encoder (None: the model's own)
     config: Dict[str, object]           # spec "text" section (dim, layers, ...)
     vocab: List[str]
-    encoder_file: Optional[str]         # path of the converted file, None for the fallback
+    encoder_file: Optional[str]         # path of the converted file, None for the fallback; for
+    # a vocabulary-pruned training copy (training/prune_text_encoder.py) the full file it stands
+    # for, next to it: exported models name that one (the engine runs the full encoder)
+    allowed_ids: Optional[frozenset] = None  # pruned copy: the only token ids it can embed
 
 
 def fallback_vocab() -> List[str]:
@@ -76,7 +79,11 @@ def load_text_source(path: Optional[str], required: bool = False) -> TextSource:
                 # must equal the encoder file's: the engine checks every size against it
                 "max_positions": int(cfg["max_positions"]),
                 "lowercase": bool(cfg.get("lowercase", True))}
-        return TextSource(encoder, text, list(vocab), os.path.abspath(path))
+        named = os.path.abspath(path)
+        if getattr(encoder, "full_file", None):
+            named = os.path.join(os.path.dirname(named), os.path.basename(encoder.full_file))
+        return TextSource(encoder, text, list(vocab), named,
+                          getattr(encoder, "kept_token_ids", None))
     if required:
         raise SystemExit(f"text encoder {path} not found: run python3 training/convert_minilm.py")
     warnings.warn(f"pretrained text encoder {path!r} not found (python3 training/convert_minilm.py "

@@ -8,7 +8,9 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <string>
 #include <string_view>
 
 namespace strand {
@@ -94,17 +96,44 @@ class Backend {
   virtual void upsample_nearest_2x(const float* in, int c, int h, int w, float* out) = 0;
 };
 
-// Wall time and calls per op, filled by a profiling backend.
+// Wall time and calls per op, filled by a profiling backend, with each op's least work (for
+// roofline floors): flops counts matrix work at 2 per multiply-add (GEMMs, attention, the delta
+// rule, the memory read, convolutions; 0 for elementwise ops); bytes is the least device traffic
+// at float32 (every input read once, every output written once), of which weight_bytes are the
+// weights and biases of linear and conv2d_3x3 (a backend may hold those in bf16).
 struct OpProfile {
   struct Entry {
     double ms = 0;
     int64_t calls = 0;
+    double flops = 0;
+    double bytes = 0;
+    double weight_bytes = 0;
   };
   Entry ops[static_cast<size_t>(Op::count)]{};
+  // When record_shapes is set, the same per op and shape, keyed like "attention q4680 k4680 h12
+  // d128" (so one shape's time is not mixed with another's).
+  bool record_shapes = false;
+  std::map<std::string, Entry> by_shape;
 };
 
 // The CPU backend: OpenBLAS sgemm + vectorised, multithreaded loops (kernels/cpu).
 std::unique_ptr<Backend> make_cpu_backend();
+
+// Arithmetic of a GPU backend. fp32: every op in float32 (cuBLAS SGEMM without TF32), within
+// float rounding of the CPU. bf16: GEMM and convolution operands in bfloat16 with float32
+// accumulation and float32 outputs (weights converted once and cached), everything else float32.
+enum class ComputePrecision { fp32 = 1, bf16 };
+
+// The CUDA backend on device `device_index` (kernels/cuda): device buffers, one stream, cuBLAS,
+// pinned staging for upload/download. Ops it lacks report supports() == false, so wrap it in
+// make_dispatch_backend. Errors: Error(unsupported) when built without CUDA or there is no such
+// device; Error(out_of_memory) when an allocation fails (the backend stays usable); Error(device)
+// for any other CUDA failure; after a sticky one (the CUDA context is lost) every later call
+// throws Error(device) too.
+// In bf16 mode the bf16 copy of a `linear` weight or `conv2d_3x3` weight is cached by device
+// pointer and dropped when its buffer is freed or written by upload/copy: ops must not write
+// into buffers used as weights.
+std::unique_ptr<Backend> make_cuda_backend(int device_index, ComputePrecision precision);
 
 }  // namespace strand
 

@@ -127,7 +127,8 @@ class ExportWriter {
 
  private:
   struct Impl;  // FFmpeg state, kept out of this header
-  void emit(const Frame& frame);
+  // Converts and encodes one output frame (the conform loop in write() may call it 0..n times).
+  void encode_frame(const Frame& frame);
   void write_sidecar_part();
   std::string path_;
   std::string part_path_;

@@ -47,6 +47,12 @@ struct SessionOptions {
   uint64_t seed = 0;
   int recache_history = 8;  // how many past blocks are kept for re-cache (0 disables re-cache)
   OpProfile* op_profile = nullptr;  // when set, every backend op is timed into it (benchmarks)
+  // Where the engine computes. cuda: make_cuda_backend(device_index, precision) behind the CPU
+  // fallback of make_dispatch_backend; the constructor throws its errors (Error(unsupported) without
+  // CUDA or without that device, Error(out_of_memory), Error(device)). The CPU is always fp32.
+  DeviceKind device = DeviceKind::cpu;
+  int device_index = 0;
+  ComputePrecision precision = ComputePrecision::fp32;
 };
 
 // Prompts longer than this (bytes of UTF-8) are rejected.

@@ -1,0 +1,41 @@
+// Softmax attention on the GPU: the same op as strand::cpu::attention (kernels/cpu/attention.h),
+// flash-style (online softmax over key tiles; the tq x tk score matrix is never stored).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+namespace strand::cuda {
+
+// q: [tq, heads, head_dim] with row stride q_stride (in elements); k, v: [tk, heads, head_dim] with
+// row strides k_stride, v_stride; out: [tq, heads, head_dim] with row stride out_stride. All are
+// device pointers to fp32. No mask: every query sees every key (the caller decides what k/v hold;
+// tk may differ from tq). out = softmax(scale * q k^T) v per head; tk <= 0 gives zeros.
+//
+// bf16 = false: fp32 all the way (fp32 FMA, expf): within ~1e-6 relative of the CPU kernel.
+// bf16 = true and head_dim 64 or 128: Q, K, V are rounded to bf16 (a conversion pass into
+// stream-ordered scratch memory), then a tensor-core kernel (mma.sync m16n8k16, fp32 accumulation
+// and fp32 softmax statistics; P is rounded to bf16 before P v). Other head dims use the fp32 path.
+// Expect ~1e-2 relative error, the error of bf16 inputs.
+//
+// Asynchronous on `stream`. Throws strand::Error: invalid_argument for negative sizes or strides
+// smaller than heads * head_dim, out_of_memory when scratch memory cannot be allocated, device for
+// a failed launch. out must not alias q, k or v.
+void attention(const float* q, int q_stride, const float* k, int k_stride, const float* v,
+               int v_stride, float* out, int out_stride, int tq, int tk, int heads, int head_dim,
+               float scale, bool bf16, cudaStream_t stream);
+
+// The tensor-core kernel alone, on inputs already in bf16 (same layout and stride rules, strides in
+// elements). head_dim must be 64 or 128; q, k, v must be 16-byte aligned and their strides
+// multiples of 8 (each row segment is copied in 16-byte pieces). out stays fp32. key_tile: keys
+// per shared-memory tile, 32 or 64 (for benchmarks); 0 picks the default for the head dim.
+void attention_bf16(const __nv_bfloat16* q, int q_stride, const __nv_bfloat16* k, int k_stride,
+                    const __nv_bfloat16* v, int v_stride, float* out, int out_stride, int tq,
+                    int tk, int heads, int head_dim, float scale, cudaStream_t stream,
+                    int key_tile = 0);
+
+// Rounds rows of an fp32 [rows, width] matrix (row stride src_stride) to a packed bf16 [rows,
+// width] matrix (row stride width): the conversion pass attention() runs before attention_bf16().
+void convert_rows_to_bf16(const float* src, int src_stride, __nv_bfloat16* dst, int rows, int width,
+                          cudaStream_t stream);
+
+}  // namespace strand::cuda

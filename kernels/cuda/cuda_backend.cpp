@@ -1,0 +1,552 @@
+// The CUDA backend: device buffers, one non-blocking stream, cuBLAS, pinned staging buffers, and
+// each op forwarded to its launcher in kernels/cuda. All work is ordered on the one stream, so
+// scratch memory is reused without extra synchronisation; only download() and synchronize() wait.
+#include "kernels/cuda/cuda_backend.h"
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/activation.h"
+#include "kernels/cuda/conv.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/norm.h"
+#include "kernels/cuda/residual.h"
+#include "kernels/cuda/rope.h"
+#include "strand/error.h"
+#ifdef STRAND_CUDA_HAVE_ATTENTION
+#include "kernels/cuda/attention.h"
+#endif
+#ifdef STRAND_CUDA_HAVE_DELTA_RULE
+#include "kernels/cuda/delta_rule.h"
+#endif
+
+namespace strand::cuda {
+namespace {
+
+// Pinned staging: two halves used in turn for uploads (the CPU fills one while the copy engine
+// drains the other) and one area for downloads.
+constexpr size_t kStagingHalfBytes = size_t{8} << 20;
+constexpr size_t kDownloadBytes = size_t{8} << 20;
+// im2col columns per convolution band (elements of the GEMM input type): 64 MiB of fp32.
+constexpr size_t kConvWorkspaceElements = size_t{16} << 20;
+
+std::string cuda_message(cudaError_t e) {
+  return std::string(cudaGetErrorString(e)) + " (" + cudaGetErrorName(e) + ")";
+}
+
+// Device scratch areas, each grow-only and reused in stream order.
+enum ScratchSlot { kActivationsBf16 = 0, kConvColumns, kPositions, kDeltaWorkspace, kScratchSlots };
+
+// Everything the backend and its buffers share; buffers keep it alive, so a buffer may outlive
+// the backend object.
+class Device {
+ public:
+  Device(int index, ComputePrecision precision) : index_(index), precision_(precision) {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+      const cudaError_t e = cudaGetLastError();
+      throw Error(ErrorKind::unsupported, "no usable CUDA device: " + cuda_message(e));
+    }
+    if (index < 0 || index >= count) {
+      throw Error(ErrorKind::unsupported, "no CUDA device " + std::to_string(index) + " (" +
+                                              std::to_string(count) + " found)");
+    }
+    check(cudaSetDevice(index), "selecting the device");
+    check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "creating a stream");
+    if (cublasCreate(&blas_) != CUBLAS_STATUS_SUCCESS) {
+      cleanup();
+      throw Error(ErrorKind::device,
+                  "cuBLAS could not be initialised on CUDA device " + std::to_string(index));
+    }
+    cublasSetStream(blas_, stream_);
+    // fp32 parity: no TF32 tensor-core shortcuts in SGEMM (bf16 GemmEx uses tensor cores anyway).
+    cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH);
+    try {
+      check(cudaHostAlloc(reinterpret_cast<void**>(&upload_staging_), 2 * kStagingHalfBytes,
+                          cudaHostAllocDefault),
+            "allocating pinned upload staging");
+      check(cudaHostAlloc(reinterpret_cast<void**>(&download_staging_), kDownloadBytes,
+                          cudaHostAllocDefault),
+            "allocating pinned download staging");
+      for (auto& event : half_done_) {
+        check(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "creating an event");
+      }
+    } catch (...) {
+      cleanup();
+      throw;
+    }
+    name_ = precision == ComputePrecision::bf16 ? "cuda-bf16" : "cuda";
+  }
+  ~Device() { cleanup(); }
+  Device(const Device&) = delete;
+  Device& operator=(const Device&) = delete;
+
+  [[nodiscard]] cudaStream_t stream() const { return stream_; }
+  [[nodiscard]] cublasHandle_t blas() const { return blas_; }
+  [[nodiscard]] bool bf16() const { return precision_ == ComputePrecision::bf16; }
+  [[nodiscard]] const std::string& name() const { return name_; }
+
+  // Throws if an earlier sticky error lost the context; makes this thread use our device.
+  void enter() {
+    if (failed_) throw Error(ErrorKind::device, failure_);
+    if (cudaSetDevice(index_) != cudaSuccess) check(cudaGetLastError(), "selecting the device");
+  }
+
+  // Turns a CUDA status into the error the backend contract promises.
+  void check(cudaError_t e, const char* what) {
+    if (e == cudaSuccess) return;
+    cudaGetLastError();  // clear a non-sticky error so that the backend stays usable
+    if (e == cudaErrorMemoryAllocation) {
+      throw Error(ErrorKind::out_of_memory, std::string("out of GPU memory ") + what +
+                                                " on CUDA device " + std::to_string(index_));
+    }
+    // A sticky error (illegal address, launch failure, ECC...) keeps failing every call: the
+    // context is lost for this process.
+    if (cudaDeviceSynchronize() != cudaSuccess) {
+      failed_ = true;
+      failure_ = std::string("CUDA device ") + std::to_string(index_) + " failed " + what + ": " +
+                 cuda_message(e) +
+                 "; the GPU cannot be used again by this process (save, then restart or continue "
+                 "on the CPU)";
+      throw Error(ErrorKind::device, failure_);
+    }
+    throw Error(ErrorKind::device, std::string("CUDA error ") + what + ": " + cuda_message(e));
+  }
+  void check_blas(cublasStatus_t status, const char* what) {
+    if (status == CUBLAS_STATUS_SUCCESS) return;
+    check(cudaGetLastError(), what);  // a CUDA failure underneath reports itself first
+    if (status == CUBLAS_STATUS_ALLOC_FAILED) {
+      throw Error(ErrorKind::out_of_memory, std::string("out of GPU memory in cuBLAS ") + what);
+    }
+    throw Error(ErrorKind::device,
+                std::string("cuBLAS failed ") + what + ": " + cublasGetStatusString(status));
+  }
+  void after_launch(const char* what) { check(cudaGetLastError(), what); }
+
+  // cudaMalloc with the contract's errors (out_of_memory, device).
+  void* allocate_bytes(size_t bytes, const char* what) {
+    void* p = nullptr;
+    check(cudaMalloc(&p, std::max<size_t>(bytes, 1)), what);
+    return p;
+  }
+
+  float* allocate_buffer(size_t count) {
+    enter();
+    if (count > std::numeric_limits<size_t>::max() / sizeof(float)) {
+      throw Error(ErrorKind::out_of_memory, "out of GPU memory: a buffer of " +
+                                                std::to_string(count) + " floats is too large");
+    }
+    const std::string what = "allocating " + std::to_string(count * sizeof(float)) + " bytes";
+    auto* p = static_cast<float*>(allocate_bytes(count * sizeof(float), what.c_str()));
+    const cudaError_t e = cudaMemsetAsync(p, 0, count * sizeof(float), stream_);
+    if (e != cudaSuccess) {
+      cudaFree(p);
+      check(e, "zeroing a new buffer");
+    }
+    std::lock_guard lock(mutex_);
+    allocations_[p] = count;
+    return p;
+  }
+
+  void free_buffer(float* p) noexcept {
+    {
+      std::lock_guard lock(mutex_);
+      const auto it = allocations_.find(p);
+      if (it != allocations_.end()) {
+        drop_cached_in(p, it->second);
+        allocations_.erase(it);
+      }
+    }
+    if (!failed_) {
+      cudaSetDevice(index_);
+      cudaFree(p);  // waits for queued work that may still use it
+    }
+  }
+
+  // A write through upload/copy: bf16 copies of weights in the written allocation are stale.
+  void written(const float* p) {
+    std::lock_guard lock(mutex_);
+    if (bf16_weights_.empty() || allocations_.empty()) return;
+    auto it = allocations_.upper_bound(p);
+    if (it == allocations_.begin()) return;
+    --it;
+    if (p < it->first + it->second) drop_cached_in(it->first, it->second);
+  }
+
+  // bf16 copy of the weight at w (count floats), converted on first use.
+  const __nv_bfloat16* bf16_weight(const float* w, size_t count) {
+    std::lock_guard lock(mutex_);
+    auto it = bf16_weights_.find(w);
+    if (it != bf16_weights_.end() && it->second.count == count) return it->second.values;
+    if (it != bf16_weights_.end()) {
+      cudaFree(it->second.values);
+      bf16_weights_.erase(it);
+    }
+    auto* values = static_cast<__nv_bfloat16*>(
+        allocate_bytes(count * sizeof(__nv_bfloat16), "caching a bf16 copy of a weight"));
+    to_bf16(w, values, count, stream_);
+    const cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) {
+      cudaFree(values);
+      check(e, "converting a weight to bf16");
+    }
+    bf16_weights_[w] = {values, count};
+    return values;
+  }
+
+  // Grow-only device scratch areas, reused in stream order.
+  void* scratch(ScratchSlot slot, size_t bytes) {
+    Scratch& s = scratch_[slot];
+    if (s.bytes < bytes) {
+      if (s.data != nullptr) cudaFree(s.data);
+      s.data = nullptr;
+      s.bytes = 0;
+      s.data = allocate_bytes(bytes, "allocating scratch memory");
+      s.bytes = bytes;
+    }
+    return s.data;
+  }
+
+  // Host -> device through the pinned halves: returns once the source may be reused.
+  void upload_bytes(void* device_dst, const void* host_src, size_t bytes) {
+    auto* dst = static_cast<char*>(device_dst);
+    const auto* src = static_cast<const char*>(host_src);
+    while (bytes > 0) {
+      const size_t chunk = std::min(bytes, kStagingHalfBytes);
+      if (half_used_ + chunk > kStagingHalfBytes) {
+        // Leave this half (its copies are queued) and wait until the other one has drained.
+        check(cudaEventRecord(half_done_[half_], stream_), "recording an upload");
+        half_ ^= 1;
+        check(cudaEventSynchronize(half_done_[half_]), "waiting for an upload");
+        half_used_ = 0;
+      }
+      char* staged = upload_staging_ + half_ * kStagingHalfBytes + half_used_;
+      std::memcpy(staged, src, chunk);
+      check(cudaMemcpyAsync(dst, staged, chunk, cudaMemcpyHostToDevice, stream_), "uploading");
+      half_used_ += (chunk + 255) / 256 * 256;  // keep staged copies 256-byte aligned
+      dst += chunk;
+      src += chunk;
+      bytes -= chunk;
+    }
+  }
+
+  void download_bytes(void* host_dst, const void* device_src, size_t bytes) {
+    auto* dst = static_cast<char*>(host_dst);
+    const auto* src = static_cast<const char*>(device_src);
+    while (bytes > 0) {
+      const size_t chunk = std::min(bytes, kDownloadBytes);
+      check(cudaMemcpyAsync(download_staging_, src, chunk, cudaMemcpyDeviceToHost, stream_),
+            "downloading");
+      check(cudaStreamSynchronize(stream_), "downloading");
+      std::memcpy(dst, download_staging_, chunk);
+      dst += chunk;
+      src += chunk;
+      bytes -= chunk;
+    }
+  }
+
+ private:
+  struct Bf16Weight {
+    __nv_bfloat16* values = nullptr;
+    size_t count = 0;
+  };
+  struct Scratch {
+    void* data = nullptr;
+    size_t bytes = 0;
+  };
+
+  void drop_cached_in(const float* base, size_t count) {
+    auto first = bf16_weights_.lower_bound(base);
+    auto last = bf16_weights_.lower_bound(base + count);
+    for (auto it = first; it != last; ++it) {
+      if (!failed_) cudaFree(it->second.values);
+    }
+    bf16_weights_.erase(first, last);
+  }
+
+  void cleanup() noexcept {
+    cudaSetDevice(index_);
+    if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+    for (auto& [w, entry] : bf16_weights_) cudaFree(entry.values);
+    bf16_weights_.clear();
+    for (auto& s : scratch_) {
+      if (s.data != nullptr) cudaFree(s.data);
+      s = {};
+    }
+    for (auto& event : half_done_) {
+      if (event != nullptr) cudaEventDestroy(event);
+      event = nullptr;
+    }
+    if (upload_staging_ != nullptr) cudaFreeHost(upload_staging_);
+    if (download_staging_ != nullptr) cudaFreeHost(download_staging_);
+    upload_staging_ = download_staging_ = nullptr;
+    if (blas_ != nullptr) cublasDestroy(blas_);
+    blas_ = nullptr;
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+    stream_ = nullptr;
+    cudaGetLastError();
+  }
+
+  int index_;
+  ComputePrecision precision_;
+  std::string name_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t blas_ = nullptr;
+  char* upload_staging_ = nullptr;
+  char* download_staging_ = nullptr;
+  cudaEvent_t half_done_[2] = {nullptr, nullptr};
+  int half_ = 0;
+  size_t half_used_ = 0;
+  bool failed_ = false;
+  std::string failure_;
+  std::mutex mutex_;  // allocations_ and bf16_weights_: buffers may be freed from other threads
+  std::map<const float*, size_t> allocations_;
+  std::map<const float*, Bf16Weight> bf16_weights_;
+  Scratch scratch_[kScratchSlots];
+};
+
+class CudaBuffer final : public Buffer {
+ public:
+  CudaBuffer(std::shared_ptr<Device> device, size_t count)
+      : device_(std::move(device)), count_(count), data_(device_->allocate_buffer(count)) {}
+  ~CudaBuffer() override { device_->free_buffer(data_); }
+  CudaBuffer(const CudaBuffer&) = delete;
+  CudaBuffer& operator=(const CudaBuffer&) = delete;
+  [[nodiscard]] DeviceKind device() const override { return DeviceKind::cuda; }
+  [[nodiscard]] size_t count() const override { return count_; }
+  [[nodiscard]] float* data() override { return data_; }
+
+ private:
+  std::shared_ptr<Device> device_;
+  size_t count_;
+  float* data_;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(int index, ComputePrecision precision)
+      : device_(std::make_shared<Device>(index, precision)) {}
+
+  [[nodiscard]] std::string_view name() const override { return device_->name(); }
+  [[nodiscard]] DeviceKind device() const override { return DeviceKind::cuda; }
+  [[nodiscard]] bool supports(Op op) const override {
+    switch (op) {
+      case Op::gated_delta_update:
+      case Op::memory_read:
+#ifdef STRAND_CUDA_HAVE_DELTA_RULE
+        return true;
+#else
+        return false;
+#endif
+      case Op::attention:
+#ifdef STRAND_CUDA_HAVE_ATTENTION
+        return true;
+#else
+        return false;
+#endif
+      case Op::count:
+        return false;
+      default:
+        return true;
+    }
+  }
+
+  std::unique_ptr<Buffer> allocate(size_t count) override {
+    return std::make_unique<CudaBuffer>(device_, count);
+  }
+  void upload(float* dst, const float* src, size_t count) override {
+    if (count == 0) return;
+    device_->enter();
+    device_->written(dst);
+    device_->upload_bytes(dst, src, count * sizeof(float));
+  }
+  void download(float* dst, const float* src, size_t count) override {
+    if (count == 0) return;
+    device_->enter();
+    device_->download_bytes(dst, src, count * sizeof(float));
+  }
+  void copy(float* dst, const float* src, size_t count) override {
+    if (count == 0 || dst == src) return;
+    device_->enter();
+    device_->written(dst);
+    device_->check(cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyDeviceToDevice,
+                                   device_->stream()),
+                   "copying on the device");
+  }
+  void synchronize() override {
+    device_->enter();
+    device_->check(cudaStreamSynchronize(device_->stream()), "running queued work");
+  }
+
+  void linear(const float* x, const float* w, const float* bias, float* y, int rows, int in,
+              int out) override {
+    if (rows <= 0 || out <= 0) return;
+    device_->enter();
+    if (device_->bf16() && in > 0) {
+      const size_t n = static_cast<size_t>(rows) * in;
+      auto* xb = static_cast<__nv_bfloat16*>(
+          device_->scratch(kActivationsBf16, n * sizeof(__nv_bfloat16)));
+      to_bf16(x, xb, n, device_->stream());
+      const __nv_bfloat16* wb = device_->bf16_weight(w, static_cast<size_t>(out) * in);
+      device_->check_blas(cuda::linear(device_->blas(), GemmInput::bf16, xb, wb, bias, y, rows, in,
+                                       out, device_->stream()),
+                          "in linear (bf16)");
+    } else {
+      device_->check_blas(cuda::linear(device_->blas(), GemmInput::fp32, x, w, bias, y, rows, in,
+                                       out, device_->stream()),
+                          "in linear");
+    }
+    device_->after_launch("in linear");
+  }
+  void layer_norm(const float* x, float* y, int rows, int dim, const float* weight,
+                  const float* bias, float eps) override {
+    device_->enter();
+    cuda::layer_norm(x, y, rows, dim, weight, bias, eps, device_->stream());
+    device_->after_launch("in layer_norm");
+  }
+  void layer_norm_modulate(const float* x, float* y, int rows, int dim, const float* shift,
+                           const float* scale, int rows_per_group, int group_stride,
+                           float eps) override {
+    device_->enter();
+    cuda::layer_norm_modulate(x, y, rows, dim, shift, scale, rows_per_group, group_stride, eps,
+                              device_->stream());
+    device_->after_launch("in layer_norm_modulate");
+  }
+  void rms_norm(const float* x, float* y, int rows, int dim, const float* weight,
+                float eps) override {
+    device_->enter();
+    cuda::rms_norm(x, y, rows, dim, weight, eps, device_->stream());
+    device_->after_launch("in rms_norm");
+  }
+  void l2_normalize_heads(float* x, int rows, int heads, int head_dim, float eps) override {
+    device_->enter();
+    cuda::l2_normalize_heads(x, rows, heads, head_dim, eps, device_->stream());
+    device_->after_launch("in l2_normalize_heads");
+  }
+  void gelu_tanh(float* x, size_t n) override {
+    device_->enter();
+    cuda::gelu_tanh(x, n, device_->stream());
+    device_->after_launch("in gelu_tanh");
+  }
+  void gelu_erf(float* x, size_t n) override {
+    device_->enter();
+    cuda::gelu_erf(x, n, device_->stream());
+    device_->after_launch("in gelu_erf");
+  }
+  void silu(float* x, size_t n) override {
+    device_->enter();
+    cuda::silu(x, n, device_->stream());
+    device_->after_launch("in silu");
+  }
+  void gated_residual(float* x, const float* y, const float* gate, int rows, int dim,
+                      int rows_per_group, int group_stride) override {
+    device_->enter();
+    cuda::gated_residual(x, y, gate, rows, dim, rows_per_group, group_stride, device_->stream());
+    device_->after_launch("in gated_residual");
+  }
+  void gated_residual_heads(float* x, const float* y, const float* gate, int rows, int heads,
+                            int head_dim, int row_stride) override {
+    device_->enter();
+    cuda::gated_residual_heads(x, y, gate, rows, heads, head_dim, row_stride, device_->stream());
+    device_->after_launch("in gated_residual_heads");
+  }
+  void rope_3d(float* x, int tokens, int heads, int head_dim, int row_stride, const int* pos_t,
+               const int* pos_r, const int* pos_c, float theta) override {
+    if (tokens <= 0) return;
+    device_->enter();
+    // The three position arrays, packed into one device scratch area in stream order.
+    const size_t bytes = static_cast<size_t>(tokens) * sizeof(int);
+    auto* positions = static_cast<int*>(device_->scratch(kPositions, 3 * bytes));
+    device_->upload_bytes(positions, pos_t, bytes);
+    device_->upload_bytes(positions + tokens, pos_r, bytes);
+    device_->upload_bytes(positions + 2 * static_cast<size_t>(tokens), pos_c, bytes);
+    cuda::rope_3d(x, tokens, heads, head_dim, row_stride, positions, positions + tokens,
+                  positions + 2 * static_cast<size_t>(tokens), theta, device_->stream());
+    device_->after_launch("in rope_3d");
+  }
+  void attention(const float* q, int q_stride, const float* k, int k_stride, const float* v,
+                 int v_stride, float* out, int out_stride, int tq, int tk, int heads, int head_dim,
+                 float scale) override {
+#ifdef STRAND_CUDA_HAVE_ATTENTION
+    device_->enter();
+    cuda::attention(q, q_stride, k, k_stride, v, v_stride, out, out_stride, tq, tk, heads, head_dim,
+                    scale, device_->bf16(), device_->stream());
+    device_->after_launch("in attention");
+#else
+    (void)q, (void)q_stride, (void)k, (void)k_stride, (void)v, (void)v_stride, (void)out;
+    (void)out_stride, (void)tq, (void)tk, (void)heads, (void)head_dim, (void)scale;
+    throw Error(ErrorKind::unsupported, "attention is not built into the CUDA backend");
+#endif
+  }
+  void gated_delta_update(float* s, const float* k, int k_stride, const float* v, int v_stride,
+                          const float* alpha, const float* beta, int tokens, int heads, int dk,
+                          int dv) override {
+#ifdef STRAND_CUDA_HAVE_DELTA_RULE
+    device_->enter();
+    // fp32 (3xTF32) in both precisions: the state carries every past block, so it stays fp32-exact.
+    const size_t bytes = gated_delta_workspace_bytes(tokens, heads);
+    void* workspace = device_->scratch(kDeltaWorkspace, std::max<size_t>(bytes, 256));
+    cuda::gated_delta_update(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv,
+                             workspace, std::max<size_t>(bytes, 256), device_->stream());
+    device_->after_launch("in gated_delta_update");
+#else
+    (void)s, (void)k, (void)k_stride, (void)v, (void)v_stride, (void)alpha, (void)beta;
+    (void)tokens, (void)heads, (void)dk, (void)dv;
+    throw Error(ErrorKind::unsupported, "gated_delta_update is not built into the CUDA backend");
+#endif
+  }
+  void memory_read(const float* s, const float* q, int q_stride, float* out, int out_stride,
+                   int tokens, int heads, int dk, int dv, float scale) override {
+#ifdef STRAND_CUDA_HAVE_DELTA_RULE
+    device_->enter();
+    cuda::memory_read(s, q, q_stride, out, out_stride, tokens, heads, dk, dv, scale,
+                      device_->stream());
+    device_->after_launch("in memory_read");
+#else
+    (void)s, (void)q, (void)q_stride, (void)out, (void)out_stride, (void)tokens, (void)heads;
+    (void)dk, (void)dv, (void)scale;
+    throw Error(ErrorKind::unsupported, "memory_read is not built into the CUDA backend");
+#endif
+  }
+  void conv2d_3x3(const float* in, int c_in, int h, int w, const float* weight, const float* bias,
+                  int c_out, int stride, float* out) override {
+    device_->enter();
+    const bool bf16 = device_->bf16();
+    const size_t elements = conv2d_3x3_workspace(c_in, h, w, stride, kConvWorkspaceElements);
+    const size_t element_bytes = bf16 ? sizeof(__nv_bfloat16) : sizeof(float);
+    void* columns = device_->scratch(kConvColumns, std::max<size_t>(elements, 1) * element_bytes);
+    const void* wt = bf16 ? static_cast<const void*>(
+                                device_->bf16_weight(weight, static_cast<size_t>(c_out) * c_in * 9))
+                          : weight;
+    device_->check_blas(
+        cuda::conv2d_3x3(device_->blas(), bf16 ? GemmInput::bf16 : GemmInput::fp32, in, c_in, h, w,
+                         wt, bias, c_out, stride, out, columns, elements, device_->stream()),
+        "in conv2d_3x3");
+    device_->after_launch("in conv2d_3x3");
+  }
+  void upsample_nearest_2x(const float* in, int c, int h, int w, float* out) override {
+    device_->enter();
+    cuda::upsample_nearest_2x(in, c, h, w, out, device_->stream());
+    device_->after_launch("in upsample_nearest_2x");
+  }
+
+ private:
+  std::shared_ptr<Device> device_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_backend(int device_index, ComputePrecision precision) {
+  return std::make_unique<CudaBackend>(device_index, precision);
+}
+
+}  // namespace strand::cuda

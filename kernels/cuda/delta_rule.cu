@@ -1,0 +1,669 @@
+// Gated delta rule on the GPU. The chunked form follows kernels/cpu/delta_rule.cpp (chunk_update):
+// with gamma_t = alpha_0 ... alpha_t inside a chunk, tail_t = alpha_{t+1} ... alpha_{n-1},
+// A[t,i] = beta_t (gamma_t / gamma_i) (k_t . k_i) for i < t and X = (I + A)^-1,
+//   U = X R,  R = diag(beta) V - diag(beta gamma) K S_0,    S_new = gamma_{n-1} S_0 + K^T
+//   diag(tail) U.
+// X depends only on keys and gates, so it is built for every chunk at once (prepare kernel, grid
+// over chunks x heads). Only the chain S_0 -> S_new is sequential, and each column of S evolves on
+// its own: the recurrence kernel runs one block per (head, 16 value columns), chunk after chunk,
+// with the K S_0, X R and K^T U products on the tensor cores (WMMA m16n16k8 TF32, split 3x for
+// fp32 accuracy) and the next chunk's K, V and X prefetched with cp.async while the current one
+// is computed.
+#include <cublas_v2.h>
+#include <mma.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/delta_rule.h"
+#include "strand/error.h"
+
+namespace strand::cuda {
+namespace {
+
+using namespace nvcuda;
+
+constexpr int kChunk = kDeltaChunk;  // tokens per sub-chunk
+constexpr int kTile = 16;            // value columns per recurrence block
+constexpr int kThreads = 256;        // 8 warps in both chunked kernels
+constexpr int kLdX = kChunk + 4;     // shared-memory row strides: +4 floats keeps rows 16-byte
+constexpr int kLdT = kTile + 4;      // aligned and spreads them over the banks
+constexpr int kCoefs = 4 * kChunk;   // per (head, chunk): beta*gamma, beta, tail, then the decay
+
+static_assert(kChunk == 64, "the warp layout below assumes 4 row tiles of 16 per chunk");
+
+template <int kKeyPad>
+__host__ __device__ constexpr int ld_keys() {
+  return kKeyPad + 4;
+}
+
+using FragARow = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
+using FragACol = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major>;
+using FragBRow = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
+using FragBCol = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major>;
+using FragAcc = wmma::fragment<wmma::accumulator, 16, 16, 8, float>;
+
+// ------------------------------------------------------------------------------- device helpers
+
+// acc += a b. kExact: 3xTF32, a = a_hi + a_lo with both halves exact in TF32, and
+// a b ~ a_hi b_hi + (a_hi b_lo + a_lo b_hi) with the small terms in their own accumulator `lo`
+// (summed into acc by the caller): ~fp32 accuracy. Otherwise one TF32 product.
+template <bool kExact, class FragA, class FragB>
+__device__ __forceinline__ void mma_step(FragAcc& acc, FragAcc& lo, const FragA& a,
+                                         const FragB& b) {
+  FragA a_hi;
+  FragB b_hi;
+#pragma unroll
+  for (int e = 0; e < a.num_elements; ++e) a_hi.x[e] = wmma::__float_to_tf32(a.x[e]);
+#pragma unroll
+  for (int e = 0; e < b.num_elements; ++e) b_hi.x[e] = wmma::__float_to_tf32(b.x[e]);
+  if constexpr (kExact) {
+    FragA a_lo;
+    FragB b_lo;
+#pragma unroll
+    for (int e = 0; e < a.num_elements; ++e) a_lo.x[e] = wmma::__float_to_tf32(a.x[e] - a_hi.x[e]);
+#pragma unroll
+    for (int e = 0; e < b.num_elements; ++e) b_lo.x[e] = wmma::__float_to_tf32(b.x[e] - b_hi.x[e]);
+    wmma::mma_sync(lo, a_lo, b_hi, lo);
+    wmma::mma_sync(lo, a_hi, b_lo, lo);
+  }
+  wmma::mma_sync(acc, a_hi, b_hi, acc);
+}
+
+__device__ __forceinline__ void add_into(FragAcc& acc, const FragAcc& lo) {
+#pragma unroll
+  for (int e = 0; e < acc.num_elements; ++e) acc.x[e] += lo.x[e];
+}
+
+// cp.async with zero fill: src_bytes 0 writes zeros and reads nothing (src must still be a valid
+// address; callers pass one).
+__device__ __forceinline__ void copy_async16(float* dst, const float* src, bool valid) {
+  const auto d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void copy_async4(float* dst, const float* src, bool valid) {
+  const auto d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src),
+               "r"(valid ? 4 : 0));
+}
+__device__ __forceinline__ void copy_commit() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
+__device__ __forceinline__ void copy_wait_all() {
+  asm volatile("cp.async.wait_group 0;\n" ::);
+}
+
+// dst[row * ld + col] = src[row * src_stride + col] for row < kChunk, col < kWidth, zero where
+// row >= rows_valid or col >= cols_valid. vec16: 16-byte pieces (src, src_stride and cols_valid
+// multiples of 4 floats); otherwise single floats. rows_valid and cols_valid are >= 1.
+template <int kWidth>
+__device__ __forceinline__ void load_rows_async(float* dst, int ld, const float* src,
+                                                size_t src_stride, int rows_valid, int cols_valid,
+                                                bool vec16) {
+  if (vec16) {
+    constexpr int kGroups = kWidth / 4;
+    for (int idx = threadIdx.x; idx < kChunk * kGroups; idx += blockDim.x) {
+      const int row = idx / kGroups, col = (idx % kGroups) * 4;
+      const bool valid = row < rows_valid && col < cols_valid;
+      copy_async16(dst + row * ld + col, valid ? src + row * src_stride + col : src, valid);
+    }
+  } else {
+    for (int idx = threadIdx.x; idx < kChunk * kWidth; idx += blockDim.x) {
+      const int row = idx / kWidth, col = idx % kWidth;
+      const bool valid = row < rows_valid && col < cols_valid;
+      copy_async4(dst + row * ld + col, valid ? src + row * src_stride + col : src, valid);
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------ prepare kernel
+
+template <int kKeyPad>
+constexpr size_t prepare_smem_bytes() {
+  return sizeof(float) * (kChunk * ld_keys<kKeyPad>() + kChunk * kLdX) +
+         sizeof(double) * 2 * kChunk;
+}
+
+// One block per (chunk, head): x_out[t][j] = X = (I + A)^-1 (unit lower triangular, zeros above the
+// diagonal, identity rows and columns past the chunk's last token) and coef_out = [beta_t gamma_t,
+// beta_t, tail_t, gamma_{n-1}] (zeros past the last token). Decay products in double without any
+// division, in the CPU's order, so alpha == 0 (a full reset) is exact.
+template <int kKeyPad, bool kExact>
+__global__ void __launch_bounds__(kThreads)
+    delta_prepare_kernel(const float* __restrict__ k, int k_stride, const float* __restrict__ alpha,
+                         const float* __restrict__ beta, int tokens, int heads, int dk, bool vec16,
+                         int chunks, float* __restrict__ x_out, float* __restrict__ coef_out) {
+  constexpr int kLdK = ld_keys<kKeyPad>();
+  extern __shared__ __align__(128) float smem[];
+  float* keys = smem;                  // [kChunk][kLdK]
+  float* gram = keys + kChunk * kLdK;  // [kChunk][kLdX]: K K^T, then A below the diagonal
+  auto* alpha_s = reinterpret_cast<double*>(gram + kChunk * kLdX);  // [kChunk]
+  double* beta_s = alpha_s + kChunk;                                // [kChunk]
+
+  const int chunk = blockIdx.x, h = blockIdx.y, tid = threadIdx.x, warp = tid / 32;
+  const int t0 = chunk * kChunk;
+  const int n = min(kChunk, tokens - t0);
+
+  load_rows_async<kKeyPad>(keys, kLdK,
+                           k + static_cast<size_t>(t0) * k_stride + static_cast<size_t>(h) * dk,
+                           static_cast<size_t>(k_stride), n, dk, vec16);
+  copy_commit();
+  for (int t = tid; t < kChunk; t += kThreads) {
+    const size_t g = static_cast<size_t>(t0 + t) * heads + h;
+    alpha_s[t] = t < n ? static_cast<double>(alpha[g]) : 1.0;
+    beta_s[t] = t < n ? static_cast<double>(beta[g]) : 0.0;
+  }
+  copy_wait_all();
+  __syncthreads();
+
+  // gram = K K^T on the 10 tiles of 16 x 16 on or below the block diagonal.
+  for (int tile = warp; tile < 10; tile += kThreads / 32) {
+    int r = 0, q = tile;  // tile -> (row tile r, column tile q <= r), row r holding r + 1 tiles
+    while (q > r) {
+      q -= r + 1;
+      ++r;
+    }
+    FragAcc acc, lo;
+    wmma::fill_fragment(acc, 0.0f);
+    wmma::fill_fragment(lo, 0.0f);
+#pragma unroll
+    for (int kk = 0; kk < kKeyPad; kk += 8) {
+      FragARow a;
+      FragBCol b;  // b[kk][col] = K[16 q + col][kk]
+      wmma::load_matrix_sync(a, keys + 16 * r * kLdK + kk, kLdK);
+      wmma::load_matrix_sync(b, keys + 16 * q * kLdK + kk, kLdK);
+      mma_step<kExact>(acc, lo, a, b);
+    }
+    add_into(acc, lo);
+    wmma::store_matrix_sync(gram + 16 * r * kLdX + 16 * q, acc, kLdX, wmma::mem_row_major);
+  }
+  __syncthreads();
+
+  float* coef = coef_out + (static_cast<size_t>(h) * chunks + chunk) * kCoefs;
+  if (tid < kChunk) {
+    const int i = tid;
+    // Column i of A: A[t][i] = beta_t (alpha_{i+1} ... alpha_t) gram[t][i] for i < t < n.
+    double ratio = 1.0;
+    for (int t = i + 1; t < n; ++t) {
+      ratio *= alpha_s[t];
+      gram[t * kLdX + i] *= static_cast<float>(beta_s[t] * ratio);
+    }
+    // Decay factors of token i.
+    float beta_gamma = 0.0f, beta_f = 0.0f, tail_f = 0.0f;
+    if (i < n) {
+      double gamma = 1.0;
+      for (int s = 0; s <= i; ++s) gamma *= alpha_s[s];
+      double tail = 1.0;
+      for (int s = n - 1; s > i; --s) tail *= alpha_s[s];
+      beta_gamma = static_cast<float>(beta_s[i] * gamma);
+      beta_f = static_cast<float>(beta_s[i]);
+      tail_f = static_cast<float>(tail);
+      if (i == n - 1) coef[3 * kChunk] = static_cast<float>(gamma);
+    }
+    coef[i] = beta_gamma;
+    coef[kChunk + i] = beta_f;
+    coef[2 * kChunk + i] = tail_f;
+    if (i > 0) coef[3 * kChunk + i] = 0.0f;
+  }
+  __syncthreads();
+
+  // X = (I + A)^-1 by forward substitution, one thread per column j: X[t][j] = -sum_{i<t} A[t][i]
+  // X[i][j] for t > j, X[j][j] = 1, zero above. The column lives in registers (full unroll); four
+  // partial sums keep the FMA chains short.
+  if (tid < kChunk) {
+    const int j = tid;
+    float x[kChunk];
+#pragma unroll
+    for (int t = 0; t < kChunk; ++t) {
+      const float* row = gram + t * kLdX;
+      float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+#pragma unroll
+      for (int i = 0; i + 3 < t; i += 4) {
+        s0 += row[i] * x[i];
+        s1 += row[i + 1] * x[i + 1];
+        s2 += row[i + 2] * x[i + 2];
+        s3 += row[i + 3] * x[i + 3];
+      }
+#pragma unroll
+      for (int i = t & ~3; i < t; ++i) s0 += row[i] * x[i];
+      const float sum = (s0 + s1) + (s2 + s3);
+      x[t] = t < j ? 0.0f : (t == j ? 1.0f : -sum);
+    }
+    float* xg = x_out + (static_cast<size_t>(h) * chunks + chunk) * kChunk * kChunk;
+#pragma unroll
+    for (int t = 0; t < kChunk; ++t) xg[t * kChunk + j] = x[t];
+  }
+}
+
+// ---------------------------------------------------------------------------- recurrence kernel
+
+template <int kKeyPad>
+struct RecurLayout {
+  static constexpr int kLdK = ld_keys<kKeyPad>();
+  // Offsets in floats; every region is a multiple of 8 floats (32 bytes, WMMA's alignment).
+  static constexpr int keys = 0;                         // [2][kChunk][kLdK]
+  static constexpr int xmat = keys + 2 * kChunk * kLdK;  // [2][kChunk][kLdX]
+  static constexpr int vals = xmat + 2 * kChunk * kLdX;  // [2][kChunk][kLdT]
+  static constexpr int coef = vals + 2 * kChunk * kLdT;  // [2][kCoefs]
+  static constexpr int state = coef + 2 * kCoefs;        // [kKeyPad][kLdT]
+  static constexpr int part = state + kKeyPad * kLdT;    // [2][kChunk][kLdT] split-K halves
+  static constexpr int rhs = part + 2 * kChunk * kLdT;   // [kChunk][kLdT] R, then tail * U
+  static constexpr int total = rhs + kChunk * kLdT;
+  static constexpr size_t bytes = sizeof(float) * total;
+};
+
+// One block per (value tile of 16 columns, head); 8 warps. Per chunk:
+//   P = K S (warp w: rows 16 (w & 3), half w >> 2 of the key dim)      -> part[2]
+//   R = beta V - beta gamma (P0 + P1)                                   -> rhs
+//   U = X R (warp w: rows 16 (w & 3), half of the needed X columns)     -> part[2]
+//   Ud = tail (U0 + U1)                                                 -> rhs
+//   S = decay S + K^T Ud (warp w < kKeyPad / 16: rows 16 w; S kept in its accumulator)
+template <int kKeyPad, bool kExact>
+__global__ void __launch_bounds__(kThreads)
+    delta_recur_kernel(float* __restrict__ s, const float* __restrict__ k, int k_stride,
+                       const float* __restrict__ v, int v_stride, int tokens, int dk, int dv,
+                       bool vec16, int chunks, const float* __restrict__ x_in,
+                       const float* __restrict__ coef_in) {
+  using L = RecurLayout<kKeyPad>;
+  constexpr int kLdK = L::kLdK;
+  constexpr int kStateWarps = kKeyPad / 16;
+  extern __shared__ __align__(128) float smem[];
+  float* state = smem + L::state;
+  float* rhs = smem + L::rhs;
+
+  const int tile = blockIdx.x, h = blockIdx.y, tid = threadIdx.x, warp = tid / 32;
+  const int j0 = tile * kTile;
+  const int cols = min(kTile, dv - j0);
+  float* s_head = s + static_cast<size_t>(h) * dk * dv;
+  const float* k_head = k + static_cast<size_t>(h) * dk;
+  const float* v_head = v + static_cast<size_t>(h) * dv + j0;
+  const float* x_head = x_in + static_cast<size_t>(h) * chunks * kChunk * kChunk;
+  const float* coef_head = coef_in + static_cast<size_t>(h) * chunks * kCoefs;
+
+  auto prefetch = [&](int c) {
+    const int buf = c & 1, t0 = c * kChunk, n = min(kChunk, tokens - t0);
+    load_rows_async<kKeyPad>(smem + L::keys + buf * kChunk * kLdK, kLdK,
+                             k_head + static_cast<size_t>(t0) * k_stride,
+                             static_cast<size_t>(k_stride), n, dk, vec16);
+    load_rows_async<kTile>(smem + L::vals + buf * kChunk * kLdT, kLdT,
+                           v_head + static_cast<size_t>(t0) * v_stride,
+                           static_cast<size_t>(v_stride), n, cols, vec16);
+    load_rows_async<kChunk>(smem + L::xmat + buf * kChunk * kLdX, kLdX,
+                            x_head + static_cast<size_t>(c) * kChunk * kChunk, kChunk, kChunk,
+                            kChunk, true);
+    const float* coef_src = coef_head + static_cast<size_t>(c) * kCoefs;
+    for (int idx = tid; idx < kCoefs / 4; idx += kThreads)
+      copy_async16(smem + L::coef + buf * kCoefs + 4 * idx, coef_src + 4 * idx, true);
+    copy_commit();
+  };
+
+  prefetch(0);
+  for (int idx = tid; idx < kKeyPad * kTile; idx += kThreads) {
+    const int row = idx / kTile, col = idx % kTile;
+    state[row * kLdT + col] =
+        row < dk && col < cols ? s_head[static_cast<size_t>(row) * dv + j0 + col] : 0.0f;
+  }
+  __syncthreads();
+  FragAcc s_acc;  // rows [16 warp, 16 warp + 16) of this block's state columns
+  if (warp < kStateWarps)
+    wmma::load_matrix_sync(s_acc, state + 16 * warp * kLdT, kLdT, wmma::mem_row_major);
+
+  const int row_tile = warp & 3, half = warp >> 2;
+  for (int c = 0; c < chunks; ++c) {
+    const int buf = c & 1;
+    const float* keys = smem + L::keys + buf * kChunk * kLdK;
+    const float* xmat = smem + L::xmat + buf * kChunk * kLdX;
+    const float* vals = smem + L::vals + buf * kChunk * kLdT;
+    const float* coef = smem + L::coef + buf * kCoefs;
+    float* part0 = smem + L::part;
+    float* part1 = part0 + kChunk * kLdT;
+
+    copy_wait_all();
+    // Chunk c has landed for every thread; every thread is done with chunk c - 1, so its buffer
+    // and the state's shared copy may be rewritten.
+    __syncthreads();
+    if (c + 1 < chunks) prefetch(c + 1);
+
+    {  // P = K S, split over the key dim.
+      FragAcc acc, lo;
+      wmma::fill_fragment(acc, 0.0f);
+      wmma::fill_fragment(lo, 0.0f);
+      constexpr int kHalf = kKeyPad / 2;
+#pragma unroll
+      for (int kk = 0; kk < kHalf; kk += 8) {
+        FragARow a;
+        FragBRow b;
+        wmma::load_matrix_sync(a, keys + 16 * row_tile * kLdK + half * kHalf + kk, kLdK);
+        wmma::load_matrix_sync(b, state + (half * kHalf + kk) * kLdT, kLdT);
+        mma_step<kExact>(acc, lo, a, b);
+      }
+      add_into(acc, lo);
+      wmma::store_matrix_sync((half ? part1 : part0) + 16 * row_tile * kLdT, acc, kLdT,
+                              wmma::mem_row_major);
+    }
+    __syncthreads();
+    for (int idx = tid; idx < kChunk * kTile; idx += kThreads) {
+      const int t = idx / kTile, o = (idx / kTile) * kLdT + idx % kTile;
+      rhs[o] = coef[kChunk + t] * vals[o] - coef[t] * (part0[o] + part1[o]);
+    }
+    __syncthreads();
+    {  // U = X R: row tile r needs X columns [0, 16 (r + 1)), split in two halves of r + 1 steps.
+      FragAcc acc, lo;
+      wmma::fill_fragment(acc, 0.0f);
+      wmma::fill_fragment(lo, 0.0f);
+      const int steps = row_tile + 1, first = half * steps;
+      for (int step = first; step < first + steps; ++step) {
+        FragARow a;
+        FragBRow b;
+        wmma::load_matrix_sync(a, xmat + 16 * row_tile * kLdX + 8 * step, kLdX);
+        wmma::load_matrix_sync(b, rhs + 8 * step * kLdT, kLdT);
+        mma_step<kExact>(acc, lo, a, b);
+      }
+      add_into(acc, lo);
+      wmma::store_matrix_sync((half ? part1 : part0) + 16 * row_tile * kLdT, acc, kLdT,
+                              wmma::mem_row_major);
+    }
+    __syncthreads();
+    for (int idx = tid; idx < kChunk * kTile; idx += kThreads) {
+      const int t = idx / kTile, o = (idx / kTile) * kLdT + idx % kTile;
+      rhs[o] = coef[2 * kChunk + t] * (part0[o] + part1[o]);
+    }
+    __syncthreads();
+    if (warp < kStateWarps) {  // S = decay S + K^T Ud
+      const float decay = coef[3 * kChunk];
+#pragma unroll
+      for (int e = 0; e < s_acc.num_elements; ++e) s_acc.x[e] *= decay;
+      FragAcc lo;
+      wmma::fill_fragment(lo, 0.0f);
+#pragma unroll
+      for (int kk = 0; kk < kChunk; kk += 8) {
+        FragACol a;  // a[m][kk] = K[kk][16 warp + m]
+        FragBRow b;
+        wmma::load_matrix_sync(a, keys + kk * kLdK + 16 * warp, kLdK);
+        wmma::load_matrix_sync(b, rhs + kk * kLdT, kLdT);
+        mma_step<kExact>(s_acc, lo, a, b);
+      }
+      add_into(s_acc, lo);
+      wmma::store_matrix_sync(state + 16 * warp * kLdT, s_acc, kLdT, wmma::mem_row_major);
+    }
+  }
+  __syncthreads();
+  for (int idx = tid; idx < kKeyPad * kTile; idx += kThreads) {
+    const int row = idx / kTile, col = idx % kTile;
+    if (row < dk && col < cols)
+      s_head[static_cast<size_t>(row) * dv + j0 + col] = state[row * kLdT + col];
+  }
+}
+
+// --------------------------------------------------------------------------- sequential kernel
+
+// One thread per state column j (a warp per 32 columns of one head): the column lives in
+// registers; keys, values and gates come through shared memory 32 tokens at a time.
+template <int kKeyPad>
+__global__ void __launch_bounds__(32)
+    delta_sequential_kernel(float* __restrict__ s, const float* __restrict__ k, int k_stride,
+                            const float* __restrict__ v, int v_stride,
+                            const float* __restrict__ alpha, const float* __restrict__ beta,
+                            int tokens, int heads, int dk, int dv) {
+  constexpr int kBatch = 32;
+  __shared__ float keys[kBatch][kKeyPad];
+  __shared__ float vals[kBatch][32];
+  __shared__ float gates[2][kBatch];
+  const int lane = threadIdx.x, h = blockIdx.y, j = blockIdx.x * 32 + lane;
+  const bool active = j < dv;
+  float* s_head = s + static_cast<size_t>(h) * dk * dv;
+  float col[kKeyPad];
+#pragma unroll
+  for (int i = 0; i < kKeyPad; ++i)
+    col[i] = active && i < dk ? s_head[static_cast<size_t>(i) * dv + j] : 0.0f;
+
+  for (int t0 = 0; t0 < tokens; t0 += kBatch) {
+    const int n = min(kBatch, tokens - t0);
+    __syncwarp();  // the previous batch is no longer read
+    for (int idx = lane; idx < kBatch * kKeyPad; idx += 32) {
+      const int r = idx / kKeyPad, c = idx % kKeyPad;
+      keys[r][c] = r < n && c < dk
+                       ? k[static_cast<size_t>(t0 + r) * k_stride + static_cast<size_t>(h) * dk + c]
+                       : 0.0f;
+    }
+    for (int r = 0; r < n; ++r)
+      vals[r][lane] =
+          active ? v[static_cast<size_t>(t0 + r) * v_stride + static_cast<size_t>(h) * dv + j]
+                 : 0.0f;
+    if (lane < n) {
+      gates[0][lane] = alpha[static_cast<size_t>(t0 + lane) * heads + h];
+      gates[1][lane] = beta[static_cast<size_t>(t0 + lane) * heads + h];
+    }
+    __syncwarp();
+    for (int r = 0; r < n; ++r) {
+      const float a = gates[0][r], b = gates[1][r];
+      float w0 = 0.0f, w1 = 0.0f, w2 = 0.0f, w3 = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kKeyPad; i += 4) {
+        col[i] *= a;
+        col[i + 1] *= a;
+        col[i + 2] *= a;
+        col[i + 3] *= a;
+        w0 += col[i] * keys[r][i];
+        w1 += col[i + 1] * keys[r][i + 1];
+        w2 += col[i + 2] * keys[r][i + 2];
+        w3 += col[i + 3] * keys[r][i + 3];
+      }
+      const float u = b * (vals[r][lane] - ((w0 + w1) + (w2 + w3)));
+#pragma unroll
+      for (int i = 0; i < kKeyPad; ++i) col[i] += keys[r][i] * u;
+    }
+  }
+  if (active) {
+#pragma unroll
+    for (int i = 0; i < kKeyPad; ++i)
+      if (i < dk) s_head[static_cast<size_t>(i) * dv + j] = col[i];
+  }
+}
+
+// ------------------------------------------------------------------------------------ host side
+
+[[noreturn]] void fail(ErrorKind kind, const std::string& what) {
+  throw Error(kind, what);
+}
+
+void check_launch(const char* what) {
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) fail(ErrorKind::device, std::string(what) + ": " + cudaGetErrorString(e));
+}
+
+int chunk_count(int tokens) {
+  return (tokens + kChunk - 1) / kChunk;
+}
+
+// Common checks of the update's arguments; false when there is nothing to do.
+bool check_update_args(const char* op, const float* s, const float* k, int k_stride, const float* v,
+                       int v_stride, const float* alpha, const float* beta, int tokens, int heads,
+                       int dk, int dv) {
+  if (tokens < 0 || heads < 0 || dk < 0 || dv < 0)
+    fail(ErrorKind::invalid_argument, std::string(op) + ": negative size");
+  if (tokens == 0 || heads == 0 || dk == 0 || dv == 0) return false;
+  if (dk > kDeltaMaxKeyDim)
+    fail(ErrorKind::unsupported, std::string(op) + ": key dim " + std::to_string(dk) + " above " +
+                                     std::to_string(kDeltaMaxKeyDim));
+  if (k_stride < heads * dk || v_stride < heads * dv)
+    fail(ErrorKind::invalid_argument, std::string(op) + ": row stride shorter than heads * dim");
+  if (s == nullptr || k == nullptr || v == nullptr || alpha == nullptr || beta == nullptr)
+    fail(ErrorKind::invalid_argument, std::string(op) + ": null pointer");
+  return true;
+}
+
+int key_pad(int dk) {
+  return dk <= 32 ? 32 : (dk <= 64 ? 64 : 128);
+}
+
+size_t x_floats(int tokens, int heads) {
+  return static_cast<size_t>(heads) * chunk_count(tokens) * kChunk * kChunk;
+}
+
+template <int kKeyPad, bool kExact>
+void launch_chunked(float* s, const float* k, int k_stride, const float* v, int v_stride,
+                    const float* alpha, const float* beta, int tokens, int heads, int dk, int dv,
+                    float* x_ws, float* coef_ws, cudaStream_t stream) {
+  const int chunks = chunk_count(tokens);
+  const auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  const bool vec16 = aligned16(k) && aligned16(v) && k_stride % 4 == 0 && v_stride % 4 == 0 &&
+                     dk % 4 == 0 && dv % 4 == 0;
+
+  constexpr size_t prep_bytes = prepare_smem_bytes<kKeyPad>();
+  auto* prep = delta_prepare_kernel<kKeyPad, kExact>;
+  cudaFuncSetAttribute(prep, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                       static_cast<int>(prep_bytes));
+  prep<<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(heads)), kThreads, prep_bytes,
+         stream>>>(k, k_stride, alpha, beta, tokens, heads, dk, vec16, chunks, x_ws, coef_ws);
+  check_launch("gated_delta_update (prepare)");
+
+  constexpr size_t recur_bytes = RecurLayout<kKeyPad>::bytes;
+  auto* recur = delta_recur_kernel<kKeyPad, kExact>;
+  cudaFuncSetAttribute(recur, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                       static_cast<int>(recur_bytes));
+  const unsigned tiles = static_cast<unsigned>((dv + kTile - 1) / kTile);
+  recur<<<dim3(tiles, static_cast<unsigned>(heads)), kThreads, recur_bytes, stream>>>(
+      s, k, k_stride, v, v_stride, tokens, dk, dv, vec16, chunks, x_ws, coef_ws);
+  check_launch("gated_delta_update (recurrence)");
+}
+
+template <bool kExact>
+void dispatch_chunked(float* s, const float* k, int k_stride, const float* v, int v_stride,
+                      const float* alpha, const float* beta, int tokens, int heads, int dk, int dv,
+                      float* x_ws, float* coef_ws, cudaStream_t stream) {
+  switch (key_pad(dk)) {
+    case 32:
+      return launch_chunked<32, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk,
+                                        dv, x_ws, coef_ws, stream);
+    case 64:
+      return launch_chunked<64, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk,
+                                        dv, x_ws, coef_ws, stream);
+    default:
+      return launch_chunked<128, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads,
+                                         dk, dv, x_ws, coef_ws, stream);
+  }
+}
+
+// One cuBLAS handle per thread and device, created on first use and kept for the life of the
+// thread (never destroyed: destroying at static-destruction time can outlive the CUDA runtime).
+cublasHandle_t thread_cublas_handle() {
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) fail(ErrorKind::device, "memory_read: no CUDA device");
+  thread_local std::vector<cublasHandle_t> handles;
+  if (static_cast<size_t>(device) >= handles.size())
+    handles.resize(static_cast<size_t>(device) + 1, nullptr);
+  cublasHandle_t& handle = handles[static_cast<size_t>(device)];
+  if (handle == nullptr && cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) {
+    handle = nullptr;
+    fail(ErrorKind::device, "memory_read: cublasCreate failed");
+  }
+  return handle;
+}
+
+}  // namespace
+
+size_t gated_delta_workspace_bytes(int tokens, int heads) {
+  if (tokens <= 0 || heads <= 0) return 0;
+  return sizeof(float) *
+         (x_floats(tokens, heads) + static_cast<size_t>(heads) * chunk_count(tokens) * kCoefs);
+}
+
+void gated_delta_update(float* s, const float* k, int k_stride, const float* v, int v_stride,
+                        const float* alpha, const float* beta, int tokens, int heads, int dk,
+                        int dv, void* workspace, size_t workspace_bytes, cudaStream_t stream,
+                        DeltaPrecision precision) {
+  if (!check_update_args("gated_delta_update", s, k, k_stride, v, v_stride, alpha, beta, tokens,
+                         heads, dk, dv))
+    return;
+  if (workspace == nullptr || workspace_bytes < gated_delta_workspace_bytes(tokens, heads) ||
+      reinterpret_cast<uintptr_t>(workspace) % 256 != 0)
+    fail(ErrorKind::invalid_argument, "gated_delta_update: workspace missing, short or unaligned");
+  auto* x_ws = static_cast<float*>(workspace);
+  float* coef_ws = x_ws + x_floats(tokens, heads);
+  if (precision == DeltaPrecision::fp32)
+    dispatch_chunked<true>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv, x_ws,
+                           coef_ws, stream);
+  else
+    dispatch_chunked<false>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv, x_ws,
+                            coef_ws, stream);
+}
+
+void gated_delta_update(float* s, const float* k, int k_stride, const float* v, int v_stride,
+                        const float* alpha, const float* beta, int tokens, int heads, int dk,
+                        int dv, cudaStream_t stream, DeltaPrecision precision) {
+  if (!check_update_args("gated_delta_update", s, k, k_stride, v, v_stride, alpha, beta, tokens,
+                         heads, dk, dv))
+    return;
+  const size_t bytes = gated_delta_workspace_bytes(tokens, heads);
+  void* workspace = nullptr;
+  if (cudaMallocAsync(&workspace, bytes, stream) != cudaSuccess) {
+    cudaGetLastError();
+    fail(ErrorKind::out_of_memory,
+         "gated_delta_update: cannot allocate " + std::to_string(bytes >> 20) + " MiB of scratch");
+  }
+  try {
+    gated_delta_update(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv, workspace,
+                       bytes, stream, precision);
+  } catch (...) {
+    cudaFreeAsync(workspace, stream);
+    throw;
+  }
+  if (cudaFreeAsync(workspace, stream) != cudaSuccess) check_launch("gated_delta_update (free)");
+}
+
+void gated_delta_update_sequential(float* s, const float* k, int k_stride, const float* v,
+                                   int v_stride, const float* alpha, const float* beta, int tokens,
+                                   int heads, int dk, int dv, cudaStream_t stream) {
+  if (!check_update_args("gated_delta_update_sequential", s, k, k_stride, v, v_stride, alpha, beta,
+                         tokens, heads, dk, dv))
+    return;
+  const dim3 grid(static_cast<unsigned>((dv + 31) / 32), static_cast<unsigned>(heads));
+  switch (key_pad(dk)) {
+    case 32:
+      delta_sequential_kernel<32><<<grid, 32, 0, stream>>>(s, k, k_stride, v, v_stride, alpha, beta,
+                                                           tokens, heads, dk, dv);
+      break;
+    case 64:
+      delta_sequential_kernel<64><<<grid, 32, 0, stream>>>(s, k, k_stride, v, v_stride, alpha, beta,
+                                                           tokens, heads, dk, dv);
+      break;
+    default:
+      delta_sequential_kernel<128><<<grid, 32, 0, stream>>>(s, k, k_stride, v, v_stride, alpha,
+                                                            beta, tokens, heads, dk, dv);
+      break;
+  }
+  check_launch("gated_delta_update_sequential");
+}
+
+void memory_read(const float* s, const float* q, int q_stride, float* out, int out_stride,
+                 int tokens, int heads, int dk, int dv, float scale, cudaStream_t stream,
+                 DeltaPrecision precision) {
+  if (tokens < 0 || heads < 0 || dk < 0 || dv < 0)
+    fail(ErrorKind::invalid_argument, "memory_read: negative size");
+  if (tokens == 0 || heads == 0 || dv == 0) return;
+  if (q_stride < heads * dk || out_stride < heads * dv || q_stride < 1)
+    fail(ErrorKind::invalid_argument, "memory_read: row stride shorter than heads * dim");
+  if (s == nullptr || q == nullptr || out == nullptr)
+    fail(ErrorKind::invalid_argument, "memory_read: null pointer");
+  cublasHandle_t handle = thread_cublas_handle();
+  // Column-major view: out_h^T [dv x tokens] = S_h^T [dv x dk] q_h^T [dk x tokens]; S_h stored
+  // row-major [dk x dv] is S_h^T column-major with ld dv. Heads are the batch.
+  if (cublasSetStream(handle, stream) != CUBLAS_STATUS_SUCCESS ||
+      cublasSetMathMode(handle, precision == DeltaPrecision::tf32
+                                    ? CUBLAS_TF32_TENSOR_OP_MATH
+                                    : CUBLAS_DEFAULT_MATH) != CUBLAS_STATUS_SUCCESS)
+    fail(ErrorKind::device, "memory_read: cuBLAS setup failed");
+  const float zero = 0.0f;
+  const cublasStatus_t status = cublasSgemmStridedBatched(
+      handle, CUBLAS_OP_N, CUBLAS_OP_N, dv, tokens, dk, &scale, s, dv,
+      static_cast<long long>(dk) * dv, q, q_stride, dk, &zero, out, out_stride, dv, heads);
+  if (status != CUBLAS_STATUS_SUCCESS)
+    fail(ErrorKind::device,
+         std::string("memory_read: cuBLAS SGEMM failed: ") + cublasGetStatusString(status));
+}
+
+}  // namespace strand::cuda

@@ -1,0 +1,20 @@
+// Normalisations on the GPU; semantics of kernels/cpu/norm.h (rows contiguous, x and y may alias).
+// Mean and variance are two-pass in fp32, as on the CPU. Launch errors: cudaGetLastError().
+#pragma once
+#include <cuda_runtime.h>
+
+namespace strand::cuda {
+
+void layer_norm(const float* x, float* y, int rows, int dim, const float* weight, const float* bias,
+                float eps, cudaStream_t stream);
+// LayerNorm without affine fused with adaLN: y = norm(x) * (1 + scale[g]) + shift[g],
+// g = row / rows_per_group, group rows group_stride floats apart.
+void layer_norm_modulate(const float* x, float* y, int rows, int dim, const float* shift,
+                         const float* scale, int rows_per_group, int group_stride, float eps,
+                         cudaStream_t stream);
+void rms_norm(const float* x, float* y, int rows, int dim, const float* weight, float eps,
+              cudaStream_t stream);
+void l2_normalize_heads(float* x, int rows, int heads, int head_dim, float eps,
+                        cudaStream_t stream);
+
+}  // namespace strand::cuda

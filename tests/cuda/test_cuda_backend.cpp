@@ -1,0 +1,610 @@
+// The CUDA backend against the CPU reference (ggml's test-backend-ops, for our ops): every op on
+// fresh random inputs and several shapes, in fp32 (float rounding of the CPU) and bf16 (GEMM
+// operands in bf16); device<->host round trips; out of memory; and the engine end to end on the
+// bundled model. Without a GPU (or without CUDA) the GPU tests skip and only the error contract
+// of make_cuda_backend is checked.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "strand/backend.h"
+#include "strand/devices.h"
+#include "strand/error.h"
+#include "strand/model.h"
+#include "strand/session.h"
+
+namespace strand {
+namespace {
+
+bool have_gpu() {
+  for (const ComputeDevice& d : compute_devices()) {
+    if (d.kind == "cuda" && d.usable_by_engine) return true;
+  }
+  return false;
+}
+
+#define SKIP_WITHOUT_GPU()                                      \
+  do {                                                          \
+    if (!have_gpu()) {                                          \
+      GTEST_SKIP() << "no CUDA device (or built without CUDA)"; \
+    }                                                           \
+  } while (false)
+
+// ||a - b|| / ||b||, in double.
+double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double diff = 0, ref = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    const double x = a[i], y = b[i];
+    diff += (x - y) * (x - y);
+    ref += y * y;
+  }
+  return std::sqrt(diff / std::max(ref, 1e-30));
+}
+
+std::vector<float> random_values(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+// A device copy of host values; fetch() reads it back.
+class DeviceArray {
+ public:
+  DeviceArray(Backend& backend, const std::vector<float>& host)
+      : backend_(backend), buffer_(backend.allocate(host.size())) {
+    backend_.upload(buffer_->data(), host.data(), host.size());
+  }
+  [[nodiscard]] float* get() { return buffer_->data(); }
+  [[nodiscard]] std::vector<float> fetch() {
+    std::vector<float> host(buffer_->count());
+    backend_.download(host.data(), buffer_->data(), host.size());
+    return host;
+  }
+
+ private:
+  Backend& backend_;
+  std::unique_ptr<Buffer> buffer_;
+};
+
+// Ops whose arithmetic changes in bf16 mode; the others stay fp32 in both modes.
+bool bf16_op(Op op) {
+  return op == Op::linear || op == Op::conv2d_3x3 || op == Op::attention;
+}
+
+class CudaOps : public ::testing::TestWithParam<ComputePrecision> {
+ protected:
+  void SetUp() override {
+    SKIP_WITHOUT_GPU();
+    gpu_ = make_cuda_backend(0, GetParam());
+    cpu_ = make_cpu_backend();
+  }
+  [[nodiscard]] bool bf16() const { return GetParam() == ComputePrecision::bf16; }
+  // fp32: float rounding of the CPU (GPU sums in another order, FMA contraction). bf16: operands
+  // rounded to 8 mantissa bits, fp32 accumulation.
+  [[nodiscard]] double tolerance(Op op) const { return bf16() && bf16_op(op) ? 2e-2 : 1e-5; }
+  [[nodiscard]] bool skip_unsupported(Op op) const { return !gpu_->supports(op); }
+  void expect_close(Op op, const std::vector<float>& got, const std::vector<float>& want,
+                    const std::string& shape) {
+    const double err = rel_error(got, want);
+    EXPECT_LE(err, tolerance(op)) << op_name(op) << " " << shape;
+    // bf16 really rounds the operands: exact agreement would mean fp32 ran instead.
+    if (bf16() && bf16_op(op) && op != Op::attention) {
+      EXPECT_GT(err, 1e-5) << op_name(op) << " " << shape;
+    }
+    std::printf("[ %-20s %-5s ] %-34s rel error %.3g\n", std::string(op_name(op)).c_str(),
+                bf16() ? "bf16" : "fp32", shape.c_str(), err);
+  }
+
+  std::unique_ptr<Backend> gpu_, cpu_;
+};
+
+TEST_P(CudaOps, Linear) {
+  struct Shape {
+    int rows, in, out;
+    bool bias;
+  };
+  for (const Shape s : {Shape{1, 64, 384, true}, Shape{37, 48, 20, false},
+                        Shape{432, 128, 512, true}, Shape{3, 1, 5, true}}) {
+    const auto x = random_values(static_cast<size_t>(s.rows) * s.in, 1);
+    const auto w = random_values(static_cast<size_t>(s.out) * s.in, 2);
+    const auto b = random_values(static_cast<size_t>(s.out), 3);
+    std::vector<float> want(static_cast<size_t>(s.rows) * s.out);
+    cpu_->linear(x.data(), w.data(), s.bias ? b.data() : nullptr, want.data(), s.rows, s.in, s.out);
+    DeviceArray dx(*gpu_, x), dw(*gpu_, w), db(*gpu_, b),
+        dy(*gpu_, std::vector<float>(want.size(), 7.0f));
+    gpu_->linear(dx.get(), dw.get(), s.bias ? db.get() : nullptr, dy.get(), s.rows, s.in, s.out);
+    expect_close(
+        Op::linear, dy.fetch(), want,
+        std::to_string(s.rows) + "x" + std::to_string(s.in) + "->" + std::to_string(s.out));
+  }
+}
+
+// bf16 caches converted weights by pointer: new values uploaded into the same buffer must be used.
+TEST_P(CudaOps, LinearSeesWeightsRewrittenInPlace) {
+  const int rows = 16, in = 32, out = 24;
+  const auto x = random_values(static_cast<size_t>(rows) * in, 4);
+  const auto w1 = random_values(static_cast<size_t>(out) * in, 5);
+  const auto w2 = random_values(static_cast<size_t>(out) * in, 6);
+  DeviceArray dx(*gpu_, x), dw(*gpu_, w1),
+      dy(*gpu_, std::vector<float>(static_cast<size_t>(rows) * out));
+  gpu_->linear(dx.get(), dw.get(), nullptr, dy.get(), rows, in, out);
+  gpu_->upload(dw.get(), w2.data(), w2.size());
+  gpu_->linear(dx.get(), dw.get(), nullptr, dy.get(), rows, in, out);
+  std::vector<float> want(static_cast<size_t>(rows) * out);
+  cpu_->linear(x.data(), w2.data(), nullptr, want.data(), rows, in, out);
+  expect_close(Op::linear, dy.fetch(), want, "after re-upload");
+}
+
+TEST_P(CudaOps, Norms) {
+  struct Shape {
+    int rows, dim;
+  };
+  for (const Shape s : {Shape{5, 24}, Shape{432, 128}, Shape{3, 1536}, Shape{2, 3000}}) {
+    const size_t n = static_cast<size_t>(s.rows) * s.dim;
+    // An offset mean, as activations have: the two-pass variance must not lose it.
+    const auto x = random_values(n, 7, 2.0f, 5.0f);
+    const auto w = random_values(static_cast<size_t>(s.dim), 8, 0.5f, 1.5f);
+    const auto b = random_values(static_cast<size_t>(s.dim), 9);
+    const std::string shape = std::to_string(s.rows) + "x" + std::to_string(s.dim);
+    for (int variant = 0; variant < 3; ++variant) {
+      const float* weight = variant < 2 ? w.data() : nullptr;
+      const float* bias = variant < 1 ? b.data() : nullptr;
+      std::vector<float> want(n);
+      cpu_->layer_norm(x.data(), want.data(), s.rows, s.dim, weight, bias, 1e-6f);
+      DeviceArray dx(*gpu_, x), dw(*gpu_, w), db(*gpu_, b);
+      gpu_->layer_norm(dx.get(), dx.get(), s.rows, s.dim, weight ? dw.get() : nullptr,
+                       bias ? db.get() : nullptr, 1e-6f);  // in place
+      expect_close(Op::layer_norm, dx.fetch(), want, shape + " variant " + std::to_string(variant));
+    }
+    for (const bool weighted : {true, false}) {
+      std::vector<float> want(n);
+      cpu_->rms_norm(x.data(), want.data(), s.rows, s.dim, weighted ? w.data() : nullptr, 1e-6f);
+      DeviceArray dx(*gpu_, x), dw(*gpu_, w), dy(*gpu_, std::vector<float>(n));
+      gpu_->rms_norm(dx.get(), dy.get(), s.rows, s.dim, weighted ? dw.get() : nullptr, 1e-6f);
+      expect_close(Op::rms_norm, dy.fetch(), want, shape + (weighted ? " weighted" : ""));
+    }
+  }
+}
+
+TEST_P(CudaOps, LayerNormModulate) {
+  struct Shape {
+    int rows, dim, rows_per_group, group_stride;
+  };
+  // One group for the block (the engine), and groups of 4 rows with interleaved shift/scale rows.
+  for (const Shape s : {Shape{432, 128, 432, 0}, Shape{12, 40, 4, 80}, Shape{7, 1536, 7, 0}}) {
+    const size_t n = static_cast<size_t>(s.rows) * s.dim;
+    const int groups = (s.rows + s.rows_per_group - 1) / s.rows_per_group;
+    const size_t mod_count = static_cast<size_t>(groups - 1) * s.group_stride + s.dim;
+    const auto x = random_values(n, 10, -3.0f, 4.0f);
+    const auto shift = random_values(mod_count + s.dim, 11);
+    const auto scale = random_values(mod_count + s.dim, 12);
+    std::vector<float> want(n);
+    cpu_->layer_norm_modulate(x.data(), want.data(), s.rows, s.dim, shift.data(), scale.data(),
+                              s.rows_per_group, s.group_stride, 1e-6f);
+    DeviceArray dx(*gpu_, x), dsh(*gpu_, shift), dsc(*gpu_, scale),
+        dy(*gpu_, std::vector<float>(n));
+    gpu_->layer_norm_modulate(dx.get(), dy.get(), s.rows, s.dim, dsh.get(), dsc.get(),
+                              s.rows_per_group, s.group_stride, 1e-6f);
+    expect_close(Op::layer_norm_modulate, dy.fetch(), want,
+                 std::to_string(s.rows) + "x" + std::to_string(s.dim) + " groups of " +
+                     std::to_string(s.rows_per_group));
+  }
+}
+
+TEST_P(CudaOps, L2NormalizeHeads) {
+  struct Shape {
+    int rows, heads, head_dim;
+  };
+  for (const Shape s : {Shape{7, 2, 12}, Shape{432, 4, 32}, Shape{10, 12, 128}, Shape{3, 1, 200}}) {
+    const auto x = random_values(static_cast<size_t>(s.rows) * s.heads * s.head_dim, 13);
+    std::vector<float> want = x;
+    cpu_->l2_normalize_heads(want.data(), s.rows, s.heads, s.head_dim, 1e-6f);
+    DeviceArray dx(*gpu_, x);
+    gpu_->l2_normalize_heads(dx.get(), s.rows, s.heads, s.head_dim, 1e-6f);
+    expect_close(
+        Op::l2_normalize_heads, dx.fetch(), want,
+        std::to_string(s.rows) + "x" + std::to_string(s.heads) + "x" + std::to_string(s.head_dim));
+  }
+}
+
+TEST_P(CudaOps, Activations) {
+  for (const size_t n : {size_t{1}, size_t{1000}, size_t{1} << 20}) {
+    // Wide range: large negative inputs exercise the overflow-free sigmoid forms.
+    const auto x = random_values(n, 14, -12.0f, 12.0f);
+    for (const Op op : {Op::gelu_tanh, Op::gelu_erf, Op::silu}) {
+      std::vector<float> want = x;
+      DeviceArray dx(*gpu_, x);
+      if (op == Op::gelu_tanh) {
+        cpu_->gelu_tanh(want.data(), n);
+        gpu_->gelu_tanh(dx.get(), n);
+      } else if (op == Op::gelu_erf) {
+        cpu_->gelu_erf(want.data(), n);
+        gpu_->gelu_erf(dx.get(), n);
+      } else {
+        cpu_->silu(want.data(), n);
+        gpu_->silu(dx.get(), n);
+      }
+      expect_close(op, dx.fetch(), want, "n=" + std::to_string(n));
+    }
+  }
+}
+
+TEST_P(CudaOps, GatedResiduals) {
+  const int rows = 30, dim = 48;
+  const size_t n = static_cast<size_t>(rows) * dim;
+  const auto x = random_values(n, 15), y = random_values(n, 16),
+             gate = random_values(4 * 2 * dim, 17);
+  struct Case {
+    const char* name;
+    bool gated;
+    int rows_per_group, group_stride;
+  };
+  for (const Case c : {Case{"plain add", false, rows, 0}, Case{"one gate", true, rows, 0},
+                       Case{"gate per 8 rows", true, 8, 2 * dim}}) {
+    std::vector<float> want = x;
+    cpu_->gated_residual(want.data(), y.data(), c.gated ? gate.data() : nullptr, rows, dim,
+                         c.rows_per_group, c.group_stride);
+    DeviceArray dx(*gpu_, x), dy(*gpu_, y), dg(*gpu_, gate);
+    gpu_->gated_residual(dx.get(), dy.get(), c.gated ? dg.get() : nullptr, rows, dim,
+                         c.rows_per_group, c.group_stride);
+    expect_close(Op::gated_residual, dx.fetch(), want, c.name);
+  }
+  // Per-head gates with rows wider than the heads (row_stride > heads * head_dim).
+  const int heads = 3, head_dim = 8, stride = 40;
+  const auto hx = random_values(static_cast<size_t>(rows) * stride, 18);
+  const auto hy = random_values(static_cast<size_t>(rows) * stride, 19);
+  const auto hg = random_values(static_cast<size_t>(rows) * heads, 20);
+  std::vector<float> want = hx;
+  cpu_->gated_residual_heads(want.data(), hy.data(), hg.data(), rows, heads, head_dim, stride);
+  DeviceArray dx(*gpu_, hx), dy(*gpu_, hy), dg(*gpu_, hg);
+  gpu_->gated_residual_heads(dx.get(), dy.get(), dg.get(), rows, heads, head_dim, stride);
+  expect_close(Op::gated_residual_heads, dx.fetch(), want, "3 heads of 8, stride 40");
+}
+
+TEST_P(CudaOps, Rope3d) {
+  struct Shape {
+    int frames, rows, cols, heads, head_dim, extra_stride, t_offset;
+  };
+  for (const Shape s : {Shape{3, 9, 16, 4, 32, 0, 0}, Shape{3, 9, 16, 4, 32, 8, -9},
+                        Shape{2, 4, 6, 2, 128, 0, -300}, Shape{1, 3, 3, 1, 10, 2, 5}}) {
+    std::vector<int> pt, pr, pc;
+    for (int f = 0; f < s.frames; ++f)
+      for (int r = 0; r < s.rows; ++r)
+        for (int c = 0; c < s.cols; ++c) {
+          pt.push_back(f + s.t_offset);
+          pr.push_back(r);
+          pc.push_back(c);
+        }
+    const int tokens = static_cast<int>(pt.size());
+    const int stride = s.heads * s.head_dim + s.extra_stride;
+    const auto x = random_values(static_cast<size_t>(tokens) * stride, 21);
+    std::vector<float> want = x;
+    cpu_->rope_3d(want.data(), tokens, s.heads, s.head_dim, stride, pt.data(), pr.data(), pc.data(),
+                  10000.0f);
+    DeviceArray dx(*gpu_, x);
+    gpu_->rope_3d(dx.get(), tokens, s.heads, s.head_dim, stride, pt.data(), pr.data(), pc.data(),
+                  10000.0f);
+    expect_close(Op::rope_3d, dx.fetch(), want,
+                 std::to_string(tokens) + " tokens, dh " + std::to_string(s.head_dim) +
+                     ", t from " + std::to_string(s.t_offset));
+  }
+}
+
+TEST_P(CudaOps, Attention) {
+  if (skip_unsupported(Op::attention)) GTEST_SKIP() << "attention is not in this build";
+  struct Shape {
+    const char* name;
+    int tq, tk, heads, head_dim, stride_pad;
+  };
+  for (const Shape s : {Shape{"hybrid intra-block (tiny model)", 432, 432, 4, 32, 0},
+                        Shape{"softmax_kv, 3 cached blocks", 144, 4 * 144, 2, 64, 0},
+                        Shape{"intra-block, head dim 128", 256, 256, 2, 128, 0},
+                        Shape{"cross-attention to 7 text tokens", 432, 7, 4, 32, 0},
+                        Shape{"text encoder (head dim 16)", 9, 9, 4, 16, 0},
+                        Shape{"strided rows", 50, 70, 3, 64, 24}}) {
+    const int width = s.heads * s.head_dim, stride = width + s.stride_pad;
+    const auto q = random_values(static_cast<size_t>(s.tq) * stride, 22, -2.0f, 2.0f);
+    const auto k = random_values(static_cast<size_t>(s.tk) * stride, 23, -2.0f, 2.0f);
+    const auto v = random_values(static_cast<size_t>(s.tk) * stride, 24);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+    std::vector<float> want(static_cast<size_t>(s.tq) * stride, 0.0f);
+    cpu_->attention(q.data(), stride, k.data(), stride, v.data(), stride, want.data(), stride, s.tq,
+                    s.tk, s.heads, s.head_dim, scale);
+    DeviceArray dq(*gpu_, q), dk(*gpu_, k), dv(*gpu_, v),
+        dout(*gpu_, std::vector<float>(want.size(), 0.0f));
+    gpu_->attention(dq.get(), stride, dk.get(), stride, dv.get(), stride, dout.get(), stride, s.tq,
+                    s.tk, s.heads, s.head_dim, scale);
+    expect_close(Op::attention, dout.fetch(), want, s.name);
+  }
+}
+
+TEST_P(CudaOps, GatedDeltaUpdateAndMemoryRead) {
+  if (skip_unsupported(Op::gated_delta_update) || skip_unsupported(Op::memory_read)) {
+    GTEST_SKIP() << "the delta rule is not in this build";
+  }
+  struct Shape {
+    int tokens, heads, dk, stride_pad;
+  };
+  for (const Shape s : {Shape{432, 4, 32, 0}, Shape{100, 2, 64, 16}, Shape{257, 3, 128, 0}}) {
+    const int width = s.heads * s.dk, stride = width + s.stride_pad;
+    // Keys unit-norm per head (the engine l2-normalises them); alpha in (0.5, 1), beta in (0, 2).
+    std::vector<float> k = random_values(static_cast<size_t>(s.tokens) * stride, 25);
+    for (int t = 0; t < s.tokens; ++t) {
+      cpu_->l2_normalize_heads(k.data() + static_cast<size_t>(t) * stride, 1, s.heads, s.dk, 1e-6f);
+    }
+    const auto v = random_values(static_cast<size_t>(s.tokens) * stride, 26);
+    const auto alpha = random_values(static_cast<size_t>(s.tokens) * s.heads, 27, 0.5f, 1.0f);
+    const auto beta = random_values(static_cast<size_t>(s.tokens) * s.heads, 28, 0.0f, 2.0f);
+    const auto state = random_values(static_cast<size_t>(s.heads) * s.dk * s.dk, 29, -0.5f, 0.5f);
+    const auto q = random_values(static_cast<size_t>(s.tokens) * stride, 30);
+    const std::string shape = std::to_string(s.tokens) + " tokens, " + std::to_string(s.heads) +
+                              " heads of " + std::to_string(s.dk);
+    std::vector<float> want_state = state;
+    cpu_->gated_delta_update(want_state.data(), k.data(), stride, v.data(), stride, alpha.data(),
+                             beta.data(), s.tokens, s.heads, s.dk, s.dk);
+    DeviceArray ds(*gpu_, state), dk(*gpu_, k), dv(*gpu_, v), da(*gpu_, alpha), db(*gpu_, beta);
+    gpu_->gated_delta_update(ds.get(), dk.get(), stride, dv.get(), stride, da.get(), db.get(),
+                             s.tokens, s.heads, s.dk, s.dk);
+    const double update_err = rel_error(ds.fetch(), want_state);
+    EXPECT_LE(update_err, 5e-5) << "gated_delta_update "
+                                << shape;  // chunked vs chunked, other chunks
+    std::printf("[ %-20s %-5s ] %-34s rel error %.3g\n", "gated_delta_update",
+                bf16() ? "bf16" : "fp32", shape.c_str(), update_err);
+
+    const float scale = 1.0f / std::sqrt(static_cast<float>(s.dk));
+    std::vector<float> want(static_cast<size_t>(s.tokens) * stride, 0.0f);
+    cpu_->memory_read(state.data(), q.data(), stride, want.data(), stride, s.tokens, s.heads, s.dk,
+                      s.dk, scale);
+    DeviceArray ds0(*gpu_, state), dq(*gpu_, q), dout(*gpu_, std::vector<float>(want.size(), 0.0f));
+    gpu_->memory_read(ds0.get(), dq.get(), stride, dout.get(), stride, s.tokens, s.heads, s.dk,
+                      s.dk, scale);
+    expect_close(Op::memory_read, dout.fetch(), want, shape);
+  }
+}
+
+TEST_P(CudaOps, Convolutions) {
+  struct Shape {
+    int c_in, h, w, c_out, stride;
+    bool bias;
+  };
+  for (const Shape s :
+       {Shape{4, 9, 16, 64, 1, true}, Shape{16, 36, 64, 3, 1, true}, Shape{3, 16, 32, 8, 2, true},
+        Shape{3, 15, 17, 5, 2, false}, Shape{64, 72, 128, 16, 1, true}}) {
+    const int h_out = (s.h - 1) / s.stride + 1, w_out = (s.w - 1) / s.stride + 1;
+    const auto in = random_values(static_cast<size_t>(s.c_in) * s.h * s.w, 31);
+    const auto w = random_values(static_cast<size_t>(s.c_out) * s.c_in * 9, 32);
+    const auto b = random_values(static_cast<size_t>(s.c_out), 33);
+    std::vector<float> want(static_cast<size_t>(s.c_out) * h_out * w_out);
+    cpu_->conv2d_3x3(in.data(), s.c_in, s.h, s.w, w.data(), s.bias ? b.data() : nullptr, s.c_out,
+                     s.stride, want.data());
+    DeviceArray din(*gpu_, in), dw(*gpu_, w), db(*gpu_, b),
+        dout(*gpu_, std::vector<float>(want.size(), 3.0f));
+    gpu_->conv2d_3x3(din.get(), s.c_in, s.h, s.w, dw.get(), s.bias ? db.get() : nullptr, s.c_out,
+                     s.stride, dout.get());
+    expect_close(Op::conv2d_3x3, dout.fetch(), want,
+                 std::to_string(s.c_in) + "x" + std::to_string(s.h) + "x" + std::to_string(s.w) +
+                     "->" + std::to_string(s.c_out) + " stride " + std::to_string(s.stride));
+  }
+  const int c = 3, h = 5, w = 7;
+  const auto in = random_values(static_cast<size_t>(c) * h * w, 34);
+  std::vector<float> want(static_cast<size_t>(c) * 4 * h * w);
+  cpu_->upsample_nearest_2x(in.data(), c, h, w, want.data());
+  DeviceArray din(*gpu_, in), dout(*gpu_, std::vector<float>(want.size()));
+  gpu_->upsample_nearest_2x(din.get(), c, h, w, dout.get());
+  EXPECT_EQ(dout.fetch(), want);
+}
+
+// Uploads and downloads through the pinned staging (larger than one staging area, odd sizes),
+// device copies, and zeroed allocations.
+TEST_P(CudaOps, TransfersRoundTripExactly) {
+  for (const size_t n : {size_t{1}, size_t{1000}, size_t{3} << 20, (size_t{5} << 20) + 3}) {
+    const auto host = random_values(n, 35);
+    DeviceArray a(*gpu_, host);
+    EXPECT_EQ(a.fetch(), host) << n;
+    auto b = gpu_->allocate(n);
+    std::vector<float> zeros(n, 1.0f);
+    gpu_->download(zeros.data(), b->data(), n);
+    EXPECT_TRUE(std::all_of(zeros.begin(), zeros.end(), [](float v) { return v == 0.0f; })) << n;
+    gpu_->copy(b->data(), a.get(), n);
+    std::vector<float> back(n);
+    gpu_->download(back.data(), b->data(), n);
+    EXPECT_EQ(back, host) << n;
+  }
+  // Many small uploads in a row (the engine's pattern) cycle the staging halves.
+  auto buffer = gpu_->allocate(1 << 20);
+  std::vector<float> expected(1 << 20);
+  for (int i = 0; i < 200; ++i) {
+    const auto chunk = random_values(100000, 36 + i);
+    const size_t at = static_cast<size_t>(i) * 4999 % ((1 << 20) - chunk.size());
+    gpu_->upload(buffer->data() + at, chunk.data(), chunk.size());
+    std::copy(chunk.begin(), chunk.end(), expected.begin() + static_cast<std::ptrdiff_t>(at));
+  }
+  std::vector<float> back(1 << 20);
+  gpu_->download(back.data(), buffer->data(), back.size());
+  EXPECT_EQ(back, expected);
+}
+
+TEST_P(CudaOps, OutOfMemoryIsReportedAndTheBackendStaysUsable) {
+  for (const size_t absurd : {size_t{1} << 40, SIZE_MAX / 2}) {
+    try {
+      auto huge = gpu_->allocate(absurd);
+      FAIL() << "allocating " << absurd << " floats succeeded";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::out_of_memory) << e.what();
+      EXPECT_NE(std::string(e.what()).find("memory"), std::string::npos) << e.what();
+    }
+  }
+  const auto host = random_values(4096, 37);
+  DeviceArray a(*gpu_, host);
+  gpu_->silu(a.get(), host.size());
+  std::vector<float> want = host;
+  cpu_->silu(want.data(), want.size());
+  EXPECT_LE(rel_error(a.fetch(), want), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Precision, CudaOps,
+                         ::testing::Values(ComputePrecision::fp32, ComputePrecision::bf16),
+                         [](const ::testing::TestParamInfo<ComputePrecision>& param_info) {
+                           return param_info.param == ComputePrecision::bf16 ? std::string("bf16")
+                                                                             : std::string("fp32");
+                         });
+
+// ---- Without a GPU: the error contract.
+
+TEST(CudaBackend, MissingDeviceIsUnsupported) {
+  try {
+    auto backend = make_cuda_backend(999, ComputePrecision::fp32);
+    FAIL() << "device 999 exists?";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::unsupported) << e.what();
+  }
+  if (!have_gpu()) {
+    try {
+      auto backend = make_cuda_backend(0, ComputePrecision::fp32);
+      FAIL() << "a CUDA backend without a GPU";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::unsupported) << e.what();
+    }
+    SessionOptions options;
+    options.device = DeviceKind::cuda;
+    const auto model =
+        Model::load(STRAND_SOURCE_DIR "/resources/models/strand-tiny-random.safetensors");
+    EXPECT_THROW({ Session session(model, options); }, Error);
+  }
+}
+
+TEST(CudaBackend, MemoryUsageIsReportedForEachGpu) {
+  SKIP_WITHOUT_GPU();
+  const auto usage = gpu_memory_usage(0);
+  ASSERT_TRUE(usage.has_value());
+  EXPECT_GT(usage->total_bytes, size_t{1} << 30);
+  EXPECT_LE(usage->used_bytes, usage->total_bytes);
+  EXPECT_FALSE(gpu_memory_usage(999).has_value());
+}
+
+// ---- End to end: the engine on the GPU against the engine on the CPU.
+
+constexpr const char* kModel = STRAND_SOURCE_DIR "/resources/models/strand-tiny-random.safetensors";
+constexpr const char* kPrompt = "a red balloon over snowy mountains at dusk";
+constexpr int kBlocks = 3;
+
+struct Rollout {
+  std::vector<BlockResult> blocks;
+};
+
+Rollout run_blocks(Session& session, int blocks) {
+  Rollout run;
+  for (int i = 0; i < blocks; ++i) run.blocks.push_back(session.generate_next_block());
+  return run;
+}
+
+SessionOptions options_for(DeviceKind device, ComputePrecision precision) {
+  SessionOptions options;
+  options.seed = 42;
+  options.device = device;
+  options.precision = precision;
+  return options;
+}
+
+// The CPU engine's blocks, computed once for the tests below (the CPU may lack OpenBLAS on a GPU
+// machine, where its reference GEMMs are slow).
+const Rollout& cpu_reference() {
+  static const Rollout rollout = [] {
+    Session cpu(Model::load(kModel), options_for(DeviceKind::cpu, ComputePrecision::fp32));
+    cpu.set_prompt(kPrompt);
+    return run_blocks(cpu, kBlocks);
+  }();
+  return rollout;
+}
+
+// Frame bytes may differ by one where a value lies on a rounding boundary; more is a real error.
+void expect_frames_match(const std::vector<Frame>& got, const std::vector<Frame>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  size_t differing = 0, total = 0;
+  for (size_t f = 0; f < got.size(); ++f) {
+    ASSERT_EQ(got[f].rgb.size(), want[f].rgb.size());
+    for (size_t i = 0; i < got[f].rgb.size(); ++i) {
+      const int d = std::abs(static_cast<int>(got[f].rgb[i]) - static_cast<int>(want[f].rgb[i]));
+      ASSERT_LE(d, 1) << "frame " << f << " byte " << i;
+      differing += d != 0;
+      ++total;
+    }
+  }
+  EXPECT_LE(static_cast<double>(differing) / static_cast<double>(total), 0.01);
+}
+
+TEST(CudaEndToEnd, Fp32MatchesTheCpuEngine) {
+  SKIP_WITHOUT_GPU();
+  const auto model = Model::load(kModel);
+  Session cpu(model, options_for(DeviceKind::cpu, ComputePrecision::fp32));
+  Session gpu(model, options_for(DeviceKind::cuda, ComputePrecision::fp32));
+  gpu.set_prompt(kPrompt);
+  const Rollout& want = cpu_reference();
+  const Rollout got = run_blocks(gpu, kBlocks);
+  for (int b = 0; b < kBlocks; ++b) {
+    const double err = rel_error(got.blocks[b].latents, want.blocks[b].latents);
+    std::printf("[ e2e fp32 ] block %d latents rel error %.3g (gpu %.1f ms, cpu %.1f ms)\n", b, err,
+                got.blocks[b].timings.total_ms, want.blocks[b].timings.total_ms);
+    EXPECT_LE(err, 1e-4) << "block " << b;
+    expect_frames_match(got.blocks[b].frames, want.blocks[b].frames);
+  }
+  // Decoding stored latents on the GPU gives the frames the CPU decodes.
+  expect_frames_match(gpu.decode_latents(want.blocks[1].latents, 0),
+                      cpu.decode_latents(want.blocks[1].latents, 0));
+}
+
+// Snapshots move between devices: memory taken on the GPU continues on the CPU and vice versa.
+TEST(CudaEndToEnd, SnapshotsRoundTripBetweenGpuAndCpu) {
+  SKIP_WITHOUT_GPU();
+  const auto model = Model::load(kModel);
+  Session gpu(model, options_for(DeviceKind::cuda, ComputePrecision::fp32));
+  gpu.set_prompt(kPrompt);
+  gpu.generate_next_block();
+  const MemoryState at_one = gpu.snapshot();
+  const BlockResult gpu_next = gpu.generate_next_block();
+
+  Session cpu(model, options_for(DeviceKind::cpu, ComputePrecision::fp32));
+  cpu.restore(at_one);
+  const BlockResult cpu_next = cpu.generate_next_block();
+  EXPECT_LE(rel_error(gpu_next.latents, cpu_next.latents), 1e-4);
+  const MemoryState cpu_after = cpu.snapshot();
+
+  gpu.restore(at_one);  // back on the GPU: the same block again, bit for bit
+  const BlockResult again = gpu.generate_next_block();
+  EXPECT_EQ(again.latents, gpu_next.latents);
+  const MemoryState gpu_after = gpu.snapshot();
+  ASSERT_EQ(gpu_after.layers.size(), cpu_after.layers.size());
+  for (size_t i = 0; i < gpu_after.layers.size(); ++i) {
+    EXPECT_LE(rel_error(gpu_after.layers[i].state, cpu_after.layers[i].state), 1e-4)
+        << "layer " << i;
+  }
+}
+
+// bf16: reports its error against the fp32 CPU engine (the lead compares it with the PyTorch
+// reference's bf16 error: the bound is 2x that). The bound here only catches breakage.
+TEST(CudaEndToEnd, Bf16ErrorAgainstTheFp32Engine) {
+  SKIP_WITHOUT_GPU();
+  Session gpu(Model::load(kModel), options_for(DeviceKind::cuda, ComputePrecision::bf16));
+  gpu.set_prompt(kPrompt);
+  const Rollout& want = cpu_reference();
+  const Rollout got = run_blocks(gpu, kBlocks);
+  for (int b = 0; b < kBlocks; ++b) {
+    const double err = rel_error(got.blocks[b].latents, want.blocks[b].latents);
+    std::printf("[ e2e bf16 ] block %d latents rel error vs fp32 CPU %.4g\n", b, err);
+    RecordProperty("bf16_latents_rel_error_block" + std::to_string(b), std::to_string(err));
+    EXPECT_LE(err, 0.1) << "block " << b;
+    EXPECT_GT(err, 1e-6) << "bf16 should not match fp32 exactly";
+  }
+}
+
+}  // namespace
+}  // namespace strand

@@ -1,0 +1,316 @@
+// The CUDA gated delta rule (kernels/cuda/delta_rule.h) against the CPU sequential rule
+// (kernels/cpu/delta_rule.h): fresh random inputs as the model makes them (L2-normalised keys,
+// alpha in (0.9, 1) or harsh with exact zeros, beta in (0, 2)), several shapes, padded strides,
+// partial last chunks, and a long run of repeated updates. Skips without a GPU.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/delta_rule.h"
+#include "kernels/cuda/delta_rule.h"
+#include "kernels/cuda/device.h"
+#include "strand/error.h"
+
+namespace strand::cuda {
+namespace {
+
+using Vec = std::vector<float>;
+
+// ||a - b|| / ||b||, as the CPU kernel tests measure it.
+double rel_error(const Vec& a, const Vec& b) {
+  double diff = 0, ref = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    const double x = a[i], y = b[i];
+    diff += (x - y) * (x - y);
+    ref += y * y;
+  }
+  return a.size() == b.size() ? std::sqrt(diff / std::max(ref, 1e-30)) : 1e30;
+}
+
+void check_cuda(cudaError_t e, const char* what) {
+  ASSERT_EQ(e, cudaSuccess) << what << ": " << cudaGetErrorString(e);
+}
+
+// Device copy of a host vector; freed on scope exit.
+class DeviceVec {
+ public:
+  explicit DeviceVec(const Vec& host) : size_(host.size()) {
+    if (cudaMalloc(&ptr_, std::max<size_t>(size_, 1) * sizeof(float)) != cudaSuccess)
+      ptr_ = nullptr;
+    if (ptr_ != nullptr && size_ > 0)
+      cudaMemcpy(ptr_, host.data(), size_ * sizeof(float), cudaMemcpyHostToDevice);
+  }
+  DeviceVec(const DeviceVec&) = delete;
+  DeviceVec& operator=(const DeviceVec&) = delete;
+  ~DeviceVec() { cudaFree(ptr_); }
+  float* get() const { return ptr_; }
+  Vec download() const {
+    Vec host(size_);
+    cudaMemcpy(host.data(), ptr_, size_ * sizeof(float), cudaMemcpyDeviceToHost);
+    return host;
+  }
+
+ private:
+  float* ptr_ = nullptr;
+  size_t size_;
+};
+
+struct Inputs {
+  int tokens, heads, dk, dv, ks, vs;
+  Vec k, v, alpha, beta, s0;
+};
+
+Inputs make_inputs(int tokens, int heads, int dk, int dv, int pad, bool harsh, unsigned seed,
+                   float alpha_low = 0.9f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  Inputs in{tokens, heads, dk, dv, heads * dk + pad, heads * dv + 2 * pad, {}, {}, {}, {}, {}};
+  in.k.resize(static_cast<size_t>(tokens) * in.ks);
+  for (auto& x : in.k) x = normal(rng);
+  for (int t = 0; t < tokens; ++t) {
+    for (int h = 0; h < heads; ++h) {
+      float* kv = &in.k[static_cast<size_t>(t) * in.ks + static_cast<size_t>(h) * dk];
+      double ss = 0.0;
+      for (int i = 0; i < dk; ++i) ss += static_cast<double>(kv[i]) * static_cast<double>(kv[i]);
+      for (int i = 0; i < dk; ++i)
+        kv[i] = static_cast<float>(static_cast<double>(kv[i]) / std::sqrt(ss + 1e-6));
+    }
+  }
+  in.v.resize(static_cast<size_t>(tokens) * in.vs);
+  for (auto& x : in.v) x = normal(rng);
+  std::uniform_real_distribution<float> a_dist(harsh ? 0.0f : alpha_low, 1.0f);
+  std::uniform_real_distribution<float> b_dist(0.0f, 2.0f);
+  std::uniform_real_distribution<float> s_dist(-0.5f, 0.5f);
+  in.alpha.resize(static_cast<size_t>(tokens) * heads);
+  in.beta.resize(in.alpha.size());
+  for (auto& x : in.alpha) x = a_dist(rng);
+  if (harsh) {
+    for (size_t i = 0; i < in.alpha.size(); i += 37) in.alpha[i] = 0.0f;
+  }
+  for (auto& x : in.beta) x = b_dist(rng);
+  in.s0.resize(static_cast<size_t>(heads) * dk * dv);
+  for (auto& x : in.s0) x = s_dist(rng);
+  return in;
+}
+
+Vec cpu_sequential(const Inputs& in) {
+  Vec s = in.s0;
+  cpu::gated_delta_update_sequential(s.data(), in.k.data(), in.ks, in.v.data(), in.vs,
+                                     in.alpha.data(), in.beta.data(), in.tokens, in.heads, in.dk,
+                                     in.dv);
+  return s;
+}
+
+enum class Kernel { chunked_fp32, chunked_tf32, sequential };
+
+Vec gpu_update(const Inputs& in, Kernel kernel) {
+  DeviceVec s(in.s0), k(in.k), v(in.v), alpha(in.alpha), beta(in.beta);
+  if (kernel == Kernel::sequential) {
+    gated_delta_update_sequential(s.get(), k.get(), in.ks, v.get(), in.vs, alpha.get(), beta.get(),
+                                  in.tokens, in.heads, in.dk, in.dv, nullptr);
+  } else {
+    gated_delta_update(
+        s.get(), k.get(), in.ks, v.get(), in.vs, alpha.get(), beta.get(), in.tokens, in.heads,
+        in.dk, in.dv, nullptr,
+        kernel == Kernel::chunked_fp32 ? DeltaPrecision::fp32 : DeltaPrecision::tf32);
+  }
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  return s.download();
+}
+
+bool have_gpu() {
+  return device_count() > 0;
+}
+
+struct Shape {
+  int tokens, heads, dk, dv, pad;
+  bool harsh;
+};
+
+std::string shape_name(const Shape& c) {
+  return "T" + std::to_string(c.tokens) + "_h" + std::to_string(c.heads) + "_dk" +
+         std::to_string(c.dk) + "_dv" + std::to_string(c.dv) + "_pad" + std::to_string(c.pad) +
+         (c.harsh ? "_harsh" : "");
+}
+
+// Tokens not a multiple of 64, dk != dv, dims 16..128, odd strides (the 4-byte copy path), resets.
+const std::vector<Shape> kShapes = {
+    {1, 1, 32, 32, 0, false},     {64, 1, 128, 128, 0, false}, {65, 2, 64, 64, 0, false},
+    {600, 1, 128, 128, 0, false}, {520, 2, 32, 32, 3, false},  {301, 3, 16, 24, 5, false},
+    {300, 2, 24, 16, 0, true},    {200, 2, 64, 128, 4, false}, {333, 2, 128, 64, 0, false},
+    {257, 3, 128, 40, 1, true},   {130, 2, 100, 36, 0, false}, {4680 / 4, 12, 128, 128, 0, false},
+};
+
+class CudaDeltaRule : public ::testing::TestWithParam<Shape> {};
+
+// fp32 mode (3xTF32) must match the CPU sequential rule to float accuracy.
+TEST_P(CudaDeltaRule, ChunkedFp32MatchesCpuSequential) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const Shape c = GetParam();
+  const Inputs in = make_inputs(c.tokens, c.heads, c.dk, c.dv, c.pad, c.harsh,
+                                static_cast<unsigned>(c.tokens * 7 + c.dk + c.dv));
+  const double err = rel_error(gpu_update(in, Kernel::chunked_fp32), cpu_sequential(in));
+  RecordProperty("normalised_error", std::to_string(err));
+  std::printf("  chunked fp32 %s: %.3g\n", shape_name(c).c_str(), err);
+  EXPECT_LE(err, 1e-4);
+}
+
+// tf32 mode: reduced precision by design, but still the same update (a wrong kernel is O(1) off).
+TEST_P(CudaDeltaRule, ChunkedTf32IsCloseToCpuSequential) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const Shape c = GetParam();
+  const Inputs in = make_inputs(c.tokens, c.heads, c.dk, c.dv, c.pad, c.harsh,
+                                static_cast<unsigned>(c.tokens * 7 + c.dk + c.dv));
+  const double err = rel_error(gpu_update(in, Kernel::chunked_tf32), cpu_sequential(in));
+  RecordProperty("normalised_error", std::to_string(err));
+  std::printf("  chunked tf32 %s: %.3g\n", shape_name(c).c_str(), err);
+  EXPECT_LE(err, 1e-2);
+}
+
+TEST_P(CudaDeltaRule, SequentialKernelMatchesCpuSequential) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const Shape c = GetParam();
+  const Inputs in = make_inputs(c.tokens, c.heads, c.dk, c.dv, c.pad, c.harsh,
+                                static_cast<unsigned>(c.tokens * 7 + c.dk + c.dv));
+  const double err = rel_error(gpu_update(in, Kernel::sequential), cpu_sequential(in));
+  EXPECT_LE(err, 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaDeltaRule, ::testing::ValuesIn(kShapes),
+                         [](const ::testing::TestParamInfo<Shape>& p) {
+                           return shape_name(p.param);
+                         });
+
+// Many consecutive blocks folded into one device state (as the engine does per clean pass), with
+// slow decay so old errors are not forgotten: the state must stay as accurate as one call.
+TEST(CudaDeltaRuleLong, RepeatedUpdatesStayAccurate) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const int calls = 60, tokens = 250, heads = 2, dk = 64, dv = 64;
+  const Inputs in = make_inputs(calls * tokens, heads, dk, dv, 0, false, 1234, 0.995f);
+  DeviceVec s(in.s0), k(in.k), v(in.v), alpha(in.alpha), beta(in.beta);
+  Vec cpu = in.s0;
+  double worst = 0.0;
+  for (int call = 0; call < calls; ++call) {
+    const size_t t0 = static_cast<size_t>(call) * tokens;
+    gated_delta_update(s.get(), k.get() + t0 * in.ks, in.ks, v.get() + t0 * in.vs, in.vs,
+                       alpha.get() + t0 * heads, beta.get() + t0 * heads, tokens, heads, dk, dv,
+                       nullptr);
+    cpu::gated_delta_update_sequential(
+        cpu.data(), in.k.data() + t0 * in.ks, in.ks, in.v.data() + t0 * in.vs, in.vs,
+        in.alpha.data() + t0 * heads, in.beta.data() + t0 * heads, tokens, heads, dk, dv);
+    if (call % 10 == 9 || call == calls - 1) {
+      check_cuda(cudaDeviceSynchronize(), "update");
+      worst = std::max(worst, rel_error(s.download(), cpu));
+    }
+  }
+  std::printf("  %d calls x %d tokens: worst error %.3g\n", calls, tokens, worst);
+  EXPECT_LE(worst, 1e-4);
+}
+
+// A caller-owned workspace gives the same state as the allocating overload, bit for bit.
+TEST(CudaDeltaRuleWorkspace, MatchesAllocatingCall) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const Inputs in = make_inputs(777, 3, 128, 128, 0, false, 77);
+  const Vec want = gpu_update(in, Kernel::chunked_fp32);
+  DeviceVec s(in.s0), k(in.k), v(in.v), alpha(in.alpha), beta(in.beta);
+  const size_t bytes = gated_delta_workspace_bytes(in.tokens, in.heads);
+  void* ws = nullptr;
+  check_cuda(cudaMalloc(&ws, bytes), "workspace");
+  gated_delta_update(s.get(), k.get(), in.ks, v.get(), in.vs, alpha.get(), beta.get(), in.tokens,
+                     in.heads, in.dk, in.dv, ws, bytes, nullptr);
+  check_cuda(cudaDeviceSynchronize(), "update");
+  EXPECT_EQ(s.download(), want);
+  EXPECT_THROW(gated_delta_update(s.get(), k.get(), in.ks, v.get(), in.vs, alpha.get(), beta.get(),
+                                  in.tokens, in.heads, in.dk, in.dv, ws, bytes - 4, nullptr),
+               Error);
+  cudaFree(ws);
+}
+
+TEST(CudaDeltaRuleArgs, BadInputIsOneClearError) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const Inputs in = make_inputs(10, 2, 32, 32, 0, false, 3);
+  DeviceVec s(in.s0), k(in.k), v(in.v), alpha(in.alpha), beta(in.beta);
+  const auto kind_of = [&](auto&& call) {
+    try {
+      call();
+    } catch (const Error& e) {
+      return e.kind();
+    }
+    return ErrorKind::cancelled;  // "no error": not an outcome these calls may have
+  };
+  EXPECT_EQ(kind_of([&] {
+              gated_delta_update(s.get(), k.get(), in.ks, v.get(), in.vs, alpha.get(), beta.get(),
+                                 -1, 2, 32, 32, nullptr);
+            }),
+            ErrorKind::invalid_argument);
+  EXPECT_EQ(kind_of([&] {
+              gated_delta_update(s.get(), k.get(), 40, v.get(), in.vs, alpha.get(), beta.get(), 10,
+                                 2, 32, 32, nullptr);
+            }),
+            ErrorKind::invalid_argument);
+  EXPECT_EQ(kind_of([&] {
+              gated_delta_update(s.get(), k.get(), 400, v.get(), 400, alpha.get(), beta.get(), 1, 1,
+                                 160, 32, nullptr);
+            }),
+            ErrorKind::unsupported);
+  EXPECT_EQ(kind_of([&] {
+              memory_read(s.get(), k.get(), 10, v.get(), in.vs, 10, 2, 32, 32, 1.0f, nullptr);
+            }),
+            ErrorKind::invalid_argument);
+  // Nothing to do is not an error, and leaves the state alone.
+  gated_delta_update(s.get(), k.get(), in.ks, v.get(), in.vs, alpha.get(), beta.get(), 0, 2, 32, 32,
+                     nullptr);
+  check_cuda(cudaDeviceSynchronize(), "empty update");
+  EXPECT_EQ(s.download(), in.s0);
+}
+
+struct ReadShape {
+  int tokens, heads, dk, dv, pad;
+};
+
+class CudaMemoryRead : public ::testing::TestWithParam<ReadShape> {};
+
+TEST_P(CudaMemoryRead, MatchesCpu) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const ReadShape c = GetParam();
+  std::mt19937 rng(static_cast<unsigned>(c.tokens + c.dk * 5 + c.dv));
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  const int qs = c.heads * c.dk + c.pad, os = c.heads * c.dv + 2 * c.pad;
+  Vec s(static_cast<size_t>(c.heads) * c.dk * c.dv), q(static_cast<size_t>(c.tokens) * qs);
+  for (auto& x : s) x = dist(rng);
+  for (auto& x : q) x = dist(rng);
+  const Vec sentinel(static_cast<size_t>(c.tokens) * os, 7.0f);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.dk));
+  Vec want = sentinel;
+  cpu::memory_read(s.data(), q.data(), qs, want.data(), os, c.tokens, c.heads, c.dk, c.dv, scale);
+  for (const auto precision : {DeltaPrecision::fp32, DeltaPrecision::tf32}) {
+    DeviceVec ds(s), dq(q), dout(sentinel);
+    memory_read(ds.get(), dq.get(), qs, dout.get(), os, c.tokens, c.heads, c.dk, c.dv, scale,
+                nullptr, precision);
+    check_cuda(cudaDeviceSynchronize(), "memory_read");
+    const Vec got = dout.download();
+    const double err = rel_error(got, want);  // padding columns must keep the sentinel: err 0 there
+    EXPECT_LE(err, precision == DeltaPrecision::fp32 ? 1e-5 : 5e-3)
+        << (precision == DeltaPrecision::fp32 ? "fp32" : "tf32");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaMemoryRead,
+                         ::testing::Values(ReadShape{1, 1, 32, 32, 0}, ReadShape{300, 2, 64, 64, 3},
+                                           ReadShape{257, 3, 128, 40, 0},
+                                           ReadShape{4680, 12, 128, 128, 0}),
+                         [](const ::testing::TestParamInfo<ReadShape>& p) {
+                           const ReadShape& c = p.param;
+                           return "T" + std::to_string(c.tokens) + "_h" + std::to_string(c.heads) +
+                                  "_dk" + std::to_string(c.dk) + "_dv" + std::to_string(c.dv) +
+                                  "_pad" + std::to_string(c.pad);
+                         });
+
+}  // namespace
+}  // namespace strand::cuda

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs the real device code of kernels/cuda/attention.cu on the CPU (no GPU needed): slices the
+# kernels out of the source, compiles them against tools/gpu/attention_emulator.cpp (PTX semantics
+# of ldmatrix / mma.m16n8k16 / cp.async from the PTX ISA tables, one std::thread per CUDA thread)
+# and checks every kernel variant against a double-precision reference. Takes about a minute on two
+# cores; `emulate_attention.sh quick` runs one shape.
+# Usage: tools/gpu/emulate_attention.sh [quick]
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+python3 "$root/tools/gpu/slice_attention_kernels.py" "$root/kernels/cuda/attention.cu" "$work/kernels.inc"
+cuda_include="${CUDA_HOME:-/usr/local/cuda}/include"
+g++ -std=c++20 -O2 -pthread -Wno-unknown-pragmas -I"$work" -isystem "$cuda_include" \
+  "$root/tools/gpu/attention_emulator.cpp" -o "$work/attention_emulator"
+"$work/attention_emulator" "$@"

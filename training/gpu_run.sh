@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# One timed GPU slot: continue training the Strand model and hand everything back in $OUT.
+#
+#   OUT=/path TOTAL_MIN=8.5 bash training/gpu_run.sh
+#
+# Uses every visible GPU for about TOTAL_MIN minutes of wall time (default 8.5), then packs:
+#   $OUT/hybrid.safetensors    the default model (all-hybrid), resumed from $RESUME
+#   $OUT/kv-full.safetensors   softmax_kv baseline, full cache      (>= 2 GPUs)
+#   $OUT/kv-win4.safetensors   softmax_kv baseline, window 4 blocks (>= 4 GPUs)
+#   $OUT/logs.tar.gz           losses.json, loss curves (PNG), held_out.json, full logs per run
+# GPU split: with G >= 4 GPUs the hybrid model trains data-parallel on G-2 of them and each
+# baseline on one; with G = 2 or 3 the hybrid takes G-1 and only the full-cache baseline runs;
+# with one GPU only the hybrid trains. The baselines start from $RESUME's autoencoder
+# (--init-from) and a fresh DiT. Stages: dit (teacher forcing), then selfforce.
+# Models are exported every CKPT_MIN minutes and copied into $OUT as they appear, and a watchdog
+# stops training before the deadline, so a slot cut short still returns weights.
+#
+# Environment (defaults in brackets):
+#   OUT [out/gpu-run]  TOTAL_MIN [8.5]  RESUME [training/checkpoints/strand-world-v1.safetensors]
+#   ENCODER [.deps/gpu-train/text-encoder-minilm-l6-v2.pruned.safetensors; made by
+#            training/prune_text_encoder.py; the exported models name the full encoder file]
+#   DIT_SHARE [0.7] share of the training minutes for the dit stage (rest: selfforce)
+#   HYBRID_ONLY [0] 1: every GPU trains the hybrid model (no baselines)
+#   CKPT_MIN [1.5]  EXTRA_ARGS [] more train.py options for every run (e.g. for a CPU dry run:
+#   "--max-steps 2 --pool 2 --batch 2")
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+T0=$(date +%s)
+OUT="${OUT:-$ROOT/out/gpu-run}"
+TOTAL_MIN="${TOTAL_MIN:-8.5}"
+RESUME="${RESUME:-$ROOT/training/checkpoints/strand-world-v1.safetensors}"
+ENCODER="${ENCODER:-$ROOT/.deps/gpu-train/text-encoder-minilm-l6-v2.pruned.safetensors}"
+DIT_SHARE="${DIT_SHARE:-0.7}"
+CKPT_MIN="${CKPT_MIN:-1.5}"
+EXTRA_ARGS="${EXTRA_ARGS:-}"
+PY="${STRAND_PYTHON:-python3}"
+say() { printf 'gpu_run: %s\n' "$*"; }
+mkdir -p "$OUT"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/strand-gpu-run.XXXXXX")"
+
+[[ -f "$ENCODER" ]] || { say "text encoder $ENCODER missing (python3 training/prune_text_encoder.py)"; exit 2; }
+[[ -f "$RESUME" ]] || { say "checkpoint $RESUME missing"; exit 2; }
+
+GPUS="$("$PY" -c 'import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)')"
+say "$("$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())])')"
+say "$GPUS GPU(s), $(nproc) CPU cores, budget $TOTAL_MIN min, work folder $WORK"
+
+# Minutes: ~1.3 for start-up (imports, CUDA/NCCL, clip pools, batch probe) and the final packing,
+# the rest split between the stages. The watchdog stops everything 25 s before the deadline.
+read -r DIT_MIN SF_MIN KILL_S < <(awk -v t="$TOTAL_MIN" -v s="$DIT_SHARE" 'BEGIN {
+  train = t - 1.3; if (train < 0.1) train = 0.1
+  printf "%.2f %.2f %d\n", train * s, train * (1 - s), t * 60 - 25 }')
+say "stage minutes: dit $DIT_MIN, selfforce $SF_MIN; watchdog at ${KILL_S}s"
+
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-8}" PYTHONUNBUFFERED=1
+# NVLink multicast stays off: on shared hosts it can take GPUs out of service.
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
+COMMON=(--text-encoder "$ENCODER" --require-text-encoder --require-world
+        --stage dit,selfforce --stage-minutes "dit=$DIT_MIN,selfforce=$SF_MIN"
+        --batch 0 --lr-batch-ref 128 --warmup 30 --clip-blocks 4 --selfforce-blocks 6
+        --checkpoint-minutes "$CKPT_MIN" --log-every 5 --print-every 4)
+# shellcheck disable=SC2206
+EXTRA=($EXTRA_ARGS)
+
+# run NAME GPU_LIST NPROC train.py-args...: starts one training run in the background.
+PIDS=()
+NAMES=()
+run() {
+  local name="$1" gpus="$2" nproc="$3"; shift 3
+  local dir="$WORK/$name" launcher=("$PY")
+  mkdir -p "$dir"
+  if ((nproc > 1)); then
+    launcher=("$PY" -m torch.distributed.run --standalone --nproc_per_node "$nproc")
+  fi
+  say "$name on GPU(s) [${gpus:-cpu}] x$nproc"
+  (
+    if [[ -n "$gpus" ]]; then export CUDA_VISIBLE_DEVICES="$gpus"; fi
+    exec "${launcher[@]}" training/train.py "${COMMON[@]}" --out "$dir" "$@" "${EXTRA[@]}"
+  ) >"$dir/train.log" 2>&1 &
+  PIDS+=($!)
+  NAMES+=("$name")
+}
+
+seq_list() { local a="$1" b="$2" s=""; for ((i = a; i <= b; i++)); do s+="${s:+,}$i"; done; echo "$s"; }
+# The hybrid run continues the checkpoint's loss log, so its curves show the whole history.
+mkdir -p "$WORK/hybrid"
+[[ -f "${RESUME%.safetensors}.losses.json" ]] && cp "${RESUME%.safetensors}.losses.json" "$WORK/hybrid/losses.json"
+if [[ "${HYBRID_ONLY:-0}" == 1 ]] && ((GPUS >= 1)); then
+  run hybrid "$(seq_list 0 $((GPUS - 1)))" "$GPUS" --resume "$RESUME"
+  say "baselines skipped: HYBRID_ONLY=1"
+elif ((GPUS >= 4)); then
+  run hybrid "$(seq_list 0 $((GPUS - 3)))" $((GPUS - 2)) --resume "$RESUME"
+  run kv-full "$((GPUS - 2))" 1 --init-from "$RESUME" --layers softmax_kv --name strand-world-v1-kv-full
+  run kv-win4 "$((GPUS - 1))" 1 --init-from "$RESUME" --layers softmax_kv --window 4 --name strand-world-v1-kv-win4
+elif ((GPUS >= 2)); then
+  run hybrid "$(seq_list 0 $((GPUS - 2)))" $((GPUS - 1)) --resume "$RESUME"
+  run kv-full "$((GPUS - 1))" 1 --init-from "$RESUME" --layers softmax_kv --name strand-world-v1-kv-full
+  say "kv-win4 skipped: fewer than 4 GPUs"
+elif ((GPUS == 1)); then
+  run hybrid 0 1 --resume "$RESUME"
+  say "baselines skipped: one GPU"
+else
+  say "no GPU: CPU dry run of all three runs (tiny budgets only)"
+  run hybrid "" 1 --resume "$RESUME" --device cpu
+  run kv-full "" 1 --init-from "$RESUME" --layers softmax_kv --name strand-world-v1-kv-full --device cpu
+  run kv-win4 "" 1 --init-from "$RESUME" --layers softmax_kv --window 4 --name strand-world-v1-kv-win4 --device cpu
+fi
+
+# Copies each run's latest export into $OUT (rename in place: a cut never leaves half a file).
+collect() {
+  local name src
+  for name in "${NAMES[@]}"; do
+    src="$WORK/$name/model.safetensors"
+    if [[ -f "$src" && ( ! -f "$OUT/$name.safetensors" || "$src" -nt "$OUT/$name.safetensors" ) ]]; then
+      cp "$src" "$OUT/.$name.tmp" && mv -f "$OUT/.$name.tmp" "$OUT/$name.safetensors"
+    fi
+  done
+}
+pack() {
+  collect
+  local name
+  for name in "${NAMES[@]}"; do
+    # PNG curves here when the GPU machine lacks matplotlib but this one has it.
+    ls "$WORK/$name"/train-*.png >/dev/null 2>&1 || { [[ -f "$WORK/$name/losses.json" ]] &&
+      "$PY" training/train_lib/logbook.py "$WORK/$name/losses.json" >/dev/null 2>&1; }
+  done
+  (cd "$WORK" && find . -type f ! -name 'model.safetensors' ! -name '.*' -print0 |
+     tar -czf "$OUT/.logs.tmp" --null -T -) && mv -f "$OUT/.logs.tmp" "$OUT/logs.tar.gz"
+}
+
+alive() { local p; for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
+last_print=0
+while alive; do
+  sleep 5
+  now=$(( $(date +%s) - T0 ))
+  collect
+  if ((now - last_print >= 30)); then
+    last_print=$now
+    for name in "${NAMES[@]}"; do
+      line="$(grep -E '^train: (.* step |stage .* done|.*batch per GPU)' "$WORK/$name/train.log" 2>/dev/null | tail -1)"
+      say "[$name ${now}s] ${line:-starting}"
+    done
+  fi
+  if ((now >= KILL_S)); then
+    say "watchdog: ${now}s, stopping the runs (their last checkpoints are kept)"
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    sleep 3
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    break
+  fi
+done
+status=0
+for i in "${!PIDS[@]}"; do
+  wait "${PIDS[$i]}" 2>/dev/null; rc=$?
+  name="${NAMES[$i]}"
+  say "[$name] exit $rc; last lines:"
+  grep -E '^train: ' "$WORK/$name/train.log" | tail -4 | sed 's/^/    /'
+  if ((rc != 0)); then grep -v '^train: ' "$WORK/$name/train.log" | tail -15 | sed 's/^/    ! /'; status=1; fi
+done
+pack
+say "$OUT:"; ls -l "$OUT"
+say "done in $(( $(date +%s) - T0 ))s"
+exit $status
