@@ -193,6 +193,18 @@ def summarize(directory: Path, block_frames: int, name: Optional[str] = None) ->
             entry["render"] = {k: stats[k] for k in ("device", "frames_generated", "totals_ms", "wall_ms",
                                                      "frames_per_second", "peak_rss_bytes")
                                if k in stats}
+            blocks = stats.get("blocks", [])
+            if len(blocks) >= 20:
+                # Per-block time and memory at the start and the end of the clip: flat for
+                # fixed-size memory, growing for a full cache (times are noisy on a shared CPU).
+                def median_ms(part):
+                    return sorted(b["ms"]["total"] for b in part)[len(part) // 2]
+                entry["render"]["per_block"] = {
+                    "blocks": len(blocks),
+                    "first_10_median_ms": median_ms(blocks[:10]),
+                    "last_10_median_ms": median_ms(blocks[-10:]),
+                    "memory_state_bytes_first": blocks[0]["memory_state_bytes"],
+                    "memory_state_bytes_last": blocks[-1]["memory_state_bytes"]}
         per_schedule[schedule_name] = entry
 
     if not per_schedule:
@@ -246,6 +258,8 @@ def summarize(directory: Path, block_frames: int, name: Optional[str] = None) ->
         if "world" in r:
             summary["revisit"]["world"] = {k: r["world"].get(k)
                                            for k in ("pairs", "mean_abs_diff", "correlation")}
+    if "render" in per_schedule.get("long", {}):
+        summary["render_long"] = per_schedule["long"]["render"]
     summary["per_schedule"] = per_schedule
     return summary
 

@@ -1,11 +1,14 @@
 // strand-cli render --project and strand-cli export, run as a user runs them (the built binary in
 // a child process): a project made by the CLI, exported as a branch, an in/out range, prompt
 // segments and every branch, probed with ffprobe (skipped without FFmpeg); bad input gives exit 2,
-// one error line and no output; a full disk (a file-size limit in the child) leaves no output;
+// one error line and no output; a full disk (a file-size limit in the child, and a real 64 KiB
+// tmpfs in a private mount namespace) leaves no output;
 // the project folder stays byte-identical through every export.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -75,6 +78,38 @@ RunResult run_cli(const std::vector<std::string>& args, const fs::path& scratch,
   result.err = read_text(err);
   fs::remove(out);
   fs::remove(err);
+  return result;
+}
+
+// Runs strand-cli with `full_dir` a fresh tmpfs of `tmpfs_bytes` (a real full disk: ENOSPC), in a
+// private mount namespace of a child process so that nothing outside sees the mount. The child
+// lists what the CLI left in the tmpfs (into `listing`) before the namespace and its tmpfs vanish.
+// exit_code 77: no namespace/tmpfs here (not root, or a container forbids it).
+RunResult run_cli_on_tmpfs(const std::vector<std::string>& args, const fs::path& scratch,
+                           const fs::path& full_dir, size_t tmpfs_bytes, std::string* listing) {
+  const fs::path listing_file = scratch / "listing.txt";
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::unshare(CLONE_NEWNS) != 0) ::_exit(77);
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) ::_exit(77);
+    const std::string options = "size=" + std::to_string(tmpfs_bytes);
+    if (::mount("tmpfs", full_dir.c_str(), "tmpfs", 0, options.c_str()) != 0) ::_exit(77);
+    const RunResult inner = run_cli(args, scratch);
+    std::ofstream list(listing_file);
+    for (const auto& entry : fs::recursive_directory_iterator(full_dir)) {
+      list << fs::relative(entry.path(), full_dir).string() << "\n";
+    }
+    std::ofstream(scratch / "inner-err.txt") << inner.err;
+    ::_exit(inner.exit_code < 0 ? 126 : inner.exit_code);
+  }
+  RunResult result;
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  result.exit_code = WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
+  result.err = read_text(scratch / "inner-err.txt");
+  *listing = read_text(listing_file);
+  fs::remove(scratch / "inner-err.txt");
+  fs::remove(listing_file);
   return result;
 }
 
@@ -197,7 +232,7 @@ TEST_F(CliExport, RenderMadeAProjectAndABranch) {
   // Every block has its snapshot, frames and latents.
   for (const auto& b : p.branches) {
     for (const auto& block : b.blocks) {
-      for (const std::string name : {"snapshots/" + block.key + ".snap",
+      for (const std::string& name : {"snapshots/" + block.key + ".snap",
                                      "cache/" + block.key + ".blk", "cache/" + block.key + ".lat"}) {
         EXPECT_TRUE(fs::exists(fs::path(project()) / name)) << name;
       }
@@ -366,6 +401,26 @@ TEST_F(CliExport, RenderIntoProjectOnAFullDiskLeavesItAsItWas) {
           4 * 1024);
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_TRUE(fs::is_empty(scratch_.path()));
+}
+
+TEST_F(CliExport, FullTmpfsLeavesNothing) {
+  if (!can_probe({"ffv1", "png"})) GTEST_SKIP() << "FFmpeg encoders or ffprobe missing";
+  // A 64 KiB tmpfs: the sidecar fits, the upscaled lossless media does not (ENOSPC mid-write).
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"--branch", "main", "--preset", "ffv1", "--size", "512x256",
+                                 "--out", out("full.mkv"), "--timeline", "otio"},
+        std::vector<std::string>{"--all-branches", "--preset", "png", "--size", "512x256", "--out",
+                                 out("all")}}) {
+    std::vector<std::string> full{"export", "--project", project()};
+    full.insert(full.end(), args.begin(), args.end());
+    std::string listing;
+    const RunResult r = run_cli_on_tmpfs(full, work_.path(), scratch_.path(), 64 * 1024, &listing);
+    if (r.exit_code == 77) GTEST_SKIP() << "no private tmpfs here (needs root and mount rights)";
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_NE(r.err.find("No space left on device"), std::string::npos) << r.err;
+    EXPECT_EQ(listing, "") << "left on the full disk:\n" << listing;
+  }
 }
 
 TEST_F(CliExport, FullDiskLeavesNothing) {
