@@ -327,8 +327,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "schedules":
+        try:
+            schedules = make_schedules(args.frames, args.seed)
+        except ValueError as e:
+            parser.error(str(e))
         args.out.mkdir(parents=True, exist_ok=True)
-        for name, schedule in make_schedules(args.frames, args.seed).items():
+        for name, schedule in schedules.items():
             (args.out / f"{name}.json").write_text(json.dumps(schedule, indent=1) + "\n")
             (args.out / f"{name}.frames").write_text(f"{schedule_frames(name, args.frames)}\n")
             held = [_is_held_out(a) for _, a in vocab.parse_schedule(schedule)]

@@ -1,44 +1,39 @@
 // Media export (see strand/export.h and docs/export.md). FFmpeg is optional: without
 // STRAND_HAVE_FFMPEG every preset is unavailable and ExportWriter::begin throws Error(unsupported).
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <array>
 #include <cctype>
-#include <cerrno>
 #include <cmath>
-#include <cstdio>
+#include <cstddef>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <system_error>
 #include <utility>
 
+#include "media_util.h"
 #include "strand/error.h"
 #include "strand/export.h"
 #include "strand/file_io.h"
 
 #ifdef STRAND_HAVE_FFMPEG
 extern "C" {
-#include <libavcodec/avcodec.h>
-#include <libavformat/avformat.h>
-#include <libavutil/error.h>
-#include <libavutil/frame.h>
-#include <libavutil/log.h>
-#include <libavutil/opt.h>
 #include <libavutil/pixdesc.h>
-#include <libswscale/swscale.h>
 }
 #endif
 
 namespace strand {
 namespace fs = std::filesystem;
 
+using detail::throw_io;
+
 namespace {
 
-[[noreturn]] void throw_io(const std::string& path, const std::string& what,
-                           const std::error_code& ec) {
-  throw Error(ErrorKind::io, path + ": " + what + ": " + ec.message());
+// Hidden temp files are what write_file_atomic leaves if the process dies mid-frame: a sequence
+// folder holding them is still ours to replace.
+constexpr detail::TempFrames kTempFrames = detail::TempFrames::accept;
+
+bool is_sequence_folder(const std::string& dir, const std::string& extension) {
+  return detail::is_frame_sequence_folder(dir, extension, kTempFrames);
 }
 
 // The preset table. `available` is filled in by list_presets(). Sizes: ProRes/DNxHR are 4:2:2
@@ -96,36 +91,6 @@ bool encoder_available(const std::string& codec) {
 #endif
 }
 
-// "frame_" + 6+ digits + extension: the only names a sequence folder we may replace holds.
-bool is_sequence_frame_name(const std::string& name, const std::string& extension) {
-  constexpr std::string_view prefix = "frame_";
-  if (name.size() <= prefix.size() + extension.size() || !name.starts_with(prefix) ||
-      !name.ends_with(extension)) {
-    return false;
-  }
-  return std::all_of(name.begin() + static_cast<std::ptrdiff_t>(prefix.size()),
-                     name.end() - static_cast<std::ptrdiff_t>(extension.size()),
-                     [](char c) { return c >= '0' && c <= '9'; });
-}
-
-bool is_sequence_folder(const std::string& dir, const std::string& extension) {
-  std::error_code ec;
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    const std::string name = it->path().filename().string();
-    // Hidden temp files are what write_file_atomic leaves if the process dies mid-frame.
-    if (!it->is_regular_file(ec) ||
-        !(is_sequence_frame_name(name, extension) || name.starts_with(".frame_")))
-      return false;
-  }
-  return !ec;
-}
-
-std::string frame_file_name(int64_t number, const std::string& extension) {
-  char name[40];
-  std::snprintf(name, sizeof name, "frame_%06lld", static_cast<long long>(number));
-  return name + extension;
-}
-
 nlohmann::json metadata_json(const ExportMetadata& m) {
   nlohmann::json j;
   j["model"] = m.model;
@@ -140,7 +105,7 @@ nlohmann::json metadata_json(const ExportMetadata& m) {
 }
 
 // sRGB decoding (IEC 61966-2-1) of a 16-bit code value, for linear-light EXR.
-float srgb_to_linear(double v) {
+[[maybe_unused]] float srgb_to_linear(double v) {  // used only with FFmpeg
   return static_cast<float>(v <= 0.04045 ? v / 12.92 : std::pow((v + 0.055) / 1.055, 2.4));
 }
 
@@ -211,48 +176,18 @@ std::string sidecar_path(const std::string& path, bool sequence) {
 // FFmpeg state
 
 #ifdef STRAND_HAVE_FFMPEG
-namespace {
-std::string av_error_text(int code) {
-  char text[AV_ERROR_MAX_STRING_SIZE] = {};
-  av_strerror(code, text, sizeof text);
-  return text;
-}
-}  // namespace
-
-struct ExportWriter::Impl {
-  AVFormatContext* format = nullptr;  // null for image sequences
-  AVStream* stream = nullptr;
-  AVCodecContext* codec = nullptr;
-  AVFrame* frame = nullptr;
-  AVPacket* packet = nullptr;
-  SwsContext* scaler = nullptr;
+struct ExportWriter::Impl : detail::FfmpegEncoder {
   AVFrame* rgb48 = nullptr;  // EXR only: scaled sRGB before linearisation
   std::vector<float> linear_lut;  // EXR only: 16-bit sRGB code -> linear
   std::array<float, 256> linear_lut8{};  // EXR only: 8-bit sRGB code -> linear (exact path)
   bool scaling = false;
-  std::string part_path;
-  std::string extension;
   bool linear = false;  // EXR
 
   ~Impl() { close(); }
 
   void close() noexcept {
-    sws_freeContext(scaler);
-    scaler = nullptr;
     av_frame_free(&rgb48);
-    av_packet_free(&packet);
-    av_frame_free(&frame);
-    avcodec_free_context(&codec);
-    if (format != nullptr) {
-      if (format->pb != nullptr) avio_closep(&format->pb);
-      avformat_free_context(format);
-      format = nullptr;
-    }
-  }
-
-  [[noreturn]] void fail(const std::string& what, int code) const {
-    // ENOSPC and friends arrive as negative errno values: report them as I/O failures.
-    throw Error(ErrorKind::io, part_path + ": " + what + ": " + av_error_text(code));
+    FfmpegEncoder::close();
   }
 
   void tag(AVColorPrimaries* pri, AVColorTransferCharacteristic* trc, AVColorSpace* spc,
@@ -265,26 +200,21 @@ struct ExportWriter::Impl {
     *range = rgb ? AVCOL_RANGE_JPEG : AVCOL_RANGE_MPEG;
   }
 
-  // Moves every ready packet into the file (containers) or into one image file (sequences).
-  void drain(bool flushing) {
-    for (;;) {
-      const int result = avcodec_receive_packet(codec, packet);
-      if (result == AVERROR(EAGAIN) && !flushing) return;
-      if (result == AVERROR_EOF) return;
-      if (result < 0) fail("encoding failed", result);
-      if (format == nullptr) {
-        // Image encoders are intra-only: the packet's pts is its frame number.
-        const std::string file = part_path + "/" + frame_file_name(packet->pts, extension);
-        write_file_atomic(file, std::span<const uint8_t>(packet->data,
-                                                         static_cast<size_t>(packet->size)));
-        av_packet_unref(packet);
-        continue;
+  // EXR: fills `frame` (gbrpf32: planes G, B, R) with linear light from interleaved RGB codes
+  // (`Code`: 8 or 16 bits), each decoded through `lut` (sRGB code -> linear).
+  template <typename Code>
+  void linearise(const uint8_t* rgb, std::ptrdiff_t rgb_stride, const float* lut, int width,
+                 int height) {
+    for (int y = 0; y < height; ++y) {
+      const auto* in = reinterpret_cast<const Code*>(rgb + y * rgb_stride);
+      auto* g = reinterpret_cast<float*>(frame->data[0] + y * frame->linesize[0]);
+      auto* b = reinterpret_cast<float*>(frame->data[1] + y * frame->linesize[1]);
+      auto* r = reinterpret_cast<float*>(frame->data[2] + y * frame->linesize[2]);
+      for (int x = 0; x < width; ++x) {
+        r[x] = lut[in[3 * x]];
+        g[x] = lut[in[3 * x + 1]];
+        b[x] = lut[in[3 * x + 2]];
       }
-      // The muxer may pick its own stream time base at write_header: packets carry codec units.
-      av_packet_rescale_ts(packet, codec->time_base, stream->time_base);
-      packet->stream_index = stream->index;
-      const int written = av_interleaved_write_frame(format, packet);
-      if (written < 0) fail("cannot write video data", written);
     }
   }
 };
@@ -346,22 +276,19 @@ void ExportWriter::begin(int source_width, int source_height, FrameRate source_r
 
   // Target checks before creating anything.
   std::error_code ec;
-  const fs::file_status target = fs::symlink_status(path_, ec);
   if (preset_.sequence) {
-    if (fs::exists(target) &&
-        (!fs::is_directory(target) || !is_sequence_folder(path_, preset_.extension)))
-      throw Error(ErrorKind::io, path_ + ": exists and is not an earlier frame sequence (refusing to replace it)");
-  } else if (fs::is_directory(target)) {
+    detail::require_replaceable_sequence(path_, preset_.extension, kTempFrames);
+  } else if (fs::is_directory(fs::symlink_status(path_, ec))) {
     throw Error(ErrorKind::io, path_ + ": is a folder, not a video file");
   }
   fs::create_directories(parent_folder(path_), ec);
   if (ec) throw_io(path_, "cannot create its folder", ec);
-  if (av_log_get_level() == AV_LOG_INFO) av_log_set_level(AV_LOG_QUIET);
+  detail::quiet_ffmpeg_log();
 
   impl_ = std::make_unique<Impl>();
   Impl& e = *impl_;
   e.part_path = part_path_;
-  e.extension = preset_.extension;
+  e.sequence_extension = preset_.extension;
   e.linear = preset_.name == "exr";
   e.scaling = scaling;
   begun_ = true;  // from here on abort() cleans up
@@ -369,30 +296,13 @@ void ExportWriter::begin(int source_width, int source_height, FrameRate source_r
   const AVCodec* codec = avcodec_find_encoder_by_name(preset_.codec.c_str());
   if (codec == nullptr) throw Error(ErrorKind::unsupported, "no '" + preset_.codec + "' encoder");
   const AVPixelFormat pix_fmt = av_get_pix_fmt(preset_.pixel_format.c_str());
-  e.codec = avcodec_alloc_context3(codec);
-  e.frame = av_frame_alloc();
-  e.packet = av_packet_alloc();
-  if (e.codec == nullptr || e.frame == nullptr || e.packet == nullptr)
-    throw Error(ErrorKind::out_of_memory, "cannot allocate the encoder");
+  e.allocate(codec, "cannot allocate the encoder");
   AVCodecContext* c = e.codec;
-  c->width = out_width_;
-  c->height = out_height_;
-  c->pix_fmt = pix_fmt;
-  c->time_base = AVRational{out_rate_.den, out_rate_.num};
-  c->framerate = AVRational{out_rate_.num, out_rate_.den};
-  c->sample_aspect_ratio = AVRational{1, 1};
+  detail::set_video_format(c, out_width_, out_height_, pix_fmt,
+                           AVRational{out_rate_.num, out_rate_.den});
   e.tag(&c->color_primaries, &c->color_trc, &c->colorspace, &c->color_range, preset_);
-
-  int result = 0;
-  if (!preset_.sequence) {
-    // Named explicitly: "NAME.mov.part" would not be recognised by its extension.
-    result = avformat_alloc_output_context2(&e.format, nullptr, preset_.container.c_str(),
-                                            part_path_.c_str());
-    if (result < 0 || e.format == nullptr) e.fail("cannot create the " + preset_.container + " muxer", result);
-    e.stream = avformat_new_stream(e.format, nullptr);
-    if (e.stream == nullptr) throw Error(ErrorKind::out_of_memory, "cannot allocate a stream");
-    if ((e.format->oformat->flags & AVFMT_GLOBALHEADER) != 0) c->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
-  }
+  if (!preset_.sequence)
+    e.create_muxer(preset_.container, "cannot create the " + preset_.container + " muxer");
 
   AVDictionary* options = nullptr;
   if (preset_.codec == "prores_ks") {
@@ -400,9 +310,7 @@ void ExportWriter::begin(int source_width, int source_height, FrameRate source_r
   } else if (preset_.codec == "dnxhd") {
     av_dict_set(&options, "profile", preset_.profile.c_str(), 0);
   } else if (preset_.codec == "libx264") {
-    av_dict_set(&options, "crf", "18", 0);
-    av_dict_set(&options, "preset", "medium", 0);
-    av_dict_set(&options, "profile", "high", 0);
+    detail::set_x264_options(&options);
   } else if (preset_.codec == "ffv1") {
     av_dict_set(&options, "level", "3", 0);     // slices + CRCs: damage is detectable
     av_dict_set(&options, "slicecrc", "1", 0);
@@ -413,26 +321,14 @@ void ExportWriter::begin(int source_width, int source_height, FrameRate source_r
   } else if (preset_.codec == "tiff") {
     av_dict_set(&options, "compression_algo", "raw", 0);
   }
-  result = avcodec_open2(c, codec, &options);
+  int result = avcodec_open2(c, codec, &options);
   av_dict_free(&options);
   if (result < 0) e.fail("cannot open the " + preset_.codec + " encoder", result);
 
   if (preset_.sequence) {
-    if (fs::exists(fs::symlink_status(part_path_, ec))) {
-      // Left over from an interrupted run: only ever delete what we could have written.
-      if (!fs::is_directory(fs::symlink_status(part_path_, ec)) ||
-          !is_sequence_folder(part_path_, preset_.extension))
-        throw Error(ErrorKind::io, part_path_ + ": exists and is not a partial frame sequence");
-      fs::remove_all(part_path_, ec);
-      if (ec) throw_io(part_path_, "cannot remove stale partial output", ec);
-    }
-    fs::create_directory(part_path_, ec);
-    if (ec) throw_io(part_path_, "cannot create folder", ec);
+    detail::create_part_folder(part_path_, preset_.extension, kTempFrames);
   } else {
-    result = avcodec_parameters_from_context(e.stream->codecpar, c);
-    if (result < 0) e.fail("cannot set stream parameters", result);
-    e.stream->time_base = c->time_base;
-    e.stream->avg_frame_rate = c->framerate;
+    e.set_stream_parameters();
     e.stream->r_frame_rate = c->framerate;
     // Provenance: one JSON "comment" every reader shows, plus individual keys.
     const ExportMetadata& m = settings_.metadata;
@@ -443,8 +339,6 @@ void ExportWriter::begin(int source_width, int source_height, FrameRate source_r
     if (m.has_seed) av_dict_set(&e.format->metadata, "strand_seed", std::to_string(m.seed).c_str(), 0);
     av_dict_set(&e.format->metadata, "strand_prompt_schedule",
                 metadata_json(m)["prompt_schedule"].dump().c_str(), 0);
-    result = avio_open(&e.format->pb, part_path_.c_str(), AVIO_FLAG_WRITE);
-    if (result < 0) e.fail("cannot create file", result);
     AVDictionary* mux = nullptr;
     if (preset_.container == "mov" || preset_.container == "mp4") {
       // use_metadata_tags: keep the strand_* keys (QuickTime 'mdta'); MP4 also gets faststart so
@@ -452,16 +346,10 @@ void ExportWriter::begin(int source_width, int source_height, FrameRate source_r
       av_dict_set(&mux, "movflags",
                   preset_.container == "mp4" ? "+faststart+use_metadata_tags" : "+use_metadata_tags", 0);
     }
-    result = avformat_write_header(e.format, &mux);
-    av_dict_free(&mux);
-    if (result < 0) e.fail("cannot write the " + preset_.container + " header", result);
+    e.open_file_and_write_header(&mux, "cannot write the " + preset_.container + " header");
   }
 
-  e.frame->format = pix_fmt;
-  e.frame->width = out_width_;
-  e.frame->height = out_height_;
-  result = av_frame_get_buffer(e.frame, 0);
-  if (result < 0) throw Error(ErrorKind::out_of_memory, "cannot allocate a video frame");
+  detail::allocate_frame_buffer(e.frame, pix_fmt, out_width_, out_height_);
 
   // Lanczos when resizing; without resizing swscale only converts (and the flag is harmless).
   const int flags = SWS_LANCZOS | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT | SWS_FULL_CHR_H_INP;
@@ -470,11 +358,7 @@ void ExportWriter::begin(int source_width, int source_height, FrameRate source_r
     scaled_format = AV_PIX_FMT_RGB48;
     e.rgb48 = av_frame_alloc();
     if (e.rgb48 == nullptr) throw Error(ErrorKind::out_of_memory, "cannot allocate a video frame");
-    e.rgb48->format = AV_PIX_FMT_RGB48;
-    e.rgb48->width = out_width_;
-    e.rgb48->height = out_height_;
-    if (av_frame_get_buffer(e.rgb48, 0) < 0)
-      throw Error(ErrorKind::out_of_memory, "cannot allocate a video frame");
+    detail::allocate_frame_buffer(e.rgb48, AV_PIX_FMT_RGB48, out_width_, out_height_);
     e.linear_lut.resize(65536);
     for (size_t i = 0; i < e.linear_lut.size(); ++i)
       e.linear_lut[i] = srgb_to_linear(static_cast<double>(i) / 65535.0);
@@ -485,13 +369,9 @@ void ExportWriter::begin(int source_width, int source_height, FrameRate source_r
                             scaled_format, flags, nullptr, nullptr, nullptr);
   if (e.scaler == nullptr)
     throw Error(ErrorKind::unsupported, "swscale cannot convert RGB24 to " + preset_.pixel_format);
-  // swscale assumes BT.601 unless told: full-range BT.709 RGB in, limited-range BT.709 YUV out,
-  // matching the tags (otherwise colours shift in every player that honours them). For RGB
-  // outputs the matrix is unused and the range stays full.
-  const int* bt709 = sws_getCoefficients(SWS_CS_ITU709);
+  // For RGB outputs the matrix is unused and the range stays full.
   const bool yuv = c->colorspace == AVCOL_SPC_BT709;
-  sws_setColorspaceDetails(e.scaler, bt709, /*srcRange=full*/ 1, bt709, yuv ? 0 : 1,
-                           /*brightness*/ 0, /*contrast*/ 1 << 16, /*saturation*/ 1 << 16);
+  detail::set_bt709_conversion(e.scaler, /*limited_range_output=*/yuv);
   source_frames_ = 0;
   output_frames_ = 0;
 #else
@@ -519,8 +399,7 @@ void ExportWriter::write(const Frame& frame) {
 void ExportWriter::encode_frame(const Frame& frame) {
 #ifdef STRAND_HAVE_FFMPEG
   Impl& e = *impl_;
-  int result = av_frame_make_writable(e.frame);  // the encoder may still hold the last buffers
-  if (result < 0) throw Error(ErrorKind::out_of_memory, "cannot allocate a video frame");
+  e.make_frame_writable();
   const uint8_t* source[1] = {frame.rgb.data()};
   const int source_stride[1] = {frame.width * 3};
   AVFrame* scaled = e.linear ? e.rgb48 : e.frame;
@@ -528,41 +407,20 @@ void ExportWriter::encode_frame(const Frame& frame) {
   if (e.linear && !e.scaling) {
     // Unscaled EXR: decode the 8-bit values directly. swscale's RGB24 -> RGB48 path is not exact
     // (measured: 188 came out as ~187.2), which would bias every linear value.
-    for (int y = 0; y < out_height_; ++y) {
-      const uint8_t* in = frame.rgb.data() + static_cast<size_t>(y) * frame.width * 3;
-      auto* g = reinterpret_cast<float*>(e.frame->data[0] + y * e.frame->linesize[0]);
-      auto* b = reinterpret_cast<float*>(e.frame->data[1] + y * e.frame->linesize[1]);
-      auto* r = reinterpret_cast<float*>(e.frame->data[2] + y * e.frame->linesize[2]);
-      for (int x = 0; x < out_width_; ++x) {
-        r[x] = e.linear_lut8[in[3 * x]];
-        g[x] = e.linear_lut8[in[3 * x + 1]];
-        b[x] = e.linear_lut8[in[3 * x + 2]];
-      }
-    }
+    e.linearise<uint8_t>(frame.rgb.data(), static_cast<std::ptrdiff_t>(frame.width) * 3,
+                         e.linear_lut8.data(), out_width_, out_height_);
   } else {
     sws_scale(e.scaler, source, source_stride, 0, crop_height, scaled->data, scaled->linesize);
   }
   if (e.linear && e.scaling) {
-    // gbrpf32: planes G, B, R. Linear light from the (scaled) 16-bit sRGB values.
-    for (int y = 0; y < out_height_; ++y) {
-      const auto* in = reinterpret_cast<const uint16_t*>(e.rgb48->data[0] + y * e.rgb48->linesize[0]);
-      auto* g = reinterpret_cast<float*>(e.frame->data[0] + y * e.frame->linesize[0]);
-      auto* b = reinterpret_cast<float*>(e.frame->data[1] + y * e.frame->linesize[1]);
-      auto* r = reinterpret_cast<float*>(e.frame->data[2] + y * e.frame->linesize[2]);
-      for (int x = 0; x < out_width_; ++x) {
-        r[x] = e.linear_lut[in[3 * x]];
-        g[x] = e.linear_lut[in[3 * x + 1]];
-        b[x] = e.linear_lut[in[3 * x + 2]];
-      }
-    }
+    // Linear light from the (scaled) 16-bit sRGB values.
+    e.linearise<uint16_t>(e.rgb48->data[0], e.rgb48->linesize[0], e.linear_lut.data(), out_width_,
+                          out_height_);
   }
   // Tags on every frame too: some encoders (ProRes) take them from the frame, not the context.
   e.tag(&e.frame->color_primaries, &e.frame->color_trc, &e.frame->colorspace,
         &e.frame->color_range, preset_);
-  e.frame->pts = output_frames_;  // codec time base is one tick per output frame
-  result = avcodec_send_frame(e.codec, e.frame);
-  if (result < 0) e.fail("encoding failed", result);
-  e.drain(false);
+  e.encode(output_frames_, "encoding failed");  // codec time base: one tick per output frame
   ++output_frames_;
 #else
   (void)frame;
@@ -598,40 +456,21 @@ void ExportWriter::finish() {
     throw Error(ErrorKind::invalid_argument, "ExportWriter::finish without begin");
   if (output_frames_ == 0) throw Error(ErrorKind::invalid_argument, "nothing to export: no frames");
   Impl& e = *impl_;
-  // x264 keeps frames in its lookahead: without the null-frame flush a short clip comes out empty.
-  int result = avcodec_send_frame(e.codec, nullptr);
-  if (result < 0) e.fail("encoder flush failed", result);
-  e.drain(true);
-  if (e.format != nullptr) {
-    result = av_write_trailer(e.format);
-    if (result < 0) e.fail("cannot finish the file", result);
-    result = avio_closep(&e.format->pb);
-    if (result < 0) e.fail("cannot close the file", result);
-  }
+  e.flush("encoder flush failed", "encoding failed");
+  e.finish_container("the file");
   e.close();
   sync_to_disk(part_path_, preset_.sequence);
   const std::string sidecar = sidecar_path(path_, preset_.sequence);
   if (settings_.write_sidecar) write_sidecar_part();
 
-  std::error_code ec;
-  if (preset_.sequence && fs::exists(fs::symlink_status(path_, ec))) {
-    // rename() cannot replace a non-empty folder: move the old sequence aside first.
-    const std::string old = path_ + ".old-" + std::to_string(::getpid());
-    fs::rename(path_, old, ec);
-    if (ec) throw_io(path_, "cannot move the earlier sequence aside", ec);
-    fs::rename(part_path_, path_, ec);
-    if (ec) {
-      std::error_code ignored;
-      fs::rename(old, path_, ignored);
-      throw_io(part_path_, "cannot rename to " + path_, ec);
-    }
-    fs::remove_all(old, ec);  // a stray folder, but a complete output: not an error
+  if (preset_.sequence) {
+    detail::move_sequence_into_place(part_path_, path_);
   } else {
-    fs::rename(part_path_, path_, ec);
-    if (ec) throw_io(part_path_, "cannot rename to " + path_, ec);
+    detail::rename_into_place(part_path_, path_);
   }
   finished_ = true;
   impl_.reset();
+  std::error_code ec;
   if (settings_.write_sidecar) {
     fs::rename(sidecar + ".part", sidecar, ec);
     if (ec) throw_io(sidecar, "cannot rename the sidecar into place", ec);

@@ -2,18 +2,14 @@
 // its STRAND_HAVE_* flag is set, and the public functions report Error(unsupported) otherwise.
 #include "strand/media.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cctype>
-#include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <system_error>
 #include <utility>
 
+#include "media_util.h"
 #include "strand/error.h"
 #include "strand/file_io.h"
 
@@ -21,26 +17,20 @@
 #include <png.h>
 #endif
 
-#ifdef STRAND_HAVE_FFMPEG
-extern "C" {
-#include <libavcodec/avcodec.h>
-#include <libavformat/avformat.h>
-#include <libavutil/error.h>
-#include <libavutil/frame.h>
-#include <libavutil/log.h>
-#include <libavutil/opt.h>
-#include <libswscale/swscale.h>
-}
-#endif
-
 namespace strand {
 namespace fs = std::filesystem;
 
+using detail::throw_io;
+
 namespace {
 
-[[noreturn]] void throw_io(const std::string& path, const std::string& what,
-                           const std::error_code& ec) {
-  throw Error(ErrorKind::io, path + ": " + what + ": " + ec.message());
+// PngSequenceSink's frames. A folder holding hidden temp files (left by a crash mid-frame) is not
+// counted as a sequence here, as before; ExportWriter accepts them.
+constexpr const char* kPngExtension = ".png";
+constexpr detail::TempFrames kPngTempFrames = detail::TempFrames::refuse;
+
+bool is_frame_sequence_folder(const std::string& dir) {
+  return detail::is_frame_sequence_folder(dir, kPngExtension, kPngTempFrames);
 }
 
 void check_frame(const Frame& frame) {
@@ -58,35 +48,6 @@ void create_parent_folders(const std::string& path) {
   std::error_code ec;
   fs::create_directories(parent_folder(path), ec);
   if (ec) throw_io(path, "cannot create its folder", ec);
-}
-
-std::string frame_file_name(int64_t number) {
-  char name[32];
-  std::snprintf(name, sizeof name, "frame_%06lld.png", static_cast<long long>(number));
-  return name;
-}
-
-// True for names PngSequenceSink writes: "frame_" + digits + ".png".
-bool is_frame_file_name(const std::string& name) {
-  constexpr std::string_view prefix = "frame_", suffix = ".png";
-  if (name.size() <= prefix.size() + suffix.size() || !name.starts_with(prefix) ||
-      !name.ends_with(suffix)) {
-    return false;
-  }
-  return std::all_of(name.begin() + static_cast<std::ptrdiff_t>(prefix.size()),
-                     name.end() - static_cast<std::ptrdiff_t>(suffix.size()),
-                     [](char c) { return c >= '0' && c <= '9'; });
-}
-
-// A folder we may delete or replace: it exists and holds only frame files (an earlier sequence).
-// Anything else might be a user's folder named by mistake, so we refuse to touch it.
-bool is_frame_sequence_folder(const std::string& dir) {
-  std::error_code ec;
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    if (!it->is_regular_file(ec) || !is_frame_file_name(it->path().filename().string()))
-      return false;
-  }
-  return !ec;
 }
 
 }  // namespace
@@ -160,27 +121,9 @@ void PngSequenceSink::begin(int width, int height, int /*fps*/) {
   if (!media_supports_png())
     throw Error(ErrorKind::unsupported, "cannot write PNG: built without libpng");
   if (width <= 0 || height <= 0) throw Error(ErrorKind::invalid_argument, "invalid frame size");
-  std::error_code ec;
-  const fs::file_status target = fs::symlink_status(directory_, ec);
-  if (fs::exists(target)) {
-    if (!fs::is_directory(target) || !is_frame_sequence_folder(directory_)) {
-      throw Error(
-          ErrorKind::io,
-          directory_ + ": exists and is not an earlier frame sequence (refusing to replace it)");
-    }
-  }
-  const fs::file_status part = fs::symlink_status(part_directory_, ec);
-  if (fs::exists(part)) {
-    // Left over from an interrupted run. Only ever delete what we could have written.
-    if (!fs::is_directory(part) || !is_frame_sequence_folder(part_directory_)) {
-      throw Error(ErrorKind::io, part_directory_ + ": exists and is not a partial frame sequence");
-    }
-    fs::remove_all(part_directory_, ec);
-    if (ec) throw_io(part_directory_, "cannot remove stale partial output", ec);
-  }
+  detail::require_replaceable_sequence(directory_, kPngExtension, kPngTempFrames);
   create_parent_folders(part_directory_);
-  fs::create_directory(part_directory_, ec);
-  if (ec) throw_io(part_directory_, "cannot create folder", ec);
+  detail::create_part_folder(part_directory_, kPngExtension, kPngTempFrames);
   width_ = width;
   height_ = height;
   begun_ = true;
@@ -194,7 +137,7 @@ void PngSequenceSink::write(const Frame& frame) {
   if (frame.width != width_ || frame.height != height_) {
     throw Error(ErrorKind::invalid_argument, "frame size differs from the sequence's");
   }
-  write_png(part_directory_ + "/" + frame_file_name(frames_written_), frame);
+  write_png(part_directory_ + "/" + detail::frame_file_name(frames_written_, kPngExtension), frame);
   ++frames_written_;
 }
 
@@ -203,27 +146,12 @@ void PngSequenceSink::finish() {
     throw Error(ErrorKind::invalid_argument, "PngSequenceSink::finish without begin");
   std::error_code ec;
   const std::string parent = parent_folder(directory_);
-  if (fs::exists(fs::symlink_status(directory_, ec))) {
-    // rename() cannot replace a non-empty folder: move the old sequence aside first, so that at
-    // every moment DIR is either the complete old sequence or the complete new one (or absent).
-    if (!fs::is_directory(fs::symlink_status(directory_, ec)) ||
-        !is_frame_sequence_folder(directory_)) {
-      throw Error(ErrorKind::io, directory_ + ": exists and is not an earlier frame sequence");
-    }
-    const std::string old = directory_ + ".old-" + std::to_string(::getpid());
-    fs::rename(directory_, old, ec);
-    if (ec) throw_io(directory_, "cannot move the earlier sequence aside", ec);
-    fs::rename(part_directory_, directory_, ec);
-    if (ec) {
-      std::error_code ignored;
-      fs::rename(old, directory_, ignored);
-      throw_io(part_directory_, "cannot rename to " + directory_, ec);
-    }
-    fs::remove_all(old, ec);  // failure leaves a stray folder but a complete output: not an error
-  } else {
-    fs::rename(part_directory_, directory_, ec);
-    if (ec) throw_io(part_directory_, "cannot rename to " + directory_, ec);
+  // Checked again: DIR may have appeared since begin().
+  const fs::file_status target = fs::symlink_status(directory_, ec);
+  if (fs::exists(target) && (!fs::is_directory(target) || !is_frame_sequence_folder(directory_))) {
+    throw Error(ErrorKind::io, directory_ + ": exists and is not an earlier frame sequence");
   }
+  detail::move_sequence_into_place(part_directory_, directory_);
   finished_ = true;
   sync_to_disk(parent, true);
 }
@@ -247,72 +175,14 @@ bool media_supports_mp4() {
 }
 
 #ifdef STRAND_HAVE_FFMPEG
-namespace {
-
-std::string av_error_text(int code) {
-  char text[AV_ERROR_MAX_STRING_SIZE] = {};
-  av_strerror(code, text, sizeof text);
-  return text;
-}
-
-}  // namespace
-
-struct Mp4Sink::Encoder {
-  AVFormatContext* format = nullptr;
-  AVCodecContext* codec = nullptr;
-  AVStream* stream = nullptr;
-  AVFrame* frame = nullptr;
-  AVPacket* packet = nullptr;
-  SwsContext* scaler = nullptr;
-  bool header_written = false;
-  std::string part_path;
-
-  ~Encoder() { close(); }
-
-  void close() noexcept {
-    sws_freeContext(scaler);
-    scaler = nullptr;
-    av_packet_free(&packet);
-    av_frame_free(&frame);
-    avcodec_free_context(&codec);
-    if (format != nullptr) {
-      if (format->pb != nullptr) avio_closep(&format->pb);
-      avformat_free_context(format);
-      format = nullptr;
-    }
-  }
-
-  [[noreturn]] void fail(const std::string& what, int code) const {
-    throw Error(ErrorKind::io, part_path + ": " + what + ": " + av_error_text(code));
-  }
-
-  static void tag_bt709(AVCodecContext* c) {
-    c->color_primaries = AVCOL_PRI_BT709;
-    c->color_trc = AVCOL_TRC_BT709;
-    c->colorspace = AVCOL_SPC_BT709;
-    c->color_range = AVCOL_RANGE_MPEG;
-  }
-  static void tag_bt709(AVFrame* f) {
-    f->color_primaries = AVCOL_PRI_BT709;
-    f->color_trc = AVCOL_TRC_BT709;
-    f->colorspace = AVCOL_SPC_BT709;
-    f->color_range = AVCOL_RANGE_MPEG;
-  }
-
-  // Moves every packet the encoder has ready into the file. `flushing`: the encoder was sent the
-  // null frame, so run until it reports end of stream.
-  void drain(bool flushing) {
-    for (;;) {
-      const int result = avcodec_receive_packet(codec, packet);
-      if (result == AVERROR(EAGAIN) && !flushing) return;
-      if (result == AVERROR_EOF) return;
-      if (result < 0) fail("H.264 encoding failed", result);
-      // The muxer picks its own stream time base at write_header: packets carry codec units.
-      av_packet_rescale_ts(packet, codec->time_base, stream->time_base);
-      packet->stream_index = stream->index;
-      const int written = av_interleaved_write_frame(format, packet);  // takes the packet's data
-      if (written < 0) fail("cannot write video data", written);
-    }
+struct Mp4Sink::Encoder : detail::FfmpegEncoder {
+  // `Tagged`: AVCodecContext or AVFrame, which carry the same four colour fields.
+  template <typename Tagged>
+  static void tag_bt709(Tagged* t) {
+    t->color_primaries = AVCOL_PRI_BT709;
+    t->color_trc = AVCOL_TRC_BT709;
+    t->colorspace = AVCOL_SPC_BT709;
+    t->color_range = AVCOL_RANGE_MPEG;
   }
 };
 #else
@@ -347,9 +217,7 @@ void Mp4Sink::begin(int width, int height, int fps) {
     throw Error(ErrorKind::io, path_ + ": is a folder, not a video file");
   }
   create_parent_folders(path_);
-  // FFmpeg logs to stderr at "info" level by default (x264 prints several lines per file). The
-  // engine reports failures as exceptions, so silence it unless the application chose a level.
-  if (av_log_get_level() == AV_LOG_INFO) av_log_set_level(AV_LOG_QUIET);
+  detail::quiet_ffmpeg_log();
   abort();  // a sink may be restarted
   finished_ = false;
   frames_written_ = 0;
@@ -357,67 +225,33 @@ void Mp4Sink::begin(int width, int height, int fps) {
   Encoder& e = *encoder_;
   e.part_path = part_path_;
 
-  // The container is named explicitly: "NAME.mp4.part" would not be recognised by its extension.
-  int result = avformat_alloc_output_context2(&e.format, nullptr, "mp4", part_path_.c_str());
-  if (result < 0 || e.format == nullptr) e.fail("cannot create MP4 muxer", result);
   const AVCodec* codec = avcodec_find_encoder_by_name("libx264");
   if (codec == nullptr)
     throw Error(ErrorKind::unsupported, "cannot write MP4: FFmpeg has no libx264 encoder");
-  e.stream = avformat_new_stream(e.format, nullptr);
-  e.codec = avcodec_alloc_context3(codec);
-  e.frame = av_frame_alloc();
-  e.packet = av_packet_alloc();
-  if (e.stream == nullptr || e.codec == nullptr || e.frame == nullptr || e.packet == nullptr) {
-    throw Error(ErrorKind::out_of_memory, "cannot allocate the MP4 encoder");
-  }
+  e.allocate(codec, "cannot allocate the MP4 encoder");
   AVCodecContext* c = e.codec;
-  c->width = width;
-  c->height = height;
-  c->pix_fmt = AV_PIX_FMT_YUV420P;
-  c->time_base = AVRational{1, fps};
-  c->framerate = AVRational{fps, 1};
-  c->sample_aspect_ratio = AVRational{1, 1};
+  detail::set_video_format(c, width, height, AV_PIX_FMT_YUV420P, AVRational{fps, 1});
   Encoder::tag_bt709(c);
-  if ((e.format->oformat->flags & AVFMT_GLOBALHEADER) != 0) c->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
+  e.create_muxer("mp4", "cannot create MP4 muxer");
 
   AVDictionary* codec_options = nullptr;
-  av_dict_set(&codec_options, "crf", "18", 0);
-  av_dict_set(&codec_options, "preset", "medium", 0);
-  av_dict_set(&codec_options, "profile", "high", 0);
-  result = avcodec_open2(c, codec, &codec_options);
+  detail::set_x264_options(&codec_options);
+  const int result = avcodec_open2(c, codec, &codec_options);
   av_dict_free(&codec_options);
   if (result < 0) e.fail("cannot open the libx264 encoder", result);
 
-  result = avcodec_parameters_from_context(e.stream->codecpar, c);
-  if (result < 0) e.fail("cannot set stream parameters", result);
-  e.stream->time_base = c->time_base;
-  e.stream->avg_frame_rate = c->framerate;
-
-  result = avio_open(&e.format->pb, part_path_.c_str(), AVIO_FLAG_WRITE);
-  if (result < 0) e.fail("cannot create file", result);
+  e.set_stream_parameters();
   AVDictionary* mux_options = nullptr;
   // +faststart moves the index to the front so players and editors can start before the end.
   av_dict_set(&mux_options, "movflags", "+faststart", 0);
-  result = avformat_write_header(e.format, &mux_options);
-  av_dict_free(&mux_options);
-  if (result < 0) e.fail("cannot write MP4 header", result);
-  e.header_written = true;
+  e.open_file_and_write_header(&mux_options, "cannot write MP4 header");
 
-  e.frame->format = AV_PIX_FMT_YUV420P;
-  e.frame->width = width;
-  e.frame->height = height;
-  result = av_frame_get_buffer(e.frame, 0);
-  if (result < 0) throw Error(ErrorKind::out_of_memory, "cannot allocate a video frame");
-
+  detail::allocate_frame_buffer(e.frame, AV_PIX_FMT_YUV420P, width, height);
   e.scaler = sws_getContext(width, height, AV_PIX_FMT_RGB24, width, height, AV_PIX_FMT_YUV420P,
                             SWS_BICUBIC | SWS_ACCURATE_RND, nullptr, nullptr, nullptr);
   if (e.scaler == nullptr)
     throw Error(ErrorKind::unsupported, "swscale cannot convert RGB24 to yuv420p");
-  // swscale assumes BT.601 unless told: full-range BT.709 RGB in, limited-range BT.709 YUV out,
-  // matching the tags above (otherwise colours shift in every player that honours the tags).
-  const int* bt709 = sws_getCoefficients(SWS_CS_ITU709);
-  sws_setColorspaceDetails(e.scaler, bt709, /*srcRange=full*/ 1, bt709, /*dstRange=limited*/ 0,
-                           /*brightness*/ 0, /*contrast*/ 1 << 16, /*saturation*/ 1 << 16);
+  detail::set_bt709_conversion(e.scaler, /*limited_range_output=*/true);
 #else
   (void)width;
   (void)height;
@@ -435,17 +269,12 @@ void Mp4Sink::write(const Frame& frame) {
   if (frame.width != e.codec->width || frame.height != e.codec->height) {
     throw Error(ErrorKind::invalid_argument, "frame size differs from the video's");
   }
-  // The encoder may still reference the previous frame's buffers.
-  int result = av_frame_make_writable(e.frame);
-  if (result < 0) throw Error(ErrorKind::out_of_memory, "cannot allocate a video frame");
+  e.make_frame_writable();
   const uint8_t* source[1] = {frame.rgb.data()};
   const int source_stride[1] = {frame.width * 3};
   sws_scale(e.scaler, source, source_stride, 0, frame.height, e.frame->data, e.frame->linesize);
   Encoder::tag_bt709(e.frame);
-  e.frame->pts = frames_written_;  // in codec time base units: one tick per frame
-  result = avcodec_send_frame(e.codec, e.frame);
-  if (result < 0) e.fail("H.264 encoding failed", result);
-  e.drain(false);
+  e.encode(frames_written_, "H.264 encoding failed");
   ++frames_written_;
 #else
   (void)frame;
@@ -458,19 +287,11 @@ void Mp4Sink::finish() {
   if (!encoder_ || finished_)
     throw Error(ErrorKind::invalid_argument, "Mp4Sink::finish without begin");
   Encoder& e = *encoder_;
-  // x264 holds frames in its lookahead: without the null-frame flush a short clip comes out empty.
-  int result = avcodec_send_frame(e.codec, nullptr);
-  if (result < 0) e.fail("H.264 flush failed", result);
-  e.drain(true);
-  result = av_write_trailer(e.format);
-  if (result < 0) e.fail("cannot finish the MP4 file", result);
-  result = avio_closep(&e.format->pb);
-  if (result < 0) e.fail("cannot close the MP4 file", result);
+  e.flush("H.264 flush failed", "H.264 encoding failed");
+  e.finish_container("the MP4 file");
   e.close();
   sync_to_disk(part_path_, false);
-  std::error_code ec;
-  fs::rename(part_path_, path_, ec);
-  if (ec) throw_io(part_path_, "cannot rename to " + path_, ec);
+  detail::rename_into_place(part_path_, path_);
   finished_ = true;
   encoder_.reset();
   sync_to_disk(parent_folder(path_), true);

@@ -228,8 +228,8 @@ void FfmpegEncoder::drain(bool flushing, const std::string& encode_failure) {
     if (format == nullptr) {
       // Image encoders are intra-only: the packet's pts is its frame number.
       const std::string file = part_path + "/" + frame_file_name(packet->pts, sequence_extension);
-      write_file_atomic(file, std::span<const uint8_t>(packet->data,
-                                                       static_cast<size_t>(packet->size)));
+      write_file_atomic(file,
+                        std::span<const uint8_t>(packet->data, static_cast<size_t>(packet->size)));
       av_packet_unref(packet);
       continue;
     }
