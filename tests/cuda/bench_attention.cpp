@@ -24,39 +24,16 @@
 
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/device.h"
+#include "tools/gpu/bench_timing.h"
 
 namespace {
 
-#define CHECK_CUDA(call)                                                                         \
-  do {                                                                                           \
-    const cudaError_t e_ = (call);                                                               \
-    if (e_ != cudaSuccess) {                                                                     \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                              \
-    }                                                                                            \
-  } while (0)
 
 constexpr double kTargetTflops = 350.0;         // issue 6, head dim 128 on one H100
 constexpr double kH100DenseBf16Tflops = 989.4;  // H100 SXM datasheet, dense (wgmma) peak
 constexpr double kH100HbmTbps = 3.35;           // H100 SXM datasheet HBM3 bandwidth
 
-// Mean milliseconds per call of `body` over `repeats` calls after 3 warm-up calls.
-double time_ms(cudaStream_t stream, int repeats, const std::function<void()>& body) {
-  for (int i = 0; i < 3; ++i) body();
-  cudaEvent_t start, stop;
-  CHECK_CUDA(cudaEventCreate(&start));
-  CHECK_CUDA(cudaEventCreate(&stop));
-  CHECK_CUDA(cudaEventRecord(start, stream));
-  for (int i = 0; i < repeats; ++i) body();
-  CHECK_CUDA(cudaEventRecord(stop, stream));
-  CHECK_CUDA(cudaEventSynchronize(stop));
-  float ms = 0;
-  CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
-  CHECK_CUDA(cudaGetLastError());
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  return ms / repeats;
-}
+using strand::bench::time_ms;
 
 double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
   double diff = 0, ref = 0;

@@ -18,37 +18,18 @@
 #include "kernels/cpu/delta_rule.h"
 #include "kernels/cuda/delta_rule.h"
 #include "kernels/cuda/device.h"
+#include "tools/gpu/bench_timing.h"
 
 namespace {
 
 using strand::cuda::DeltaPrecision;
 
-#define CHECK_CUDA(call)                                                                         \
-  do {                                                                                           \
-    const cudaError_t e_ = (call);                                                               \
-    if (e_ != cudaSuccess) {                                                                     \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                              \
-    }                                                                                            \
-  } while (0)
 
 constexpr int kTokens = 4680, kHeads = 12, kDim = 128, kWidth = kHeads * kDim;
 
-// Mean microseconds per call of `body` over `repeats` calls after 3 warm-up calls.
+// Mean microseconds per call (strand::bench::time_ms, in us).
 double time_us(cudaStream_t stream, int repeats, const std::function<void()>& body) {
-  for (int i = 0; i < 3; ++i) body();
-  cudaEvent_t start, stop;
-  CHECK_CUDA(cudaEventCreate(&start));
-  CHECK_CUDA(cudaEventCreate(&stop));
-  CHECK_CUDA(cudaEventRecord(start, stream));
-  for (int i = 0; i < repeats; ++i) body();
-  CHECK_CUDA(cudaEventRecord(stop, stream));
-  CHECK_CUDA(cudaEventSynchronize(stop));
-  float ms = 0.0f;
-  CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
-  CHECK_CUDA(cudaEventDestroy(start));
-  CHECK_CUDA(cudaEventDestroy(stop));
-  return 1000.0 * static_cast<double>(ms) / repeats;
+  return 1000.0 * strand::bench::time_ms(stream, repeats, body);
 }
 
 // As time_us, with a stream synchronisation after every call: what one call costs in the engine,
