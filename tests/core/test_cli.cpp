@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "cli_process.h"
 #include "strand/media.h"
 #include "strand/memory_state.h"
 
@@ -27,48 +28,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kCli = STRAND_CLI;
 const std::string kModel = std::string(STRAND_TEST_DATA) + "/golden-model.safetensors";
 const std::string kBundledModel =
     std::string(STRAND_SOURCE_DIR) + "/resources/models/strand-tiny-random.safetensors";
 
-struct RunResult {
-  int exit_code = -1;  // negative: killed by that signal
-  std::string out, err;
-};
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-// Starts strand-cli with `args` (no shell, so any bytes pass through unchanged), stdout and stderr
-// going to files.
-pid_t spawn_cli(const std::vector<std::string>& args, const fs::path& out, const fs::path& err) {
-  std::vector<std::string> argv_storage{kCli};
-  argv_storage.insert(argv_storage.end(), args.begin(), args.end());
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    const int out_fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int err_fd = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (out_fd < 0 || err_fd < 0) ::_exit(127);
-    ::dup2(out_fd, STDOUT_FILENO);
-    ::dup2(err_fd, STDERR_FILENO);
-    std::vector<char*> argv;
-    for (auto& arg : argv_storage) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    ::execv(kCli.c_str(), argv.data());
-    ::_exit(127);
-  }
-  return pid;
-}
-
-int wait_exit_code(pid_t pid) {
-  int status = 0;
-  if (::waitpid(pid, &status, 0) != pid) return -1000;
-  if (WIFSIGNALED(status)) return -WTERMSIG(status);
-  return WEXITSTATUS(status);
-}
+using RunResult = strand::test::CliRun;
+using strand::test::read_text;
+using strand::test::spawn_cli;
+using strand::test::wait_exit_code;
 
 class CliTest : public ::testing::Test {
  protected:

@@ -15,24 +15,17 @@
 #include <string>
 #include <vector>
 
+#include "cli_process.h"
 #include "strand/devices.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kCli = STRAND_CLI;
 const std::string kModel = std::string(STRAND_TEST_DATA) + "/golden-model.safetensors";
 
-struct CliRun {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-std::string slurp(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
+using strand::test::CliRun;
+using strand::test::read_text;
 
 class CliBenchTest : public ::testing::Test {
  protected:
@@ -45,23 +38,7 @@ class CliBenchTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  CliRun run(std::vector<std::string> args) {
-    args.insert(args.begin(), kCli);
-    const fs::path out = dir_ / "out.txt", err = dir_ / "err.txt";
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-      if (!std::freopen(out.c_str(), "w", stdout) || !std::freopen(err.c_str(), "w", stderr))
-        ::_exit(127);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(kCli.c_str(), argv.data());
-      ::_exit(127);
-    }
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
-  }
+  CliRun run(const std::vector<std::string>& args) { return strand::test::run_cli(args, dir_); }
 
   void expect_error(const std::vector<std::string>& args, const std::string& in_message) {
     const CliRun r = run(args);
@@ -76,7 +53,7 @@ class CliBenchTest : public ::testing::Test {
     args.insert(args.end(), extra.begin(), extra.end());
     const CliRun r = run(args);
     EXPECT_EQ(r.exit_code, 0) << r.err;
-    return nlohmann::json::parse(slurp(json));
+    return nlohmann::json::parse(read_text(json));
   }
 
   fs::path dir_;

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "cli_process.h"
 #include "strand/export.h"
 #include "strand/project.h"
 #include "temp_dir.h"
@@ -30,56 +31,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kCli = STRAND_CLI;
 const std::string kModel = std::string(STRAND_TEST_DATA) + "/golden-model.safetensors";
 
-struct RunResult {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-// Runs strand-cli (no shell). file_size_limit > 0: RLIMIT_FSIZE in the child, SIGXFSZ ignored,
-// so writes past it fail with EFBIG like on a full disk.
-RunResult run_cli(const std::vector<std::string>& args, const fs::path& scratch,
-                  rlim_t file_size_limit = 0) {
-  const fs::path out = scratch / "stdout.txt", err = scratch / "stderr.txt";
-  std::vector<std::string> storage{kCli};
-  storage.insert(storage.end(), args.begin(), args.end());
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    const int out_fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int err_fd = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (out_fd < 0 || err_fd < 0) ::_exit(127);
-    ::dup2(out_fd, STDOUT_FILENO);
-    ::dup2(err_fd, STDERR_FILENO);
-    if (file_size_limit > 0) {
-      ::signal(SIGXFSZ, SIG_IGN);
-      struct rlimit limit {};
-      ::getrlimit(RLIMIT_FSIZE, &limit);
-      limit.rlim_cur = file_size_limit;
-      ::setrlimit(RLIMIT_FSIZE, &limit);
-    }
-    std::vector<char*> argv;
-    for (auto& arg : storage) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    ::execv(kCli.c_str(), argv.data());
-    ::_exit(127);
-  }
-  RunResult result;
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  result.exit_code = WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
-  result.out = read_text(out);
-  result.err = read_text(err);
-  fs::remove(out);
-  fs::remove(err);
-  return result;
-}
+using RunResult = strand::test::CliRun;
+using strand::test::read_text;
+using strand::test::run_cli;
 
 // Runs strand-cli with `full_dir` a fresh tmpfs of `tmpfs_bytes` (a real full disk: ENOSPC), in a
 // private mount namespace of a child process so that nothing outside sees the mount. The child
