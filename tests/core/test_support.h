@@ -12,21 +12,11 @@
 #include <vector>
 
 #include "model_layout.h"
+#include "parity.h"
 #include "strand/model.h"
 
 namespace strand::test {
 
-// ||a - b|| / ||b||: the normalised error used for every parity check.
-inline double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double diff = 0, ref = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    const double x = a[i], y = b[i];
-    diff += (x - y) * (x - y);
-    ref += y * y;
-  }
-  return std::sqrt(diff / std::max(ref, 1e-30));
-}
 
 inline ModelConfig tiny_config(std::vector<AttentionKind> layers, int window = 0, int sink = 0) {
   ModelConfig c;

@@ -20,6 +20,7 @@
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/device.h"
 #include "strand/error.h"
+#include "tests/core/parity.h"
 
 namespace {
 
@@ -32,18 +33,7 @@ namespace {
 
 constexpr float kSentinel = 777.0f;  // written into out's padding; must survive every call
 
-// ||a - b|| / ||b||, the normalised error of tests/core/test_support.h (not included: it pulls in
-// the engine's model headers).
-double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double diff = 0, ref = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    const double x = a[i], y = b[i];
-    diff += (x - y) * (x - y);
-    ref += y * y;
-  }
-  return std::sqrt(diff / std::max(ref, 1e-30));
-}
+using strand::test::rel_error;
 
 // Round to nearest even bf16, kept in a float (inputs are finite).
 float round_to_bf16(float x) {

@@ -18,6 +18,7 @@
 #include "strand/error.h"
 #include "strand/model.h"
 #include "strand/session.h"
+#include "tests/core/parity.h"
 
 namespace strand {
 namespace {
@@ -36,17 +37,7 @@ bool have_gpu() {
     }                                                           \
   } while (false)
 
-// ||a - b|| / ||b||, in double.
-double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double diff = 0, ref = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    const double x = a[i], y = b[i];
-    diff += (x - y) * (x - y);
-    ref += y * y;
-  }
-  return std::sqrt(diff / std::max(ref, 1e-30));
-}
+using strand::test::rel_error;
 
 std::vector<float> random_values(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
   std::mt19937 rng(seed);
