@@ -63,11 +63,23 @@ COMMON=(--text-encoder "$ENCODER" --require-text-encoder --require-world
 # shellcheck disable=SC2206
 EXTRA=($EXTRA_ARGS)
 
+# GPU numbers below count the GPUs this script may use. When CUDA_VISIBLE_DEVICES names some
+# (e.g. "1,2,3" while a benchmark has GPU 0), number i is the i-th of those.
+IFS=',' read -r -a VISIBLE <<<"${CUDA_VISIBLE_DEVICES:-}"
+visible_list() {
+  local list="$1" out="" i
+  [[ ${#VISIBLE[@]} -eq 0 || -z "$list" ]] && { echo "$list"; return; }
+  for i in ${list//,/ }; do out+="${out:+,}${VISIBLE[$i]}"; done
+  echo "$out"
+}
+
 # run NAME GPU_LIST NPROC train.py-args...: starts one training run in the background.
 PIDS=()
 NAMES=()
 run() {
-  local name="$1" gpus="$2" nproc="$3"; shift 3
+  local name="$1" gpus nproc="$3"
+  gpus="$(visible_list "$2")"
+  shift 3
   local dir="$WORK/$name" launcher=("$PY")
   mkdir -p "$dir"
   if ((nproc > 1)); then

@@ -1,8 +1,10 @@
-// `strand-cli bench`: times N blocks with a fixed prompt and seed, per stage, and reports the
-// arithmetic throughput of the DiT passes. On a GPU (--device cuda) it also reports the device
-// memory in use after each block; --ops adds the time of each op and shape with the op's least
-// FLOPs and bytes (for roofline floors), and --max-seconds / --max-state-bytes end long runs early
-// but cleanly (the JSON then says why and after how many blocks).
+// `strand-cli bench`: times N blocks with a fixed prompt and seed (or --prompt / --seed), per
+// stage, and reports the arithmetic throughput of the DiT passes. On a GPU (--device cuda) it also
+// reports the device memory in use after each block; --ops adds the time of each op and shape with
+// the op's least FLOPs and bytes (for roofline floors), and --max-seconds / --max-state-bytes end
+// long runs early but cleanly (the JSON then says why and after how many blocks). --latents-out
+// writes every generated block's clean latents (warm-up blocks included) to a safetensors file,
+// for precision studies against the PyTorch reference (tools/gpu/bf16_error.py).
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +20,7 @@
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/threading.h"
 #include "strand/error.h"
+#include "strand/safetensors.h"
 
 namespace strand::cli {
 namespace {
@@ -133,12 +136,42 @@ double sgemm_gflops(const ModelConfig& c) {
   return best;
 }
 
+// Every generated block's clean latents x0 as float32 tensors "block.N" [F, C, h, w]; the
+// metadata names the inputs (prompt, seed, model id) and the device and precision they ran on.
+void write_latents_file(const std::string& path, const Model& model, const DeviceChoice& device,
+                        const std::string& prompt, uint64_t seed,
+                        const std::vector<BlockResult>& blocks) {
+  const ModelConfig& c = model.config();
+  const std::vector<int64_t> shape = {c.frames_per_block, c.latent_channels, c.latent_height(),
+                                      c.latent_width()};
+  std::vector<TensorToWrite> tensors;
+  for (const BlockResult& block : blocks) {
+    tensors.push_back(
+        {"block." + std::to_string(block.block_index), DType::F32, shape,
+         std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(block.latents.data()),
+                                  block.latents.size() * sizeof(float))});
+  }
+  const std::map<std::string, std::string> metadata = {
+      {"format", "strand-latents"},
+      {"layout", "block.N: clean latents x0 of block N, float32 [frames, channels, height, width]"},
+      {"model_id", model.id()},
+      {"model_name", c.name},
+      {"prompt", prompt},
+      {"seed", std::to_string(seed)},
+      {"device", device.cuda ? "cuda" : "cpu"},
+      {"precision", device.bf16 ? "bf16" : "fp32"},
+      {"blocks", std::to_string(blocks.size())}};
+  write_safetensors(path, tensors, metadata);
+}
+
 }  // namespace
 
 int run_bench(std::span<const std::string> args) {
-  std::vector<OptionSpec> specs = {{"model"},       {"blocks"},          {"threads"},
-                                   {"json"},        {"ops", false},      {"warmup"},
-                                   {"max-seconds"}, {"max-state-bytes"}, {"prompt-tokens"}};
+  std::vector<OptionSpec> specs = {
+      {"model"},         {"blocks"}, {"threads"},     {"json"},
+      {"ops", false},    {"warmup"}, {"max-seconds"}, {"max-state-bytes"},
+      {"prompt-tokens"}, {"prompt"}, {"seed"},        {"latents-out"},
+      {"no-graphs", false}};
   for (auto& spec : device_option_specs()) specs.push_back(std::move(spec));
   const Options options(args, specs);
   const int64_t blocks =
@@ -158,21 +191,28 @@ int run_bench(std::span<const std::string> args) {
       options.has("max-state-bytes") ? parse_u64(*options.get("max-state-bytes"), "max-state-bytes")
                                      : 0;
   const DeviceChoice device = parse_device_options(options);
+  if (options.has("prompt") && options.has("prompt-tokens"))
+    throw Error(ErrorKind::invalid_argument, "--prompt and --prompt-tokens exclude each other");
+  if (const auto prompt = options.get("prompt")) validate_prompt(*prompt, "--prompt");
+  const uint64_t seed = options.has("seed") ? parse_u64(*options.get("seed"), "seed") : kBenchSeed;
   const std::optional<std::string> json_path = options.get("json");
+  const std::optional<std::string> latents_path = options.get("latents-out");
   const std::string model_path = model_path_or_default(options.get("model"));
   const std::shared_ptr<const Model> model = load_model(model_path);
   if (json_path) prepare_output_file(*json_path, "--json");
+  if (latents_path) prepare_output_file(*latents_path, "--latents-out");
   const ModelConfig& c = model->config();
   const std::string prompt =
       options.has("prompt-tokens")
           ? prompt_of_tokens(*model, parse_int(*options.get("prompt-tokens"), "prompt-tokens", 3,
                                                static_cast<int64_t>(kMaxPromptBytes)))
-          : std::string(kBenchPrompt);
+          : options.get("prompt").value_or(kBenchPrompt);
 
   strand::cpu::set_num_threads(threads);  // 0: hardware default
   SessionOptions session_options;
-  session_options.seed = kBenchSeed;
+  session_options.seed = seed;
   apply_device(device, session_options);
+  session_options.record_passes = !options.has("no-graphs");
   OpProfile profile;
   const bool profile_ops = options.has("ops");
   if (profile_ops) {
@@ -204,6 +244,7 @@ int run_bench(std::span<const std::string> args) {
   BlockTimings totals;
   std::string stopped;  // why the run ended before `blocks` timed blocks, if it did
   uint64_t peak_device_bytes = device_memory_at_start.value_or(0);
+  std::vector<BlockResult> generated;  // kept for --latents-out only (frames dropped)
   const auto run_start = std::chrono::steady_clock::now();
   int64_t timed = 0;
   for (int64_t i = 0; i < warmup + blocks; ++i) {
@@ -229,6 +270,12 @@ int run_bench(std::span<const std::string> args) {
       stopped = "out of host memory";
     }
     if (!stopped.empty()) break;
+    if (latents_path) {
+      BlockResult kept;
+      kept.block_index = result.block_index;
+      kept.latents = std::move(result.latents);  // not used below
+      generated.push_back(std::move(kept));
+    }
     if (i == warmup - 1 && profile_ops) {
       profile = OpProfile{};  // the warm-up's op times are not reported
       profile.record_shapes = true;
@@ -312,6 +359,7 @@ int run_bench(std::span<const std::string> args) {
     }
     for (const auto& [shape, entry] : profile.by_shape) op_shapes[shape] = entry_to_json(entry);
   }
+  if (latents_path) write_latents_file(*latents_path, *model, device, prompt, seed, generated);
   if (json_path) {
     nlohmann::json report = {
         {"model", {{"name", c.name}, {"id", model->id()}, {"path", model_path}}},
@@ -319,9 +367,10 @@ int run_bench(std::span<const std::string> args) {
         {"device", device.cuda ? "cuda" : "cpu"},
         {"device_index", device.index},
         {"precision", device.bf16 ? "bf16" : "fp32"},
+        {"recorded_passes", session_options.record_passes && device.cuda && !profile_ops},
         {"threads", strand::cpu::num_threads()},
         {"prompt", prompt},
-        {"seed", kBenchSeed},
+        {"seed", seed},
         {"text_tokens", text_tokens},
         {"tokens_per_block", c.tokens_per_block()},
         {"frames_per_block", c.frames_per_block},

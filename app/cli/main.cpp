@@ -6,7 +6,8 @@
 //                     [--recache K] [--device cpu|cuda[:N]] [--precision fp32|bf16]
 //   strand-cli bench  [--model M] [--blocks N] [--warmup N] [--threads T] [--json FILE] [--ops]
 //                     [--device cpu|cuda[:N]] [--precision fp32|bf16] [--max-seconds S]
-//                     [--max-state-bytes B] [--prompt-tokens N]
+//                     [--max-state-bytes B] [--prompt P | --prompt-tokens N] [--seed S]
+//                     [--latents-out FILE.safetensors]
 //
 // Exit codes: 0 success; 2 any error (one line on stderr: "strand-cli: error: ..."), with no
 // output left behind; 130 cancelled by Ctrl-C (SIGINT) or SIGTERM, partial outputs removed.
@@ -31,7 +32,8 @@ constexpr const char* kUsage =
     "                    [--recache K] [--device cpu|cuda[:N]] [--precision fp32|bf16]\n"
     "  strand-cli bench  [--model M] [--blocks N] [--warmup N] [--threads T] [--json FILE] [--ops]\n"
     "                    [--device cpu|cuda[:N]] [--precision fp32|bf16] [--max-seconds S]\n"
-    "                    [--max-state-bytes B] [--prompt-tokens N]\n"
+    "                    [--max-state-bytes B] [--prompt P | --prompt-tokens N] [--seed S]\n"
+    "                    [--latents-out FILE.safetensors] [--no-graphs]\n"
     "\n"
     "render writes a folder of PNGs (PATH/frame_000000.png ...) or, for PATH ending in .mp4, an "
     "H.264\n"
@@ -42,7 +44,9 @@ constexpr const char* kUsage =
     "in bfloat16 with float32 accumulation; --precision fp32 for float32 throughout).\n"
     "bench --ops times every op (synchronised) with its least FLOPs and bytes; --max-seconds and\n"
     "--max-state-bytes end a long run early, reporting why; --prompt-tokens N benchmarks with a\n"
-    "prompt of N text tokens.\n";
+    "prompt of N text tokens; --latents-out writes every block's clean latents (float32 tensors\n"
+    "block.N [F, C, h, w], warm-up blocks included) to a safetensors file. On a GPU each kind of\n"
+    "DiT pass is recorded once as a CUDA graph and replayed; --no-graphs launches op by op.\n";
 
 // Error text on one line, whatever the engine put in it.
 std::string one_line(std::string text) {

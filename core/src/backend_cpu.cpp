@@ -1,5 +1,6 @@
 // The CPU backend: forwards each op to the reference kernels in kernels/cpu.
 #include <new>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/activation.h"
@@ -105,11 +106,25 @@ class CpuBackend final : public Backend {
   void upsample_nearest_2x(const float* in, int c, int h, int w, float* out) override {
     cpu::upsample_nearest_2x(in, c, h, w, out);
   }
+  void memory_gates(const float* raw, const float* a_log, const float* dt_bias, float* alpha,
+                    float* beta, float* gamma, int tokens, int heads) override {
+    cpu::memory_gates(raw, a_log, dt_bias, alpha, beta, gamma, tokens, heads);
+  }
 };
 
 }  // namespace
 
 std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+void Backend::begin_recording() {
+  throw Error(ErrorKind::unsupported, std::string(name()) + " cannot record ops");
+}
+std::unique_ptr<Recording> Backend::end_recording() {
+  throw Error(ErrorKind::unsupported, std::string(name()) + " cannot record ops");
+}
+void Backend::replay(Recording&) {
+  throw Error(ErrorKind::unsupported, std::string(name()) + " cannot replay recorded ops");
+}
 
 std::string_view op_name(Op op) {
   switch (op) {
@@ -129,6 +144,7 @@ std::string_view op_name(Op op) {
     case Op::memory_read: return "memory_read";
     case Op::conv2d_3x3: return "conv2d_3x3";
     case Op::upsample_nearest_2x: return "upsample_nearest_2x";
+    case Op::memory_gates: return "memory_gates";
     case Op::count: break;
   }
   return "unknown";

@@ -47,6 +47,12 @@ class DispatchBackend final : public Backend {
   void download(float* d, const float* s, size_t n) override { primary_->download(d, s, n); }
   void copy(float* d, const float* s, size_t n) override { primary_->copy(d, s, n); }
   void synchronize() override { primary_->synchronize(); }
+  // An op the primary lacks stages through the host, which aborts a recording (see Backend).
+  [[nodiscard]] bool can_record() const override { return primary_->can_record(); }
+  void begin_recording() override { primary_->begin_recording(); }
+  std::unique_ptr<Recording> end_recording() override { return primary_->end_recording(); }
+  void replay(Recording& recording) override { primary_->replay(recording); }
+  [[nodiscard]] uint64_t generation() const override { return primary_->generation(); }
 
   void linear(const float* x, const float* w, const float* bias, float* y, int rows, int in,
               int out) override {
@@ -179,6 +185,19 @@ class DispatchBackend final : public Backend {
     HostCopy hi(*primary_, in, prod(c, prod(h, w))), ho(*primary_, out, prod(c, prod(4 * h, w)));
     cpu_->upsample_nearest_2x(hi.get(), c, h, w, ho.get());
     ho.write_back();
+  }
+  void memory_gates(const float* raw, const float* a_log, const float* dt_bias, float* alpha,
+                    float* beta, float* gamma, int tokens, int heads) override {
+    if (native(Op::memory_gates))
+      return primary_->memory_gates(raw, a_log, dt_bias, alpha, beta, gamma, tokens, heads);
+    const size_t gates = prod(tokens, heads);
+    HostCopy hr(*primary_, raw, 3 * gates), hl(*primary_, a_log, heads),
+        hd(*primary_, dt_bias, heads), ha(*primary_, alpha, gates), hb(*primary_, beta, gates),
+        hg(*primary_, gamma, gates);
+    cpu_->memory_gates(hr.get(), hl.get(), hd.get(), ha.get(), hb.get(), hg.get(), tokens, heads);
+    ha.write_back();
+    hb.write_back();
+    hg.write_back();
   }
 
  private:

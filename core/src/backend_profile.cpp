@@ -150,6 +150,12 @@ class ProfilingBackend final : public Backend {
     STRAND_TIMED(Op::upsample_nearest_2x, upsample_nearest_2x(in, c, h, w, out),
                  (Cost{0, kF * 5.0 * c * h * w, 0}), dims({{"c", c}, {"h", h}, {"w", w}}));
   }
+  // Reads the three projections and the two per-head vectors, writes the three gates.
+  void memory_gates(const float* raw, const float* a_log, const float* dt_bias, float* alpha,
+                    float* beta, float* gamma, int t, int h) override {
+    STRAND_TIMED(Op::memory_gates, memory_gates(raw, a_log, dt_bias, alpha, beta, gamma, t, h),
+                 (Cost{0, kF * (6.0 * t * h + 2.0 * h), 0}), dims({{"t", t}, {"h", h}}));
+  }
 #undef STRAND_TIMED
 
  private:

@@ -4,7 +4,11 @@
 #include "engine.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstring>
+#include <functional>
+#include <unordered_set>
 
 #include "kernels/cpu/threading.h"
 #include "strand/error.h"
@@ -17,8 +21,13 @@ constexpr float kRmsEps = 1e-6f;
 constexpr float kBertEps = 1e-12f;
 constexpr float kL2Eps = 1e-6f;
 
-float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
-float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+// Process-wide, so that a MemoryState or TextContext passed between engines never matches
+// another engine's resident copy by accident.
+uint64_t next_device_id() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
 
 }  // namespace
 
@@ -55,6 +64,151 @@ float* Engine::buffer(const std::string& key, size_t count) {
   auto& slot = scratch_[key];
   if (!slot || slot->count() < count) slot = backend_->allocate(std::max<size_t>(count, 1));
   return slot->data();
+}
+
+float* Engine::resident_state(int layer, LayerMemory& memory) {
+  if (host_backend()) return memory.state.data();
+  ResidentState& resident = resident_states_[layer];
+  const size_t n = memory.state.size();
+  if (!resident.device || resident.device->count() < n) {
+    resident.device = backend_->allocate(std::max<size_t>(n, 1));
+    resident.synced.clear();
+  }
+  const bool in_sync = resident.synced.size() == n &&
+                       std::memcmp(resident.synced.data(), memory.state.data(), n * sizeof(float)) == 0;
+  if (!in_sync) {
+    backend_->upload(resident.device->data(), memory.state.data(), n);
+    resident.synced = memory.state;
+  }
+  return resident.device->data();
+}
+
+void Engine::after_state_update(int layer, LayerMemory& memory) {
+  if (host_backend()) return;
+  ResidentState& resident = resident_states_.at(layer);
+  resident.synced.clear();  // unknown until the download below has finished
+  backend_->download(memory.state.data(), resident.device->data(), memory.state.size());
+  resident.synced = memory.state;
+}
+
+const float* Engine::resident_kv_block(KvBlock& block, bool values) {
+  if (host_backend()) return values ? block.v.data() : block.k.data();
+  auto it = block.device_id != 0 ? resident_kv_.find(block.device_id) : resident_kv_.end();
+  if (it == resident_kv_.end()) {
+    ResidentKv copy{backend_->allocate(block.k.size()), backend_->allocate(block.v.size())};
+    backend_->upload(copy.k->data(), block.k.data(), block.k.size());
+    backend_->upload(copy.v->data(), block.v.data(), block.v.size());
+    if (block.device_id == 0) block.device_id = next_device_id();
+    it = resident_kv_.insert_or_assign(block.device_id, std::move(copy)).first;
+  }
+  return values ? it->second.v->data() : it->second.k->data();
+}
+
+void Engine::drop_unused_kv_blocks(const MemoryState& memory) {
+  if (resident_kv_.empty()) return;
+  std::unordered_set<uint64_t> used;
+  for (const LayerMemory& layer : memory.layers) {
+    for (const KvBlock& block : layer.kv_blocks) used.insert(block.device_id);
+  }
+  std::erase_if(resident_kv_, [&](const auto& entry) { return !used.contains(entry.first); });
+}
+
+const float* Engine::resident_cross(const TextContext& text, int layer, bool values) {
+  const auto& host = values ? text.cross_v : text.cross_k;
+  const std::vector<float>& layer_host = host[static_cast<size_t>(layer)];
+  if (host_backend()) return layer_host.data();
+  if (text.device_id == 0) {
+    float* scratch = buffer(values ? "ca.v" : "ca.k", layer_host.size());
+    backend_->upload(scratch, layer_host.data(), layer_host.size());
+    return scratch;
+  }
+  auto it = std::find_if(resident_text_.begin(), resident_text_.end(),
+                         [&](const ResidentText& r) { return r.id == text.device_id; });
+  if (it == resident_text_.end()) {
+    ResidentText resident;
+    resident.id = text.device_id;
+    for (size_t i = 0; i < text.cross_k.size(); ++i) {
+      resident.k.push_back(backend_->allocate(text.cross_k[i].size()));
+      backend_->upload(resident.k.back()->data(), text.cross_k[i].data(), text.cross_k[i].size());
+      resident.v.push_back(backend_->allocate(text.cross_v[i].size()));
+      backend_->upload(resident.v.back()->data(), text.cross_v[i].data(), text.cross_v[i].size());
+    }
+    // A prompt change re-caches recent blocks under the new prompt while the old one may still
+    // be in use: keep the two most recent.
+    if (resident_text_.size() >= 2) resident_text_.erase(resident_text_.begin());
+    resident_text_.push_back(std::move(resident));
+    it = resident_text_.end() - 1;
+  }
+  return (values ? it->v : it->k)[static_cast<size_t>(layer)]->data();
+}
+
+const float* Engine::modulation_rows(float sigma) {
+  const ModelConfig& c = model_->config();
+  uint32_t key = 0;
+  std::memcpy(&key, &sigma, sizeof key);
+  auto it = modulation_.find(key);
+  if (it != modulation_.end()) return it->second->data();
+  const size_t d = static_cast<size_t>(c.dim), layers = c.layers.size();
+  std::vector<float> e, e0;
+  time_embedding(sigma, e, e0);
+  std::vector<float> rows((layers * 6 + 2) * d);
+  for (size_t i = 0; i < layers; ++i) {
+    const auto& modulation = model_->weight("blocks." + std::to_string(i) + ".modulation");
+    for (size_t j = 0; j < 6 * d; ++j) rows[i * 6 * d + j] = modulation[j] + e0[j];
+  }
+  const auto& head_mod = model_->weight("head.modulation");
+  for (size_t j = 0; j < 2 * d; ++j) rows[layers * 6 * d + j] = head_mod[j] + e[j % d];
+  // A sampler uses a handful of sigmas; anything else (tests sweeping sigma) must not grow this.
+  if (modulation_.size() >= 16) modulation_.clear();
+  auto buffer = backend_->allocate(rows.size());
+  backend_->upload(buffer->data(), rows.data(), rows.size());
+  return modulation_.emplace(key, std::move(buffer)).first->second->data();
+}
+
+void Engine::run_recorded(const std::string& key, const std::function<void()>& pass) {
+  Backend& b = *backend_;
+  auto it = std::find_if(recordings_.begin(), recordings_.end(),
+                         [&](const PassRecording& r) { return r.key == key; });
+  if (it != recordings_.end() && it->recording && it->generation == b.generation()) {
+    b.replay(*it->recording);
+    ++recording_stats_.replayed;
+    return;
+  }
+  if (it == recordings_.end()) {
+    if (recordings_.size() >= kMaxRecordings) recordings_.erase(recordings_.begin());
+    recordings_.push_back({key});
+    it = recordings_.end() - 1;
+  }
+  PassRecording& r = *it;
+  r.recording.reset();
+  // The first pass of a kind runs as it is: it makes every allocation and upload the pass needs,
+  // which a recording cannot contain. The next one is recorded, then replayed.
+  if (!r.seen || r.failed) {
+    r.seen = true;
+    ++recording_stats_.direct;
+    pass();
+    return;
+  }
+  try {
+    b.begin_recording();
+    r.generation = b.generation();
+    pass();
+    r.recording = b.end_recording();
+  } catch (const Error&) {
+    try {
+      b.end_recording();  // when the pass itself threw mid-recording
+    } catch (const Error&) {
+    }
+    r.recording.reset();
+    r.failed = true;  // not tried again for this kind of pass; nothing ran, so run it directly
+    ++recording_stats_.failed;
+    ++recording_stats_.direct;
+    pass();
+    return;
+  }
+  ++recording_stats_.recorded;
+  b.replay(*r.recording);
+  ++recording_stats_.replayed;
 }
 
 MemoryState Engine::empty_memory() const {
@@ -136,6 +290,7 @@ TextContext Engine::encode_prompt(const std::string& prompt) {
   const ModelConfig& c = model_->config();
   TextContext text;
   text.prompt = prompt;
+  text.device_id = next_device_id();
   const std::vector<int32_t> ids = model_->tokenizer().encode(prompt);
   text.tokens = static_cast<int>(ids.size());
   text.hidden = encode_text(ids);
@@ -231,41 +386,26 @@ void Engine::self_attention_hybrid(int layer, const float* a, float* y, LayerMem
   b.linear(a, w(p + "mem_a.weight"), nullptr, gates, T, d, H);
   b.linear(a, w(p + "mem_b.weight"), nullptr, gates + static_cast<size_t>(T) * H, T, d, H);
   b.linear(a, w(p + "mem_g.weight"), nullptr, gates + static_cast<size_t>(2) * T * H, T, d, H);
-  const size_t state_size = memory.state.size();
-  float* s = buffer("sa.state", state_size);
-  b.upload(s, memory.state.data(), state_size);
+  // dit() made the state resident before the pass (and, for a clean pass, marked it changing).
+  float* s = host_backend() ? memory.state.data() : resident_states_.at(layer).device->data();
   b.memory_read(s, qm, d, om, d, T, H, dh, dh, 1.0f / std::sqrt(static_cast<float>(dh)));
-  // Gates on the host: T*H scalars.
-  std::vector<float> g(static_cast<size_t>(3) * T * H);
-  b.download(g.data(), gates, g.size());
-  const auto& a_log = model_->weight(p + "mem_A_log");
-  const auto& dt_bias = model_->weight(p + "mem_dt_bias");
-  std::vector<float> alpha(static_cast<size_t>(T) * H), beta(alpha.size()), gamma(alpha.size());
-  for (int t = 0; t < T; ++t) {
-    for (int h = 0; h < H; ++h) {
-      const size_t i = static_cast<size_t>(t) * H + h;
-      const float decay = -std::exp(a_log[h]) * softplus(g[i] + dt_bias[h]);
-      alpha[i] = std::exp(decay);
-      beta[i] = 2.0f * sigmoid(g[static_cast<size_t>(T) * H + i]);
-      gamma[i] = sigmoid(g[static_cast<size_t>(2) * T * H + i]);
-    }
-  }
+  const size_t per_gate = static_cast<size_t>(T) * H;
+  float* gate_values = buffer("sa.gate_values", 3 * per_gate);
+  float* alpha = gate_values;
+  float* beta = gate_values + per_gate;
+  float* gamma = gate_values + 2 * per_gate;
+  b.memory_gates(gates, w(p + "mem_A_log"), w(p + "mem_dt_bias"), alpha, beta, gamma, T, H);
   // 3. o = o_softmax + gamma * o_mem (per token and head).
-  float* dev_gamma = buffer("sa.gamma", gamma.size());
-  b.upload(dev_gamma, gamma.data(), gamma.size());
-  b.gated_residual_heads(o, om, dev_gamma, T, H, dh, d);
+  b.gated_residual_heads(o, om, gamma, T, H, dh, d);
   b.linear(o, w(p + "o.weight"), w(p + "o.bias"), y, T, d, d);
   // 4. Clean pass: fold the block into the state, after the read.
   if (update) {
     b.linear(a, w(p + "mem_k.weight"), nullptr, km, T, d, d);
     b.l2_normalize_heads(km, T, H, dh, kL2Eps);
     b.linear(a, w(p + "mem_v.weight"), nullptr, vm, T, d, d);
-    float* dev_alpha = buffer("sa.alpha", alpha.size());
-    float* dev_beta = buffer("sa.beta", beta.size());
-    b.upload(dev_alpha, alpha.data(), alpha.size());
-    b.upload(dev_beta, beta.data(), beta.size());
-    b.gated_delta_update(s, km, d, vm, d, dev_alpha, dev_beta, T, H, dh, dh);
-    b.download(memory.state.data(), s, state_size);
+    // (dit cleared the layer's synced copy before the pass: the device state changes here.)
+    b.gated_delta_update(s, km, d, vm, d, alpha, beta, T, H, dh, dh);
+    // The host copy is brought up to date once, after the last layer (dit).
   }
 }
 
@@ -299,8 +439,8 @@ void Engine::self_attention_kv(int layer, const float* a, float* y, LayerMemory&
       b.copy(kd, k, n);
       b.copy(v_all + i * n, v, n);
     } else {
-      b.upload(kd, memory.kv_blocks[i].k.data(), n);
-      b.upload(v_all + i * n, memory.kv_blocks[i].v.data(), n);
+      b.copy(kd, resident_kv_block(memory.kv_blocks[i], false), n);
+      b.copy(v_all + i * n, resident_kv_block(memory.kv_blocks[i], true), n);
     }
     b.rope_3d(kd, T, H, dh, d, rel_t.data(), pos_r_.data(), pos_c_.data(), c.rope_theta);
   }
@@ -308,9 +448,21 @@ void Engine::self_attention_kv(int layer, const float* a, float* y, LayerMemory&
               1.0f / std::sqrt(static_cast<float>(dh)));
   b.linear(o, w(p + "o.weight"), w(p + "o.bias"), y, T, d, d);
   if (update) {
-    KvBlock entry{block, std::vector<float>(n), std::vector<float>(n)};  // k unrotated, as cached
-    b.download(entry.k.data(), k, n);
-    b.download(entry.v.data(), v, n);
+    KvBlock entry{block, {}, {}};  // k unrotated, as cached
+    if (host_backend()) {
+      entry.k.resize(n);
+      entry.v.resize(n);
+      b.download(entry.k.data(), k, n);
+      b.download(entry.v.data(), v, n);
+    } else {
+      // Kept on the device for the next passes; dit() fills the host copy after the last layer,
+      // so that the clean pass waits for the GPU once rather than once per layer.
+      ResidentKv copy{b.allocate(n), b.allocate(n)};
+      b.copy(copy.k->data(), k, n);
+      b.copy(copy.v->data(), v, n);
+      entry.device_id = next_device_id();
+      resident_kv_.insert_or_assign(entry.device_id, std::move(copy));
+    }
     memory.kv_blocks.push_back(std::move(entry));
     // Keep the `sink` oldest blocks and the `window` newest (window 0: keep everything).
     if (c.kv_window > 0) {
@@ -336,10 +488,8 @@ void Engine::cross_attention(int layer, const float* a, float* y, const TextCont
   Backend& b = *backend_;
   float* q = buffer("ca.q", n);
   float* o = buffer("ca.o", n);
-  float* k = buffer("ca.k", static_cast<size_t>(L) * d);
-  float* v = buffer("ca.v", static_cast<size_t>(L) * d);
-  b.upload(k, text.cross_k[static_cast<size_t>(layer)].data(), static_cast<size_t>(L) * d);
-  b.upload(v, text.cross_v[static_cast<size_t>(layer)].data(), static_cast<size_t>(L) * d);
+  const float* k = resident_cross(text, layer, false);
+  const float* v = resident_cross(text, layer, true);
   b.linear(a, w(p + "q.weight"), w(p + "q.bias"), q, T, d, d);
   b.rms_norm(q, q, T, d, w(p + "norm_q.weight"), kRmsEps);
   b.attention(q, d, k, d, v, d, o, d, T, L, H, dh, 1.0f / std::sqrt(static_cast<float>(dh)));
@@ -386,19 +536,37 @@ std::vector<float> Engine::dit(const std::vector<float>& x, float sigma, const T
   float* a = buffer("dit.a", n);
   float* y = buffer("dit.y", n);
   float* mlp = buffer("dit.mlp", static_cast<size_t>(T) * c.mlp_dim);
-  b.linear(tok, w("patch_embedding.weight"), w("patch_embedding.bias"), h, T, cpp, d);
+  // This sigma's modulation rows, copied on the device into one place, so that every pass of a
+  // block reads them from the same address (what lets a recorded pass serve them all).
+  const size_t modulation_count = (c.layers.size() * 6 + 2) * static_cast<size_t>(d);
+  float* modulation = buffer("dit.modulation", modulation_count);
+  b.copy(modulation, modulation_rows(sigma), modulation_count);
+  // Everything the pass reads from memory and prompt goes to the device now, outside the pass:
+  // inside, the lookups find it there (which a recording requires).
+  std::string recording_key = update ? "clean" : "denoise";
+  recording_key += " text " + std::to_string(text.device_id);
+  for (size_t i = 0; i < c.layers.size(); ++i) {
+    LayerMemory& layer = memory.layers[i];
+    if (c.layers[i] == AttentionKind::hybrid) {
+      resident_state(static_cast<int>(i), layer);
+      if (update && !host_backend()) resident_states_.at(static_cast<int>(i)).synced.clear();
+    }
+    recording_key += " |";
+    for (KvBlock& kv : layer.kv_blocks) {
+      resident_kv_block(kv, false);
+      recording_key += " " + std::to_string(kv.device_id) + "@" + std::to_string(block - kv.block_index);
+    }
+    resident_cross(text, static_cast<int>(i), false);
+  }
 
-  std::vector<float> e, e0;
-  time_embedding(sigma, e, e0);
-  std::vector<float> mod(static_cast<size_t>(6) * d);
-  float* m = buffer("dit.mod", mod.size());
+  auto run_layers_and_head = [&] {
+  b.linear(tok, w("patch_embedding.weight"), w("patch_embedding.bias"), h, T, cpp, d);
+  const float* m = modulation;
   auto row = [&](int i) { return m + static_cast<size_t>(i) * d; };
   // All frames of a block share sigma, so one modulation row serves every token (group = block).
   for (size_t i = 0; i < c.layers.size(); ++i) {
     const std::string p = "blocks." + std::to_string(i) + ".";
-    const auto& modulation = model_->weight(p + "modulation");
-    for (size_t j = 0; j < mod.size(); ++j) mod[j] = modulation[j] + e0[j];
-    b.upload(m, mod.data(), mod.size());
+    m = modulation + i * 6 * static_cast<size_t>(d);
     b.layer_norm_modulate(h, a, T, d, row(0), row(1), T, 0, kLayerNormEps);
     if (c.layers[i] == AttentionKind::hybrid) {
       self_attention_hybrid(static_cast<int>(i), a, y, memory.layers[i], update);
@@ -421,12 +589,36 @@ std::vector<float> Engine::dit(const std::vector<float>& x, float sigma, const T
     }
   }
   // Head.
-  const auto& head_mod = model_->weight("head.modulation");
-  std::vector<float> hm(static_cast<size_t>(2) * d);
-  for (size_t j = 0; j < hm.size(); ++j) hm[j] = head_mod[j] + e[j % static_cast<size_t>(d)];
-  b.upload(m, hm.data(), hm.size());
+  m = modulation + c.layers.size() * 6 * static_cast<size_t>(d);
   b.layer_norm_modulate(h, a, T, d, row(0), row(1), T, 0, kLayerNormEps);
   b.linear(a, w("head.head.weight"), w("head.head.bias"), tok, T, d, cpp);
+  };
+  // A softmax_kv layer's clean pass allocates its new cache entry, so it runs as it is.
+  const bool recordable = record_passes_ && b.can_record() && layer_outputs == nullptr &&
+                          (!update || c.softmax_layers() == 0);
+  if (recordable) {
+    run_recorded(recording_key, run_layers_and_head);
+  } else {
+    run_layers_and_head();
+  }
+
+  if (update && !host_backend()) {
+    // Bring the host copy of the memory up to date (snapshots and undo read it): the first
+    // download waits for the pass, the rest only copy.
+    for (size_t i = 0; i < c.layers.size(); ++i) {
+      LayerMemory& layer = memory.layers[i];
+      if (c.layers[i] == AttentionKind::hybrid) after_state_update(static_cast<int>(i), layer);
+      for (KvBlock& kv : layer.kv_blocks) {
+        if (kv.block_index != block || !kv.k.empty()) continue;
+        const ResidentKv& copy = resident_kv_.at(kv.device_id);
+        kv.k.resize(n);
+        kv.v.resize(n);
+        b.download(kv.k.data(), copy.k->data(), n);
+        b.download(kv.v.data(), copy.v->data(), n);
+      }
+    }
+    drop_unused_kv_blocks(memory);
+  }
   b.download(tokens.data(), tok, tokens.size());
   // Unpatchify.
   std::vector<float> out(x.size());

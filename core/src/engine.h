@@ -3,6 +3,7 @@
 // all per-run state is the MemoryState passed in. Internal to core.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -22,6 +23,9 @@ struct TextContext {
   std::vector<float> ctx;                     // [L, d] after text_embedding
   std::vector<std::vector<float>> cross_k;    // per layer [L, d], RMS-normalised
   std::vector<std::vector<float>> cross_v;    // per layer [L, d]
+  // Identity of cross_k/cross_v for the engine's device-resident copy (0: none, upload each use).
+  // encode_prompt sets a process-unique one; copies share it since the values never change.
+  uint64_t device_id = 0;
 };
 
 class Engine {
@@ -57,6 +61,16 @@ class Engine {
   // A zeroed memory state with the model's layout.
   [[nodiscard]] MemoryState empty_memory() const;
 
+  // Recorded passes (CUDA graphs): on a backend that can record, a DiT pass is recorded the
+  // second time a pass of its kind runs (same clean/denoise kind, prompt and softmax_kv cache
+  // layout) and replayed from then on, while the backend's memory generation holds. Same
+  // results as running it op by op. On by default; off runs every pass op by op.
+  void set_pass_recording(bool on) { record_passes_ = on; }
+  struct RecordingStats {
+    int64_t direct = 0, recorded = 0, replayed = 0, failed = 0;
+  };
+  [[nodiscard]] const RecordingStats& recording_stats() const { return recording_stats_; }
+
  private:
   struct Scratch;
   const float* w(const std::string& name);  // device pointer of a weight
@@ -68,9 +82,49 @@ class Engine {
   void cross_attention(int layer, const float* a, float* y, const TextContext& text);
   float* buffer(const std::string& key, size_t count);  // reusable device scratch
 
+  // Device-resident memory (GPU backends): a hybrid layer's state stays on the device between
+  // passes, uploaded only when the host copy differs from what was last synced (a restore, an
+  // undo, another branch); softmax_kv blocks and prompt K/V are kept by their device_id.
+  // Per sigma, each layer's six adaLN rows (modulation + e0) then the head's two (modulation +
+  // e), [(layers * 6 + 2), d] on the backend: computed once, since weights never change.
+  const float* modulation_rows(float sigma);
+  float* resident_state(int layer, LayerMemory& memory);
+  void run_recorded(const std::string& key, const std::function<void()>& pass);
+  void after_state_update(int layer, LayerMemory& memory);
+  const float* resident_kv_block(KvBlock& block, bool values);
+  void drop_unused_kv_blocks(const MemoryState& memory);
+  const float* resident_cross(const TextContext& text, int layer, bool values);
+  [[nodiscard]] bool host_backend() const { return backend_->device() == DeviceKind::cpu; }
+
+  struct ResidentState {
+    std::unique_ptr<Buffer> device;
+    std::vector<float> synced;  // what `device` holds; empty when unknown (mid-update)
+  };
+  struct ResidentKv {
+    std::unique_ptr<Buffer> k, v;
+  };
+  struct ResidentText {
+    uint64_t id = 0;
+    std::vector<std::unique_ptr<Buffer>> k, v;  // per layer
+  };
+
   std::shared_ptr<const Model> model_;
   std::unique_ptr<Backend> backend_;
   std::map<std::string, std::unique_ptr<Buffer>> device_weights_;
+  std::map<uint32_t, std::unique_ptr<Buffer>> modulation_;  // by the bits of sigma
+  std::map<int, ResidentState> resident_states_;
+  std::map<uint64_t, ResidentKv> resident_kv_;
+  std::vector<ResidentText> resident_text_;  // the two most recently used prompts
+  struct PassRecording {
+    std::string key;
+    bool seen = false, failed = false;
+    uint64_t generation = 0;
+    std::unique_ptr<Recording> recording;
+  };
+  static constexpr size_t kMaxRecordings = 8;
+  std::vector<PassRecording> recordings_;  // oldest first
+  bool record_passes_ = true;
+  RecordingStats recording_stats_;
   std::map<std::string, std::unique_ptr<Buffer>> scratch_;
   std::vector<int> pos_t_, pos_r_, pos_c_;  // RoPE positions of a block's tokens
 };

@@ -72,6 +72,7 @@ struct Session::Impl {
       : model(m), engine(m, make_backend(o)), options(o) {
     memory = engine.empty_memory();
     memory.seed = options.seed;
+    engine.set_pass_recording(options.record_passes);
   }
 
   // One frame's latent [C, h, w] to an RGB8 frame.
@@ -252,6 +253,7 @@ void Session::cancel() { impl_->cancel_requested.store(true); }
 
 MemoryState Session::snapshot() const { return impl_->memory; }
 size_t Session::memory_state_bytes() const { return impl_->memory.size_bytes(); }
+int64_t Session::replayed_passes() const { return impl_->engine.recording_stats().replayed; }
 
 void Session::restore(const MemoryState& state) {
   Impl& s = *impl_;

@@ -3,6 +3,7 @@
 #include "kernels/cpu/blas.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <vector>
 
@@ -13,6 +14,17 @@ namespace {
 
 // Below this many multiply-adds per call the sequential rule runs on one thread.
 constexpr std::ptrdiff_t kParallelMinWork = std::ptrdiff_t{256} * 1024;
+// Below this many gate values per call the gates are computed on one thread.
+constexpr std::ptrdiff_t kParallelMinGates = std::ptrdiff_t{32} * 1024;
+
+// The engine's host formulas, kept scalar: std::exp / std::log1p on floats (expf, log1pf) and no
+// vector math library, so the values match the former host loop exactly.
+float softplus(float x) {
+  return x > 20.0f ? x : std::log1p(std::exp(x));
+}
+float sigmoid(float x) {
+  return 1.0f / (1.0f + std::exp(-x));
+}
 
 // The sequential rule for one head, in the order the spec writes it:
 //   S <- alpha S;  u = beta (v - S^T k);  S <- S + k u^T.
@@ -221,6 +233,25 @@ void memory_read(const float* s, const float* q, int q_stride, float* out, int o
                 q + static_cast<std::ptrdiff_t>(h) * dk, q_stride,
                 s + static_cast<std::ptrdiff_t>(h) * dk * dv, dv, 0.0f,
                 out + static_cast<std::ptrdiff_t>(h) * dv, out_stride);
+  }
+}
+
+void memory_gates(const float* raw, const float* a_log, const float* dt_bias, float* alpha,
+                  float* beta, float* gamma, int tokens, int heads) {
+  if (tokens <= 0 || heads <= 0) return;
+  const std::ptrdiff_t n = static_cast<std::ptrdiff_t>(tokens) * heads;
+  const float* a = raw;
+  const float* b = raw + n;
+  const float* g = raw + 2 * n;
+#pragma omp parallel for schedule(static) num_threads(num_threads()) if (n > kParallelMinGates)
+  for (int t = 0; t < tokens; ++t) {
+    for (int h = 0; h < heads; ++h) {
+      const std::ptrdiff_t i = static_cast<std::ptrdiff_t>(t) * heads + h;
+      const float decay = -std::exp(a_log[h]) * softplus(a[i] + dt_bias[h]);
+      alpha[i] = std::exp(decay);
+      beta[i] = 2.0f * sigmoid(b[i]);
+      gamma[i] = sigmoid(g[i]);
+    }
   }
 }
 

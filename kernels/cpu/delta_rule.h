@@ -23,4 +23,17 @@ void gated_delta_update_chunked(float* s, const float* k, int k_stride, const fl
 void memory_read(const float* s, const float* q, int q_stride, float* out, int out_stride,
                  int tokens, int heads, int dk, int dv, float scale);
 
+// Gates of the memory from the layer's three gate projections (one scalar per token and head).
+// raw: [3, tokens, heads], the rows a, b, g one after another, each [tokens, heads] contiguous;
+// a_log, dt_bias: [heads]. Writes [tokens, heads] each:
+//   alpha = exp(-exp(a_log[h]) * softplus(a + dt_bias[h]))   decay of the state, in [0, 1]
+//   beta  = 2 sigmoid(b)                                     write strength, in [0, 2]
+//   gamma = sigmoid(g)                                       weight of the memory read, in [0, 1]
+// with softplus(x) = x for x > 20, else log1p(exp(x)), and sigmoid(x) = 1 / (1 + exp(-x)): in
+// float32 with the C library's expf/log1pf, the formulas the engine used on the host, so results
+// are the same bit for bit. Saturates without NaN for finite raw values while exp(a_log) is
+// finite. Outputs must not overlap raw or each other; tokens <= 0 or heads <= 0 writes nothing.
+void memory_gates(const float* raw, const float* a_log, const float* dt_bias, float* alpha,
+                  float* beta, float* gamma, int tokens, int heads);
+
 }  // namespace strand::cpu

@@ -671,9 +671,31 @@ void attention_bf16(const __nv_bfloat16* q, int q_stride, const __nv_bfloat16* k
   }
 }
 
+size_t attention_workspace_bytes(int tq, int tk, int heads, int head_dim, bool bf16) {
+  if (!bf16 || (head_dim != 64 && head_dim != 128) || tq <= 0 || tk <= 0 || heads <= 0) return 0;
+  const size_t width = static_cast<size_t>(heads) * head_dim;
+  return (static_cast<size_t>(tq) + 2 * static_cast<size_t>(tk)) * width * sizeof(bfloat16);
+}
+
 void attention(const float* q, int q_stride, const float* k, int k_stride, const float* v,
                int v_stride, float* out, int out_stride, int tq, int tk, int heads, int head_dim,
                float scale, bool bf16, cudaStream_t stream) {
+  const size_t bytes = attention_workspace_bytes(tq, tk, heads, head_dim, bf16);
+  if (bytes == 0) {
+    attention(q, q_stride, k, k_stride, v, v_stride, out, out_stride, tq, tk, heads, head_dim,
+              scale, bf16, nullptr, 0, stream);
+    return;
+  }
+  check_sizes(q_stride, k_stride, v_stride, out_stride, tq, tk, heads, head_dim);
+  StreamScratch scratch(bytes, stream);
+  attention(q, q_stride, k, k_stride, v, v_stride, out, out_stride, tq, tk, heads, head_dim, scale,
+            bf16, scratch.get(), bytes, stream);
+}
+
+void attention(const float* q, int q_stride, const float* k, int k_stride, const float* v,
+               int v_stride, float* out, int out_stride, int tq, int tk, int heads, int head_dim,
+               float scale, bool bf16, void* workspace, size_t workspace_bytes,
+               cudaStream_t stream) {
   check_sizes(q_stride, k_stride, v_stride, out_stride, tq, tk, heads, head_dim);
   if (tq == 0 || heads == 0 || head_dim == 0) return;
   if (tk == 0) {
@@ -689,8 +711,14 @@ void attention(const float* q, int q_stride, const float* k, int k_stride, const
     const int width = heads * head_dim;
     const size_t q_elems = static_cast<size_t>(tq) * width;
     const size_t kv_elems = static_cast<size_t>(tk) * width;
-    StreamScratch scratch((q_elems + 2 * kv_elems) * sizeof(bfloat16), stream);
-    auto* q16 = static_cast<bfloat16*>(scratch.get());
+    if (workspace == nullptr ||
+        workspace_bytes < attention_workspace_bytes(tq, tk, heads, head_dim, bf16) ||
+        !aligned_to(workspace, 16)) {
+      throw Error(ErrorKind::invalid_argument,
+                  "CUDA attention: the bf16 path needs a 16-byte aligned workspace of "
+                  "attention_workspace_bytes()");
+    }
+    auto* q16 = static_cast<bfloat16*>(workspace);
     bfloat16* k16 = q16 + q_elems;
     bfloat16* v16 = k16 + kv_elems;
     convert_rows_to_bf16(q, q_stride, q16, tq, width, stream);

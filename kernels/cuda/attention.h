@@ -4,6 +4,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <cstddef>
+
 namespace strand::cuda {
 
 // q: [tq, heads, head_dim] with row stride q_stride (in elements); k, v: [tk, heads, head_dim] with
@@ -13,8 +15,9 @@ namespace strand::cuda {
 //
 // bf16 = false: fp32 all the way (fp32 FMA, expf): within ~1e-6 relative of the CPU kernel.
 // bf16 = true and head_dim 64 or 128: Q, K, V are rounded to bf16 (a conversion pass into
-// stream-ordered scratch memory), then a tensor-core kernel (mma.sync m16n8k16, fp32 accumulation
-// and fp32 softmax statistics; P is rounded to bf16 before P v). Other head dims use the fp32 path.
+// stream-ordered scratch memory, or the caller's workspace), then a tensor-core kernel (mma.sync
+// m16n8k16, fp32 accumulation and fp32 softmax statistics; P is rounded to bf16 before P v).
+// Other head dims use the fp32 path.
 // Expect ~1e-2 relative error, the error of bf16 inputs.
 //
 // Asynchronous on `stream`. Throws strand::Error: invalid_argument for negative sizes or strides
@@ -23,6 +26,18 @@ namespace strand::cuda {
 void attention(const float* q, int q_stride, const float* k, int k_stride, const float* v,
                int v_stride, float* out, int out_stride, int tq, int tk, int heads, int head_dim,
                float scale, bool bf16, cudaStream_t stream);
+
+// Bytes of scratch attention() needs for these sizes: the bf16 copies of q, k and v (0 when the
+// fp32 path runs, i.e. bf16 false or another head dim).
+size_t attention_workspace_bytes(int tq, int tk, int heads, int head_dim, bool bf16);
+
+// The same with caller-owned scratch (>= attention_workspace_bytes, 16-byte aligned, not used by
+// anything else until the call has run on `stream`): no allocation per call. workspace may be null
+// when attention_workspace_bytes() is 0. Throws invalid_argument when it is missing or too small.
+void attention(const float* q, int q_stride, const float* k, int k_stride, const float* v,
+               int v_stride, float* out, int out_stride, int tq, int tk, int heads, int head_dim,
+               float scale, bool bf16, void* workspace, size_t workspace_bytes,
+               cudaStream_t stream);
 
 // The tensor-core kernel alone, on inputs already in bf16 (same layout and stride rules, strides in
 // elements). head_dim must be 64 or 128; q, k, v must be 16-byte aligned and their strides

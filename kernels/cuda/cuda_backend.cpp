@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -17,6 +18,7 @@
 
 #include "kernels/cuda/activation.h"
 #include "kernels/cuda/conv.h"
+#include "kernels/cuda/gates.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/norm.h"
 #include "kernels/cuda/residual.h"
@@ -44,7 +46,17 @@ std::string cuda_message(cudaError_t e) {
 }
 
 // Device scratch areas, each grow-only and reused in stream order.
-enum ScratchSlot { kActivationsBf16 = 0, kConvColumns, kPositions, kDeltaWorkspace, kScratchSlots };
+enum ScratchSlot {
+  kActivationsBf16 = 0,
+  kConvColumns,
+  kDeltaWorkspace,
+  kAttentionWorkspace,
+  kScratchSlots
+};
+
+// RoPE position sets kept on the device: an engine passes the same few arrays every pass, so
+// each distinct set is uploaded once (a softmax_kv layer adds one per cached block age).
+constexpr size_t kResidentPositionSets = 32;
 
 // Everything the backend and its buffers share; buffers keep it alive, so a buffer may outlive
 // the backend object.
@@ -98,12 +110,57 @@ class Device {
   // Throws if an earlier sticky error lost the context; makes this thread use our device.
   void enter() {
     if (failed_) throw Error(ErrorKind::device, failure_);
+    int current = -1;
+    if (cudaGetDevice(&current) == cudaSuccess && current == index_) return;
     if (cudaSetDevice(index_) != cudaSuccess) check(cudaGetLastError(), "selecting the device");
   }
+
+  // ---- recording (CUDA graphs, see Backend::begin_recording)
+  [[nodiscard]] bool recording() const { return recording_; }
+  [[nodiscard]] uint64_t generation() const { return generation_.load(); }
+  void begin_recording() {
+    enter();
+    if (recording_) throw Error(ErrorKind::invalid_argument, "already recording");
+    check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "starting a recording");
+    recording_ = true;
+  }
+  // The instantiated graph; Error(unsupported) when the capture was invalidated.
+  cudaGraphExec_t end_recording() {
+    if (!recording_) throw Error(ErrorKind::invalid_argument, "not recording (it was aborted)");
+    recording_ = false;
+    cudaGraph_t graph = nullptr;
+    const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
+    if (ended != cudaSuccess || graph == nullptr) {
+      if (graph != nullptr) cudaGraphDestroy(graph);
+      cudaGetLastError();
+      throw Error(ErrorKind::unsupported, "recording failed: " + cuda_message(ended));
+    }
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t made = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    check(made, "instantiating a recording");
+    return exec;
+  }
+  // Anything but an op or a device copy while recording: abort the capture and say so.
+  void not_while_recording(const char* what) {
+    if (!recording_) return;
+    abort_recording();
+    throw Error(ErrorKind::unsupported, std::string(what) + " cannot be recorded");
+  }
+  void abort_recording() noexcept {
+    if (!recording_) return;
+    recording_ = false;
+    cudaGraph_t graph = nullptr;
+    cudaStreamEndCapture(stream_, &graph);
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    cudaGetLastError();
+  }
+  void memory_reused() { generation_.fetch_add(1); }
 
   // Turns a CUDA status into the error the backend contract promises.
   void check(cudaError_t e, const char* what) {
     if (e == cudaSuccess) return;
+    abort_recording();
     cudaGetLastError();  // clear a non-sticky error so that the backend stays usable
     if (e == cudaErrorMemoryAllocation) {
       throw Error(ErrorKind::out_of_memory, std::string("out of GPU memory ") + what +
@@ -141,6 +198,7 @@ class Device {
 
   float* allocate_buffer(size_t count) {
     enter();
+    not_while_recording("allocating device memory");
     if (count > std::numeric_limits<size_t>::max() / sizeof(float)) {
       throw Error(ErrorKind::out_of_memory, "out of GPU memory: a buffer of " +
                                                 std::to_string(count) + " floats is too large");
@@ -158,6 +216,7 @@ class Device {
   }
 
   void free_buffer(float* p) noexcept {
+    memory_reused();
     {
       std::lock_guard lock(mutex_);
       const auto it = allocations_.find(p);
@@ -187,7 +246,9 @@ class Device {
     std::lock_guard lock(mutex_);
     auto it = bf16_weights_.find(w);
     if (it != bf16_weights_.end() && it->second.count == count) return it->second.values;
+    not_while_recording("converting a weight to bf16");
     if (it != bf16_weights_.end()) {
+      memory_reused();
       cudaFree(it->second.values);
       bf16_weights_.erase(it);
     }
@@ -207,6 +268,8 @@ class Device {
   void* scratch(ScratchSlot slot, size_t bytes) {
     Scratch& s = scratch_[slot];
     if (s.bytes < bytes) {
+      not_while_recording("growing scratch memory");
+      memory_reused();
       if (s.data != nullptr) cudaFree(s.data);
       s.data = nullptr;
       s.bytes = 0;
@@ -216,8 +279,60 @@ class Device {
     return s.data;
   }
 
+  // Device copy of three position arrays of `tokens` ints each (packed t, r, c), uploaded the
+  // first time these values are seen; least recently used sets are dropped past the limit.
+  const int* positions(const int* pos_t, const int* pos_r, const int* pos_c, int tokens) {
+    const size_t n = static_cast<size_t>(tokens);
+    auto same = [&](const PositionSet& set) {
+      return set.values.size() == 3 * n &&
+             std::equal(pos_t, pos_t + n, set.values.begin()) &&
+             std::equal(pos_r, pos_r + n, set.values.begin() + static_cast<std::ptrdiff_t>(n)) &&
+             std::equal(pos_c, pos_c + n, set.values.begin() + static_cast<std::ptrdiff_t>(2 * n));
+    };
+    for (size_t i = 0; i < position_sets_.size(); ++i) {
+      if (!same(position_sets_[i])) continue;
+      if (i + 1 != position_sets_.size()) {  // most recent last
+        std::rotate(position_sets_.begin() + static_cast<std::ptrdiff_t>(i),
+                    position_sets_.begin() + static_cast<std::ptrdiff_t>(i) + 1,
+                    position_sets_.end());
+      }
+      return position_sets_.back().device;
+    }
+    not_while_recording("uploading RoPE positions");
+    PositionSet set;
+    set.values.reserve(3 * n);
+    set.values.insert(set.values.end(), pos_t, pos_t + n);
+    set.values.insert(set.values.end(), pos_r, pos_r + n);
+    set.values.insert(set.values.end(), pos_c, pos_c + n);
+    if (position_sets_.size() >= kResidentPositionSets && position_sets_.front().capacity >= 3 * n) {
+      // Reuse the least recently used set's memory: the upload is ordered on the one stream
+      // after every kernel that read the old values, so nothing waits.
+      set.device = position_sets_.front().device;
+      set.capacity = position_sets_.front().capacity;
+      position_sets_.erase(position_sets_.begin());
+      memory_reused();
+    } else {
+      if (position_sets_.size() >= kResidentPositionSets) {
+        memory_reused();
+        cudaFree(position_sets_.front().device);  // waits for queued work that may still read it
+        position_sets_.erase(position_sets_.begin());
+      }
+      set.device = static_cast<int*>(allocate_bytes(3 * n * sizeof(int), "caching RoPE positions"));
+      set.capacity = 3 * n;
+    }
+    try {
+      upload_bytes(set.device, set.values.data(), 3 * n * sizeof(int));
+    } catch (...) {
+      cudaFree(set.device);
+      throw;
+    }
+    position_sets_.push_back(std::move(set));
+    return position_sets_.back().device;
+  }
+
   // Host -> device through the pinned halves: returns once the source may be reused.
   void upload_bytes(void* device_dst, const void* host_src, size_t bytes) {
+    not_while_recording("an upload");
     auto* dst = static_cast<char*>(device_dst);
     const auto* src = static_cast<const char*>(host_src);
     while (bytes > 0) {
@@ -240,6 +355,7 @@ class Device {
   }
 
   void download_bytes(void* host_dst, const void* device_src, size_t bytes) {
+    not_while_recording("a download");
     auto* dst = static_cast<char*>(host_dst);
     const auto* src = static_cast<const char*>(device_src);
     while (bytes > 0) {
@@ -263,10 +379,16 @@ class Device {
     void* data = nullptr;
     size_t bytes = 0;
   };
+  struct PositionSet {
+    std::vector<int> values;  // t, then r, then c
+    int* device = nullptr;
+    size_t capacity = 0;  // ints at `device`
+  };
 
   void drop_cached_in(const float* base, size_t count) {
     auto first = bf16_weights_.lower_bound(base);
     auto last = bf16_weights_.lower_bound(base + count);
+    if (first != last) memory_reused();
     for (auto it = first; it != last; ++it) {
       if (!failed_) cudaFree(it->second.values);
     }
@@ -275,6 +397,7 @@ class Device {
 
   void cleanup() noexcept {
     cudaSetDevice(index_);
+    abort_recording();
     if (stream_ != nullptr) cudaStreamSynchronize(stream_);
     for (auto& [w, entry] : bf16_weights_) cudaFree(entry.values);
     bf16_weights_.clear();
@@ -282,6 +405,8 @@ class Device {
       if (s.data != nullptr) cudaFree(s.data);
       s = {};
     }
+    for (auto& set : position_sets_) cudaFree(set.device);
+    position_sets_.clear();
     for (auto& event : half_done_) {
       if (event != nullptr) cudaEventDestroy(event);
       event = nullptr;
@@ -308,10 +433,13 @@ class Device {
   size_t half_used_ = 0;
   bool failed_ = false;
   std::string failure_;
+  bool recording_ = false;  // the stream is being captured (one thread drives the backend)
+  std::atomic<uint64_t> generation_{0};
   std::mutex mutex_;  // allocations_ and bf16_weights_: buffers may be freed from other threads
   std::map<const float*, size_t> allocations_;
   std::map<const float*, Bf16Weight> bf16_weights_;
   Scratch scratch_[kScratchSlots];
+  std::vector<PositionSet> position_sets_;
 };
 
 class CudaBuffer final : public Buffer {
@@ -329,6 +457,21 @@ class CudaBuffer final : public Buffer {
   std::shared_ptr<Device> device_;
   size_t count_;
   float* data_;
+};
+
+class CudaRecording final : public Recording {
+ public:
+  CudaRecording(std::shared_ptr<Device> device, cudaGraphExec_t exec, uint64_t generation)
+      : device(std::move(device)), exec(exec), generation(generation) {}
+  ~CudaRecording() override {
+    cudaGraphExecDestroy(exec);
+    cudaGetLastError();
+  }
+  CudaRecording(const CudaRecording&) = delete;
+  CudaRecording& operator=(const CudaRecording&) = delete;
+  std::shared_ptr<Device> device;
+  cudaGraphExec_t exec;
+  uint64_t generation;
 };
 
 class CudaBackend final : public Backend {
@@ -384,8 +527,36 @@ class CudaBackend final : public Backend {
   }
   void synchronize() override {
     device_->enter();
+    device_->not_while_recording("synchronising");
     device_->check(cudaStreamSynchronize(device_->stream()), "running queued work");
   }
+
+  [[nodiscard]] bool can_record() const override { return true; }
+  void begin_recording() override {
+    generation_at_start_ = device_->generation();
+    device_->begin_recording();
+  }
+  std::unique_ptr<Recording> end_recording() override {
+    cudaGraphExec_t exec = device_->end_recording();
+    if (device_->generation() != generation_at_start_) {  // memory moved while recording
+      cudaGraphExecDestroy(exec);
+      throw Error(ErrorKind::unsupported, "recording failed: device memory was reused meanwhile");
+    }
+    return std::make_unique<CudaRecording>(device_, exec, generation_at_start_);
+  }
+  void replay(Recording& recording) override {
+    auto* cuda_recording = dynamic_cast<CudaRecording*>(&recording);
+    if (cuda_recording == nullptr || cuda_recording->device != device_) {
+      throw Error(ErrorKind::invalid_argument, "a recording made by another backend");
+    }
+    if (cuda_recording->generation != device_->generation()) {
+      throw Error(ErrorKind::invalid_argument, "a stale recording (device memory moved since)");
+    }
+    device_->enter();
+    device_->not_while_recording("replaying a recording");
+    device_->check(cudaGraphLaunch(cuda_recording->exec, device_->stream()), "replaying a recording");
+  }
+  [[nodiscard]] uint64_t generation() const override { return device_->generation(); }
 
   void linear(const float* x, const float* w, const float* bias, float* y, int rows, int in,
               int out) override {
@@ -463,12 +634,7 @@ class CudaBackend final : public Backend {
                const int* pos_r, const int* pos_c, float theta) override {
     if (tokens <= 0) return;
     device_->enter();
-    // The three position arrays, packed into one device scratch area in stream order.
-    const size_t bytes = static_cast<size_t>(tokens) * sizeof(int);
-    auto* positions = static_cast<int*>(device_->scratch(kPositions, 3 * bytes));
-    device_->upload_bytes(positions, pos_t, bytes);
-    device_->upload_bytes(positions + tokens, pos_r, bytes);
-    device_->upload_bytes(positions + 2 * static_cast<size_t>(tokens), pos_c, bytes);
+    const int* positions = device_->positions(pos_t, pos_r, pos_c, tokens);
     cuda::rope_3d(x, tokens, heads, head_dim, row_stride, positions, positions + tokens,
                   positions + 2 * static_cast<size_t>(tokens), theta, device_->stream());
     device_->after_launch("in rope_3d");
@@ -478,8 +644,12 @@ class CudaBackend final : public Backend {
                  float scale) override {
 #ifdef STRAND_CUDA_HAVE_ATTENTION
     device_->enter();
+    // Scratch for the bf16 copies of q, k, v from the backend's grow-only area: a stream-ordered
+    // allocation per call would hand memory back to the driver at every synchronisation.
+    const size_t bytes = attention_workspace_bytes(tq, tk, heads, head_dim, device_->bf16());
+    void* workspace = bytes > 0 ? device_->scratch(kAttentionWorkspace, bytes) : nullptr;
     cuda::attention(q, q_stride, k, k_stride, v, v_stride, out, out_stride, tq, tk, heads, head_dim,
-                    scale, device_->bf16(), device_->stream());
+                    scale, device_->bf16(), workspace, bytes, device_->stream());
     device_->after_launch("in attention");
 #else
     (void)q, (void)q_stride, (void)k, (void)k_stride, (void)v, (void)v_stride, (void)out;
@@ -538,9 +708,16 @@ class CudaBackend final : public Backend {
     cuda::upsample_nearest_2x(in, c, h, w, out, device_->stream());
     device_->after_launch("in upsample_nearest_2x");
   }
+  void memory_gates(const float* raw, const float* a_log, const float* dt_bias, float* alpha,
+                    float* beta, float* gamma, int tokens, int heads) override {
+    device_->enter();
+    cuda::memory_gates(raw, a_log, dt_bias, alpha, beta, gamma, tokens, heads, device_->stream());
+    device_->after_launch("in memory_gates");
+  }
 
  private:
   std::shared_ptr<Device> device_;
+  uint64_t generation_at_start_ = 0;
 };
 
 }  // namespace

@@ -56,6 +56,7 @@ class LinearOnlyDevice final : public Backend {
   void memory_read(const float*, const float*, int, float*, int, int, int, int, int, float) override { misrouted(); }
   void conv2d_3x3(const float*, int, int, int, const float*, const float*, int, int, float*) override { misrouted(); }
   void upsample_nearest_2x(const float*, int, int, int, float*) override { misrouted(); }
+  void memory_gates(const float*, const float*, const float*, float*, float*, float*, int, int) override { misrouted(); }
 };
 
 TEST(Backend, CpuSupportsEveryOp) {
@@ -90,6 +91,42 @@ TEST(Backend, FallbackGivesTheCpuResultsExactly) {
   }
   EXPECT_EQ(device.decode(x.data()), cpu.decode(x.data()));
   EXPECT_GT(linear_calls, 0);
+}
+
+// memory_gates on a device that lacks it: staged through host memory to the CPU kernel, all three
+// outputs written back; the profiling wrapper counts it with its least traffic.
+TEST(Backend, MemoryGatesFallbackAndProfile) {
+  const int tokens = 5, heads = 3;
+  const size_t n = static_cast<size_t>(tokens) * heads;
+  std::vector<float> raw(3 * n), a_log = {-1.0f, 0.0f, 0.5f}, dt_bias = {0.25f, -2.0f, 1.0f};
+  for (size_t i = 0; i < raw.size(); ++i) raw[i] = static_cast<float>(i % 11) * 3.0f - 15.0f;
+  std::vector<float> alpha(n), beta(n), gamma(n);
+  make_cpu_backend()->memory_gates(raw.data(), a_log.data(), dt_bias.data(), alpha.data(),
+                                   beta.data(), gamma.data(), tokens, heads);
+
+  int linear_calls = 0;
+  OpProfile profile;
+  auto device = make_profiling_backend(
+      make_dispatch_backend(std::make_unique<LinearOnlyDevice>(&linear_calls)), &profile);
+  auto d_raw = device->allocate(raw.size()), d_log = device->allocate(heads),
+       d_bias = device->allocate(heads), d_out = device->allocate(3 * n);
+  device->upload(d_raw->data(), raw.data(), raw.size());
+  device->upload(d_log->data(), a_log.data(), a_log.size());
+  device->upload(d_bias->data(), dt_bias.data(), dt_bias.size());
+  float* out = d_out->data();
+  device->memory_gates(d_raw->data(), d_log->data(), d_bias->data(), out, out + n, out + 2 * n,
+                       tokens, heads);
+  std::vector<float> got(3 * n);
+  device->download(got.data(), out, got.size());
+  EXPECT_EQ(std::vector<float>(got.begin(), got.begin() + static_cast<std::ptrdiff_t>(n)), alpha);
+  EXPECT_EQ(std::vector<float>(got.begin() + static_cast<std::ptrdiff_t>(n),
+                               got.begin() + static_cast<std::ptrdiff_t>(2 * n)),
+            beta);
+  EXPECT_EQ(std::vector<float>(got.begin() + static_cast<std::ptrdiff_t>(2 * n), got.end()), gamma);
+  const OpProfile::Entry& entry = profile.ops[static_cast<size_t>(Op::memory_gates)];
+  EXPECT_EQ(entry.calls, 1);
+  EXPECT_EQ(entry.flops, 0.0);
+  EXPECT_EQ(entry.bytes, static_cast<double>(sizeof(float) * (6 * n + 2 * heads)));
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // strand-cli's device options (--device, --precision) and bench's extensions for the GPU benchmarks
 // (tools/gpu/bench_all.sh): --warmup, --ops with per-shape FLOPs and bytes, --prompt-tokens,
-// --max-state-bytes and --max-seconds. Run as a user runs them: the built binary in a child
+// --max-state-bytes and --max-seconds, --prompt / --seed and --latents-out (checked against the
+// golden rollout of training/make_golden.py). Run as a user runs them: the built binary in a child
 // process, on the small golden model.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
@@ -16,7 +17,9 @@
 #include <vector>
 
 #include "cli_process.h"
+#include "parity.h"
 #include "strand/devices.h"
+#include "strand/safetensors.h"
 
 namespace fs = std::filesystem;
 
@@ -157,6 +160,59 @@ TEST_F(CliBenchTest, TimeBudgetEndsALongRunWithAReport) {
 
 TEST_F(CliBenchTest, PromptTokensBeyondTheEncoderAreRejected) {
   expect_error({"bench", "--model", kModel, "--prompt-tokens", "500"}, "takes 32 tokens at most");
+}
+
+// --latents-out holds each block's clean latents: with the golden rollout's prompt and seed, blocks
+// 0 and 1 are the reference's (run1, before its prompt switch) within the parity tolerance.
+TEST_F(CliBenchTest, LatentsOutHoldsEveryBlocksCleanLatents) {
+  const std::string prompt = "a red balloon over snowy mountains at dusk";  // make_golden PROMPT_A
+  const fs::path latents = dir_ / "sub" / "latents.safetensors";
+  const auto j = bench_json({"--blocks", "1", "--warmup", "1", "--prompt", prompt, "--seed", "1234",
+                             "--latents-out", latents.string()});
+  EXPECT_EQ(j["prompt"], prompt);
+  EXPECT_EQ(j["seed"], 1234);
+  const auto file = strand::SafetensorsFile::load(latents.string());
+  EXPECT_EQ(file.metadata().at("format"), "strand-latents");
+  EXPECT_EQ(file.metadata().at("prompt"), prompt);
+  EXPECT_EQ(file.metadata().at("seed"), "1234");
+  EXPECT_EQ(file.metadata().at("device"), "cpu");
+  EXPECT_EQ(file.metadata().at("precision"), "fp32");
+  EXPECT_EQ(file.metadata().at("blocks"), "2");
+  ASSERT_EQ(file.tensors().size(), 2u);  // the warm-up block is written too
+  const auto rollout =
+      strand::SafetensorsFile::load(std::string(STRAND_TEST_DATA) + "/golden-rollout.safetensors");
+  for (int b = 0; b < 2; ++b) {
+    const strand::TensorInfo* got = file.find("block." + std::to_string(b));
+    ASSERT_NE(got, nullptr) << b;
+    EXPECT_EQ(got->dtype, strand::DType::F32);
+    EXPECT_EQ(got->shape, (std::vector<int64_t>{3, 4, 4, 8}));  // [F, C, h, w] of the golden model
+    const strand::TensorInfo* want = rollout.find("run1.b" + std::to_string(b) + ".latents");
+    ASSERT_NE(want, nullptr);
+    EXPECT_LT(strand::test::rel_error(file.to_f32(*got), rollout.to_f32(*want)), 1e-4) << b;
+  }
+  // Another seed gives other latents (the option reaches the session).
+  const fs::path other = dir_ / "other.safetensors";
+  bench_json(
+      {"--blocks", "1", "--prompt", prompt, "--seed", "1235", "--latents-out", other.string()});
+  const auto other_file = strand::SafetensorsFile::load(other.string());
+  EXPECT_GT(strand::test::rel_error(other_file.to_f32(*other_file.find("block.0")),
+                                    file.to_f32(*file.find("block.0"))),
+            0.1);
+}
+
+TEST_F(CliBenchTest, BadPromptSeedAndLatentsOptionsAreOneClearErrorAndWriteNothing) {
+  const fs::path latents = dir_ / "latents.safetensors";
+  expect_error({"bench", "--model", kModel, "--prompt", "a", "--prompt-tokens", "5"},
+               "exclude each other");
+  expect_error({"bench", "--model", kModel, "--prompt", "  ", "--latents-out", latents.string()},
+               "--prompt");
+  expect_error({"bench", "--model", kModel, "--seed", "-1", "--latents-out", latents.string()},
+               "--seed expects an integer");
+  EXPECT_FALSE(fs::exists(latents));
+  const fs::path blocker = dir_ / "file";
+  std::ofstream(blocker) << "x";
+  expect_error({"bench", "--model", kModel, "--latents-out", (blocker / "l.safetensors").string()},
+               "--latents-out");
 }
 
 }  // namespace

@@ -747,6 +747,146 @@ TEST(KernelDeltaRule, ChunkedComposesAcrossCalls) {
   EXPECT_LE(rel_error(split, to_double(whole)), 1e-5);
 }
 
+// Gate inputs [3, tokens, heads] (rows a, b, g) drawn over [-lo, hi], so both branches of the
+// softplus (threshold 20) and the saturated tails of exp and sigmoid are hit.
+struct GateInputs {
+  int tokens, heads;
+  Vec raw, a_log, dt_bias;
+};
+
+GateInputs gate_inputs(int tokens, int heads, float lo, float hi, unsigned seed) {
+  std::mt19937 rng(seed);
+  return {tokens, heads, uniform(idx(3 * tokens * heads), rng, lo, hi),
+          uniform(idx(heads), rng, -3.0f, 2.0f), uniform(idx(heads), rng, -4.0f, 4.0f)};
+}
+
+// The engine's former host loop, verbatim in float: cpu::memory_gates must equal it bit for bit.
+void host_gates_float(const GateInputs& in, Vec& alpha, Vec& beta, Vec& gamma) {
+  const auto softplus = [](float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); };
+  const auto sigmoid = [](float x) { return 1.0f / (1.0f + std::exp(-x)); };
+  const int n = in.tokens * in.heads;
+  for (int t = 0; t < in.tokens; ++t) {
+    for (int h = 0; h < in.heads; ++h) {
+      const int i = t * in.heads + h;
+      const float decay =
+          -std::exp(in.a_log[idx(h)]) * softplus(in.raw[idx(i)] + in.dt_bias[idx(h)]);
+      alpha[idx(i)] = std::exp(decay);
+      beta[idx(i)] = 2.0f * sigmoid(in.raw[idx(n + i)]);
+      gamma[idx(i)] = sigmoid(in.raw[idx(2 * n + i)]);
+    }
+  }
+}
+
+// Checks the float gates against the formulas in double: alpha through its logarithm (the decay,
+// whose float rounding grows with its size), beta and gamma relative to their value (so the
+// exp-small tails count), all in range and never NaN.
+void expect_gates_match_double(const GateInputs& in, const Vec& alpha, const Vec& beta,
+                               const Vec& gamma) {
+  const auto softplus = [](double x) { return x > 20.0 ? x : std::log1p(std::exp(x)); };
+  const auto sigmoid = [](double x) { return 1.0 / (1.0 + std::exp(-x)); };
+  const int n = in.tokens * in.heads;
+  for (int i = 0; i < n; ++i) {
+    const int h = i % in.heads;
+    // a + dt_bias rounded to float as the op's input (its rounding is not the kernel's error).
+    const double a = wide(in.raw[idx(i)] + in.dt_bias[idx(h)]), b = wide(in.raw[idx(n + i)]),
+                 g = wide(in.raw[idx(2 * n + i)]);
+    const double decay = -std::exp(wide(in.a_log[idx(h)])) * softplus(a);
+    const double want_beta = 2.0 * sigmoid(b), want_gamma = sigmoid(g);
+    const double got_alpha = wide(alpha[idx(i)]), got_beta = wide(beta[idx(i)]),
+                 got_gamma = wide(gamma[idx(i)]);
+    ASSERT_TRUE(got_alpha >= 0.0 && got_alpha <= 1.0) << "alpha " << got_alpha << " at " << i;
+    ASSERT_TRUE(got_beta >= 0.0 && got_beta <= 2.0) << "beta " << got_beta << " at " << i;
+    ASSERT_TRUE(got_gamma >= 0.0 && got_gamma <= 1.0) << "gamma " << got_gamma << " at " << i;
+    // Float exp underflows below about -87 (denormals to -103): compare logs only above that.
+    if (decay > -80.0) {
+      EXPECT_NEAR(std::log(got_alpha), decay, 1e-6 * (1.0 + std::abs(decay))) << "alpha at " << i;
+    } else {
+      EXPECT_LE(got_alpha, 1e-34) << "alpha at " << i;
+    }
+    const auto near_relative = [](double got, double want) {
+      return want < 1e-37 ? got < 1e-36 : std::abs(got - want) <= 1e-6 * want;
+    };
+    EXPECT_TRUE(near_relative(got_beta, want_beta))
+        << "beta " << got_beta << " vs " << want_beta << " (b " << b << ")";
+    EXPECT_TRUE(near_relative(got_gamma, want_gamma))
+        << "gamma " << got_gamma << " vs " << want_gamma << " (g " << g << ")";
+  }
+}
+
+TEST(KernelDeltaRule, MemoryGatesMatchTheFormulas) {
+  struct Shape {
+    int tokens, heads;
+    float lo, hi;
+  };
+  // The last shape is large enough for the parallel path (> 32K gates).
+  for (const Shape s : {Shape{1, 1, -1.0f, 1.0f}, Shape{37, 3, -40.0f, 40.0f},
+                        Shape{432, 4, -30.0f, 30.0f}, Shape{4680, 12, -60.0f, 60.0f}}) {
+    const GateInputs in =
+        gate_inputs(s.tokens, s.heads, s.lo, s.hi, static_cast<unsigned>(s.tokens + s.heads));
+    const size_t n = idx(s.tokens * s.heads);
+    Vec alpha(n, 7.0f), beta(n, 7.0f), gamma(n, 7.0f);
+    cpu::memory_gates(in.raw.data(), in.a_log.data(), in.dt_bias.data(), alpha.data(), beta.data(),
+                      gamma.data(), s.tokens, s.heads);
+    expect_gates_match_double(in, alpha, beta, gamma);
+    Vec host_alpha(n), host_beta(n), host_gamma(n);
+    host_gates_float(in, host_alpha, host_beta, host_gamma);
+    EXPECT_EQ(alpha, host_alpha) << s.tokens << "x" << s.heads;
+    EXPECT_EQ(beta, host_beta) << s.tokens << "x" << s.heads;
+    EXPECT_EQ(gamma, host_gamma) << s.tokens << "x" << s.heads;
+  }
+}
+
+// Hand-picked inputs: the softplus threshold from both sides, and values far past where exp
+// overflows or underflows in float, which must saturate to the gates' limits without NaN.
+TEST(KernelDeltaRule, MemoryGatesEdgeValues) {
+  const Vec edges = {0.0f,  19.99f, 20.0f,  20.01f, 25.0f,   88.0f,   89.0f, 100.0f, 1e4f,
+                     1e30f, -20.0f, -88.0f, -89.0f, -104.0f, -200.0f, -1e4f, -1e30f, 1.0f};
+  const int tokens = static_cast<int>(edges.size()), heads = 2;
+  // Head 1 decays slowly (exp(a_log) = 0.018), so large a still gives a visible alpha.
+  GateInputs in{tokens, heads, Vec(idx(3 * tokens * heads)), {0.0f, -4.0f}, {0.0f, 0.25f}};
+  const int n = tokens * heads;
+  for (int t = 0; t < tokens; ++t) {
+    for (int h = 0; h < heads; ++h) {
+      in.raw[idx(t * heads + h)] = edges[idx(t)] - in.dt_bias[idx(h)];  // a + dt_bias = edge
+      in.raw[idx(n + t * heads + h)] = edges[idx(t)];
+      in.raw[idx(2 * n + t * heads + h)] = -edges[idx(t)];
+    }
+  }
+  Vec alpha(idx(n), 7.0f), beta(idx(n), 7.0f), gamma(idx(n), 7.0f);
+  cpu::memory_gates(in.raw.data(), in.a_log.data(), in.dt_bias.data(), alpha.data(), beta.data(),
+                    gamma.data(), tokens, heads);
+  expect_gates_match_double(in, alpha, beta, gamma);
+  Vec host_alpha(idx(n)), host_beta(idx(n)), host_gamma(idx(n));
+  host_gates_float(in, host_alpha, host_beta, host_gamma);
+  EXPECT_EQ(alpha, host_alpha);
+  EXPECT_EQ(beta, host_beta);
+  EXPECT_EQ(gamma, host_gamma);
+  const auto at = [&](float edge) {  // head 0: a_log = 0 (rate 1), dt_bias = 0
+    const auto t = std::find(edges.begin(), edges.end(), edge) - edges.begin();
+    return idx(static_cast<int>(t) * heads);
+  };
+  // Around the threshold both branches round to the same float (log1p(e^x) = x above ~17); the
+  // branch is there because exp(x) overflows above 88.7: softplus(89) must be 89, not inf.
+  EXPECT_EQ(alpha[at(20.01f)], std::exp(-20.01f));
+  EXPECT_EQ(alpha[at(20.0f)], std::exp(-20.0f));
+  EXPECT_FLOAT_EQ(alpha[at(0.0f)], 0.5f);  // exp(-log 2)
+  for (const float a : {89.0f, 100.0f, 1e4f}) {
+    EXPECT_FLOAT_EQ(alpha[at(a) + 1], std::exp(-std::exp(-4.0f) * a)) << "a + dt_bias = " << a;
+  }
+  // Saturation: no decay for a -> -inf, full reset for a -> +inf; sigmoids at their limits.
+  EXPECT_EQ(alpha[at(-1e30f)], 1.0f);
+  EXPECT_EQ(alpha[at(1e30f)], 0.0f);
+  EXPECT_EQ(beta[at(1e30f)], 2.0f);
+  EXPECT_EQ(beta[at(-1e30f)], 0.0f);
+  EXPECT_EQ(gamma[at(-1e30f)], 1.0f);  // gamma's row holds -edge
+  EXPECT_EQ(gamma[at(1e30f)], 0.0f);
+  // Nothing written for an empty call.
+  Vec untouched(4, 7.0f);
+  cpu::memory_gates(in.raw.data(), in.a_log.data(), in.dt_bias.data(), untouched.data(),
+                    untouched.data() + 1, untouched.data() + 2, 0, heads);
+  EXPECT_EQ(untouched, Vec(4, 7.0f));
+}
+
 // Results must not depend on the thread count (no races, no thread-dependent reduction order).
 TEST(KernelThreads, ResultsIndependentOfThreadCount) {
   const int saved = cpu::num_threads();

@@ -362,6 +362,46 @@ TEST_P(CudaOps, GatedDeltaUpdateAndMemoryRead) {
   }
 }
 
+// Gate projections over a wide range: both softplus branches (threshold 20) and the saturated
+// tails of exp and sigmoid. fp32 in both modes (expf / log1pf, not the fast intrinsics).
+TEST_P(CudaOps, MemoryGates) {
+  struct Shape {
+    int tokens, heads;
+    float range;
+  };
+  for (const Shape s : {Shape{1, 1, 2.0f}, Shape{432, 4, 30.0f}, Shape{4680, 12, 60.0f}}) {
+    const size_t n = static_cast<size_t>(s.tokens) * s.heads;
+    const auto raw = random_values(3 * n, 31, -s.range, s.range);
+    const auto a_log = random_values(static_cast<size_t>(s.heads), 32, -3.0f, 2.0f);
+    const auto dt_bias = random_values(static_cast<size_t>(s.heads), 33, -4.0f, 4.0f);
+    std::vector<float> alpha(n), beta(n), gamma(n);
+    cpu_->memory_gates(raw.data(), a_log.data(), dt_bias.data(), alpha.data(), beta.data(),
+                       gamma.data(), s.tokens, s.heads);
+    // Outputs start at 7, outside every gate's range: a value left unwritten fails the check.
+    DeviceArray draw(*gpu_, raw), dlog(*gpu_, a_log), dbias(*gpu_, dt_bias),
+        dalpha(*gpu_, std::vector<float>(n, 7.0f)), dbeta(*gpu_, std::vector<float>(n, 7.0f)),
+        dgamma(*gpu_, std::vector<float>(n, 7.0f));
+    gpu_->memory_gates(draw.get(), dlog.get(), dbias.get(), dalpha.get(), dbeta.get(), dgamma.get(),
+                       s.tokens, s.heads);
+    const std::string shape = std::to_string(s.tokens) + " tokens, " + std::to_string(s.heads) +
+                              " heads, |x| < " + std::to_string(static_cast<int>(s.range));
+    const auto got_alpha = dalpha.fetch(), got_beta = dbeta.fetch(), got_gamma = dgamma.fetch();
+    expect_close(Op::memory_gates, got_alpha, alpha, "alpha, " + shape);
+    expect_close(Op::memory_gates, got_beta, beta, "beta, " + shape);
+    expect_close(Op::memory_gates, got_gamma, gamma, "gamma, " + shape);
+    // Per element too: the norm above could hide one bad gate among thousands.
+    double worst = 0;
+    const auto diff = [](float x, float y) {
+      return std::abs(static_cast<double>(x) - static_cast<double>(y));
+    };
+    for (size_t i = 0; i < n; ++i) {
+      worst = std::max({worst, diff(got_alpha[i], alpha[i]), diff(got_beta[i], beta[i]),
+                        diff(got_gamma[i], gamma[i])});
+    }
+    EXPECT_LE(worst, 1e-6) << shape;
+  }
+}
+
 TEST_P(CudaOps, Convolutions) {
   struct Shape {
     int c_in, h, w, c_out, stride;
@@ -594,6 +634,44 @@ TEST(CudaEndToEnd, Bf16ErrorAgainstTheFp32Engine) {
     RecordProperty("bf16_latents_rel_error_block" + std::to_string(b), std::to_string(err));
     EXPECT_LE(err, 0.1) << "block " << b;
     EXPECT_GT(err, 1e-6) << "bf16 should not match fp32 exactly";
+  }
+}
+
+// Recorded passes (CUDA graphs) against op-by-op launches on the same GPU: blocks, a branch from a
+// snapshot and a prompt change give the same latents, and the recordings were really replayed.
+TEST(CudaEndToEnd, RecordedPassesMatchOpByOp) {
+  SKIP_WITHOUT_GPU();
+  const auto model = Model::load(kModel);
+  for (ComputePrecision precision : {ComputePrecision::fp32, ComputePrecision::bf16}) {
+    SessionOptions plain_options = options_for(DeviceKind::cuda, precision);
+    plain_options.record_passes = false;
+    Session recorded(model, options_for(DeviceKind::cuda, precision));
+    Session plain(model, plain_options);
+    std::vector<std::vector<float>> want, got;
+    MemoryState branch_point;
+    for (Session* session : {&plain, &recorded}) {
+      auto& out = session == &plain ? want : got;
+      session->set_prompt(kPrompt);
+      for (int b = 0; b < 4; ++b) {
+        out.push_back(session->generate_next_block().latents);
+        if (b == 1) branch_point = session->snapshot();
+      }
+      session->restore(branch_point);
+      out.push_back(session->generate_next_block().latents);
+      session->set_prompt("a green forest at dawn");
+      for (int b = 0; b < 2; ++b) out.push_back(session->generate_next_block().latents);
+    }
+    EXPECT_EQ(plain.replayed_passes(), 0);
+    EXPECT_GT(recorded.replayed_passes(), 10) << "the recordings were not replayed";
+    const double bound = precision == ComputePrecision::fp32 ? 1e-5 : 1e-3;
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t b = 0; b < want.size(); ++b) {
+      const double err = rel_error(got[b], want[b]);
+      std::printf("[ graphs %s ] block %zu rel error vs op by op %.3g%s\n",
+                  precision == ComputePrecision::fp32 ? "fp32" : "bf16", b, err,
+                  got[b] == want[b] ? " (bit-exact)" : "");
+      EXPECT_LE(err, bound) << "block " << b;
+    }
   }
 }
 

@@ -13,15 +13,19 @@
 # time is reported and the rest still runs; a stage that no longer fits before DEADLINE_S is
 # skipped (and reported so):
 #   env, build, tests (ctest), roofline (tools/gpu/roofline.py), default-model fps (fp32 + bf16,
-#   and the trained model when present), PyTorch reference self-check, 1.3B-shape model files
+#   with and without CUDA graphs, and the trained model when present), PyTorch reference self-check, 1.3B-shape model files
 #   (generated here: 2.6 GB each, too big to upload), per-op profile vs floors, all-hybrid 300
-#   blocks, PyTorch reference per-block time, 22 hybrid + 8 softmax_kv over 77 blocks (921 frames),
+#   blocks, all-hybrid without CUDA graphs (a few blocks), PyTorch reference per-block time, 22 hybrid + 8 softmax_kv over 77 blocks (921 frames),
 #   all softmax_kv towards 77 blocks (stops at its time or memory budget; report.py extrapolates),
-#   the CUDA attention microbenchmark when built, report.
+#   the CUDA attention microbenchmark when built, bf16 error of the engine vs PyTorch's
+#   (tools/gpu/bf16_error.py: bundled model, then the 1.3B-shape mixed model, a few blocks each;
+#   last, so it runs when time is left: give it time with ONLY_STAGES), report.
 #
 # Environment: OUT [out/gpu-bench], DEADLINE_S [540] (no stage starts after it; the report and
 # packing take ~20 s more), BUILD_DIR [build-cuda], MODELS_DIR [/tmp/strand-gpu-models],
-# STRAND_PYTHON [python3], TEST_REGEX [all tests], HYBRID_BLOCKS [300], COMMIT [git HEAD].
+# STRAND_PYTHON [python3], TEST_REGEX [all tests], HYBRID_BLOCKS [300], COMMIT [git HEAD],
+# ONLY_STAGES [all; e.g. "env build models bf16_error": the others are skipped],
+# BF16_BLOCKS ["4 3": blocks of the bf16_error runs on the bundled and the 1.3B-shape model].
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -30,7 +34,7 @@ DRY=0
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY=1 ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "bench_all.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -58,11 +62,13 @@ export PY PYTHONUNBUFFERED=1
 if (( DRY )); then
   export DEVICE=cpu TORCH_DEVICE=cpu SCALE=tiny PRECISIONS="fp32" TEXT_TOKENS=40
   export SMALL_BLOCKS=3 OPS_BLOCKS=1 MIXED_BLOCKS=6 HYBRID_BLOCKS="${HYBRID_BLOCKS:-12}"
-  export KV_BLOCKS=6 TORCH_BLOCKS=2 TEST_REGEX="${TEST_REGEX:-CliTest.Rejects}"
+  export KV_BLOCKS=6 TORCH_BLOCKS=2 TEST_REGEX="${TEST_REGEX:-CliTest.Rejects}" NOGRAPH_BLOCKS=2
+  export BF16_BLOCKS="${BF16_BLOCKS:-2 2}"
 else
   export DEVICE=cuda TORCH_DEVICE=cuda SCALE=ref PRECISIONS="fp32 bf16" TEXT_TOKENS=512
   export SMALL_BLOCKS=20 OPS_BLOCKS=2 MIXED_BLOCKS=77 HYBRID_BLOCKS="${HYBRID_BLOCKS:-300}"
-  export KV_BLOCKS=77 TORCH_BLOCKS=10 TEST_REGEX="${TEST_REGEX:-}"
+  export KV_BLOCKS=77 TORCH_BLOCKS=10 TEST_REGEX="${TEST_REGEX:-}" NOGRAPH_BLOCKS=8
+  export BF16_BLOCKS="${BF16_BLOCKS:-4 3}"
 fi
 export KV_MAX_STATE_BYTES=$((60 * 1024 * 1024 * 1024))  # host + device safety for the full cache
 export LARGE_PREC=bf16
@@ -82,6 +88,10 @@ record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >> "$STAGES_TSV"; }
 # output in $WORK/NAME.log; STAGE_CAP tells it how long it may take.
 run_stage() {
   local name=$1 cap=$2 need=$3 fn=$4
+  if [[ -n "${ONLY_STAGES:-}" && " $ONLY_STAGES " != *" $name "* ]]; then
+    record "$name" skipped 0 "not in ONLY_STAGES"
+    return 0
+  fi
   local left=$(( DEADLINE_S - ($(date +%s) - T0) - RESERVE_S ))
   if (( left < need )); then
     say "-- $name: skipped (${left}s left, needs ${need}s)"
@@ -199,6 +209,9 @@ stage_small() {
   for p in $PRECISIONS; do
     "$CLI" bench --device "$DEVICE" --precision "$p" --blocks "$SMALL_BLOCKS" --warmup 2 \
       --json "$WORK/small-tiny-$p.json" || rc=1
+    # The same with every op launched on its own (no CUDA graphs): what recording passes buys.
+    "$CLI" bench --device "$DEVICE" --precision "$p" --blocks "$SMALL_BLOCKS" --warmup 2 \
+      --no-graphs --json "$WORK/small-tiny-$p-nographs.json" || rc=1
   done
   local trained=training/checkpoints/strand-world-v1.safetensors
   if [[ -f "$trained" ]]; then
@@ -242,6 +255,8 @@ export -f large
 
 stage_ops() { large mixed ops-mixed "$OPS_BLOCKS" 1 25 --ops; }
 stage_hybrid_long() { large hybrid e2e-hybrid "$HYBRID_BLOCKS" 0 25; }
+# All-hybrid 1.3B with op-by-op launches, a few blocks: the same model as hybrid_300 without graphs.
+stage_hybrid_nographs() { large hybrid e2e-hybrid-nographs "$NOGRAPH_BLOCKS" 1 25 --no-graphs; }
 stage_mixed_921() { large mixed e2e-mixed "$MIXED_BLOCKS" 0 25; }
 stage_kv_921() { large softmax_kv e2e-kv "$KV_BLOCKS" 0 25 --max-state-bytes "$KV_MAX_STATE_BYTES"; }
 
@@ -255,9 +270,27 @@ stage_pytorch() {
   return $rc
 }
 
+# Engine bf16 error vs PyTorch's bf16 error, both against fp32 (issue 6, section 2). The engine's
+# latents go to $MODELS (scratch), the reports to $WORK/bf16-error-*.json. On the CPU (dry run)
+# the engine has no bf16: fp32 parity and torch's bf16 error only.
+stage_bf16_error() {
+  local blocks=($BF16_BLOCKS) rc=0
+  "$PY" tools/gpu/bf16_error.py --cli "$CLI" --device "$DEVICE" --blocks "${blocks[0]}" \
+    --json "$WORK/bf16-error-tiny.json" --work "$MODELS/bf16-work-tiny" || rc=1
+  local large="$MODELS/$SCALE-mixed.safetensors"
+  if [[ -f "$large" ]]; then
+    "$PY" tools/gpu/bf16_error.py --cli "$CLI" --device "$DEVICE" --blocks "${blocks[1]}" \
+      --model "$large" --json "$WORK/bf16-error-$SCALE-mixed.json" \
+      --work "$MODELS/bf16-work-$SCALE-mixed" || rc=1
+  else
+    echo "no $large (models stage): 1.3B-shape bf16 error not measured"
+  fi
+  return $rc
+}
+
 export -f stage_env stage_build stage_tests stage_roofline stage_attention_microbench stage_delta_microbench stage_small \
-  stage_reference_check stage_models stage_ops stage_hybrid_long stage_mixed_921 stage_kv_921 \
-  stage_pytorch
+  stage_reference_check stage_models stage_ops stage_hybrid_long stage_hybrid_nographs stage_mixed_921 stage_kv_921 \
+  stage_pytorch stage_bf16_error
 
 # ---- run -------------------------------------------------------------------------------------
 say "Strand GPU benchmark ($([[ $DRY == 1 ]] && echo dry-run || echo gpu)); raw results in $WORK"
@@ -277,14 +310,16 @@ run_stage tests 75 20 stage_tests
 run_stage attention_microbench 25 10 stage_attention_microbench
 run_stage delta_microbench 25 10 stage_delta_microbench
 run_stage roofline 45 15 stage_roofline
-run_stage default_model 45 10 stage_small
+run_stage default_model 70 10 stage_small
 run_stage reference_check 30 10 stage_reference_check
 run_stage models 90 20 stage_models
 run_stage ops 50 35 stage_ops
-run_stage hybrid_300 100 45 stage_hybrid_long
+run_stage hybrid_300 220 45 stage_hybrid_long
+run_stage hybrid_nographs 60 30 stage_hybrid_nographs
 run_stage pytorch 70 40 stage_pytorch
 run_stage mixed_921 55 35 stage_mixed_921
 run_stage kv_921 55 35 stage_kv_921
+run_stage bf16_error 150 60 stage_bf16_error
 
 [[ -n "$SMI_PID" ]] && kill "$SMI_PID" 2>/dev/null
 say "== report"

@@ -34,6 +34,7 @@ enum class Op {
   memory_read,
   conv2d_3x3,
   upsample_nearest_2x,
+  memory_gates,
   count
 };
 std::string_view op_name(Op op);
@@ -45,6 +46,13 @@ class Buffer {
   [[nodiscard]] virtual DeviceKind device() const = 0;
   [[nodiscard]] virtual size_t count() const = 0;  // floats
   [[nodiscard]] virtual float* data() = 0;         // device pointer
+};
+
+// A recorded sequence of ops (on CUDA, an instantiated graph) that a backend can replay. It holds
+// the device pointers it was recorded with; the backend that made it must outlive it.
+class Recording {
+ public:
+  virtual ~Recording() = default;
 };
 
 class Backend {
@@ -61,6 +69,20 @@ class Backend {
   virtual void copy(float* device_dst, const float* device_src, size_t count) = 0;
   // Waits for queued work (no-op on the CPU).
   virtual void synchronize() {}
+
+  // Recording (optional; CUDA graphs). Between begin_recording() and end_recording() ops and
+  // device copies are recorded, not run; replay() runs them again, reading whatever the same
+  // pointers hold then. Anything else during a recording (upload, download, synchronize,
+  // allocate, or an op that would have to allocate or upload itself) aborts it and throws
+  // Error(unsupported); the backend is then usable as before and nothing ran. A recording is
+  // valid while generation() is what it was when recording began: the backend moves it on
+  // whenever device memory is freed or reused (a freed buffer's address may come back holding
+  // something else). Backends that cannot record return false from can_record().
+  [[nodiscard]] virtual bool can_record() const { return false; }
+  virtual void begin_recording();
+  virtual std::unique_ptr<Recording> end_recording();
+  virtual void replay(Recording& recording);
+  [[nodiscard]] virtual uint64_t generation() const { return 0; }
 
   // The ops (see kernels/cpu/*.h for exact semantics).
   virtual void linear(const float* x, const float* w, const float* bias, float* y, int rows, int in,
@@ -94,6 +116,13 @@ class Backend {
   virtual void conv2d_3x3(const float* in, int c_in, int h, int w, const float* weight,
                           const float* bias, int c_out, int stride, float* out) = 0;
   virtual void upsample_nearest_2x(const float* in, int c, int h, int w, float* out) = 0;
+  // Gates of a hybrid layer's memory from its three gate projections. raw: [3, tokens, heads]
+  // (rows a, then b, then g, each [tokens, heads] contiguous); a_log, dt_bias: [heads].
+  // alpha = exp(-exp(a_log[h]) * softplus(a + dt_bias[h])), beta = 2 sigmoid(b),
+  // gamma = sigmoid(g), each written [tokens, heads]; softplus(x) = x for x > 20, else
+  // log1p(exp(x)).
+  virtual void memory_gates(const float* raw, const float* a_log, const float* dt_bias,
+                            float* alpha, float* beta, float* gamma, int tokens, int heads) = 0;
 };
 
 // Wall time and calls per op, filled by a profiling backend, with each op's least work (for

@@ -13,7 +13,13 @@ struct KvBlock {
   int64_t block_index = 0;
   std::vector<float> k;  // [T, d], RMS-normalised, not yet rotated
   std::vector<float> v;  // [T, d]
-  bool operator==(const KvBlock&) const = default;
+  // Identity of k and v for an engine's device-resident copy (0: none yet). Copies of a block
+  // share it, since k and v never change once made; code that changes k or v in place must set
+  // it back to 0. Not saved in snapshots and not compared.
+  uint64_t device_id = 0;
+  bool operator==(const KvBlock& other) const {
+    return block_index == other.block_index && k == other.k && v == other.v;
+  }
 };
 
 struct LayerMemory {

@@ -53,6 +53,9 @@ struct SessionOptions {
   DeviceKind device = DeviceKind::cpu;
   int device_index = 0;
   ComputePrecision precision = ComputePrecision::fp32;
+  // On a GPU, record each kind of DiT pass once (a CUDA graph) and replay it: the same results
+  // with one launch a pass instead of hundreds. Off: every op is launched one by one.
+  bool record_passes = true;
 };
 
 // Prompts longer than this (bytes of UTF-8) are rejected.
@@ -99,6 +102,8 @@ class Session {
   [[nodiscard]] MemoryState snapshot() const;
   // Bytes the memory holds now (MemoryState::size_bytes without copying it).
   [[nodiscard]] size_t memory_state_bytes() const;
+  // DiT passes replayed from a recording so far (see SessionOptions::record_passes; 0 on the CPU).
+  [[nodiscard]] int64_t replayed_passes() const;
   // Continue from a snapshot. Error(model_mismatch) if it was made by another model.
   // The snapshot's prompt becomes the active prompt; re-cache history is cleared.
   void restore(const MemoryState& state);
