@@ -1,4 +1,5 @@
 // The CPU backend: forwards each op to the reference kernels in kernels/cpu.
+#include <algorithm>
 #include <new>
 #include <string>
 #include <vector>
@@ -45,6 +46,13 @@ class CpuBackend final : public Backend {
   void download(float* dst, const float* src, size_t count) override { copy(dst, src, count); }
   void copy(float* dst, const float* src, size_t count) override {
     if (dst != src && count > 0) std::copy(src, src + count, dst);
+  }
+  void copy_2d(float* dst, int dst_stride, const float* src, int src_stride, int rows,
+               int cols) override {
+    for (int r = 0; r < rows; ++r) {
+      const float* from = src + static_cast<size_t>(r) * src_stride;
+      std::copy(from, from + cols, dst + static_cast<size_t>(r) * dst_stride);
+    }
   }
 
   void linear(const float* x, const float* w, const float* bias, float* y, int rows, int in,
@@ -116,15 +124,6 @@ class CpuBackend final : public Backend {
 
 std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
 
-void Backend::begin_recording() {
-  throw Error(ErrorKind::unsupported, std::string(name()) + " cannot record ops");
-}
-std::unique_ptr<Recording> Backend::end_recording() {
-  throw Error(ErrorKind::unsupported, std::string(name()) + " cannot record ops");
-}
-void Backend::replay(Recording&) {
-  throw Error(ErrorKind::unsupported, std::string(name()) + " cannot replay recorded ops");
-}
 
 std::string_view op_name(Op op) {
   switch (op) {

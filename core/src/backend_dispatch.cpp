@@ -46,6 +46,9 @@ class DispatchBackend final : public Backend {
   void upload(float* d, const float* s, size_t n) override { primary_->upload(d, s, n); }
   void download(float* d, const float* s, size_t n) override { primary_->download(d, s, n); }
   void copy(float* d, const float* s, size_t n) override { primary_->copy(d, s, n); }
+  void copy_2d(float* d, int ds, const float* s, int ss, int rows, int cols) override {
+    primary_->copy_2d(d, ds, s, ss, rows, cols);
+  }
   void synchronize() override { primary_->synchronize(); }
   // An op the primary lacks stages through the host, which aborts a recording (see Backend).
   [[nodiscard]] bool can_record() const override { return primary_->can_record(); }

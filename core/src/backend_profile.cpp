@@ -24,6 +24,9 @@ class ProfilingBackend final : public Backend {
   void upload(float* d, const float* s, size_t n) override { inner_->upload(d, s, n); }
   void download(float* d, const float* s, size_t n) override { inner_->download(d, s, n); }
   void copy(float* d, const float* s, size_t n) override { inner_->copy(d, s, n); }
+  void copy_2d(float* d, int ds, const float* s, int ss, int rows, int cols) override {
+    inner_->copy_2d(d, ds, s, ss, rows, cols);
+  }
   void synchronize() override { inner_->synchronize(); }
 
   // One op's least work (see OpProfile).

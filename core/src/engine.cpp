@@ -176,7 +176,9 @@ void Engine::run_recorded(const std::string& key, const std::function<void()>& p
   }
   if (it == recordings_.end()) {
     if (recordings_.size() >= kMaxRecordings) recordings_.erase(recordings_.begin());
-    recordings_.push_back({key});
+    PassRecording fresh;
+    fresh.key = key;
+    recordings_.push_back(std::move(fresh));
     it = recordings_.end() - 1;
   }
   PassRecording& r = *it;
@@ -348,15 +350,60 @@ void Engine::time_embedding(float sigma, std::vector<float>& e, std::vector<floa
   b.download(e0.data(), proj, e0.size());
 }
 
-void Engine::project_qkv(const std::string& prefix, const float* a, float* q, float* k, float* v) {
+Engine::Fused Engine::fused(const std::string& prefix, const std::vector<std::string>& parts) {
+  const std::string key = prefix + "{" + [&] {
+    std::string names;
+    for (const auto& part : parts) names += part + ",";
+    return names;
+  }() + "}";
+  auto it = fused_.find(key);
+  if (it != fused_.end()) return it->second.view;
+  // Rows of every part's weight [out_i, in] one after the other, then zero rows up to a multiple
+  // of 16 outputs (tensor-core tiles); biases likewise, zeros for parts without one.
+  const int in = model_->config().dim;
+  std::vector<float> weight, bias;
+  for (const auto& part : parts) {
+    const std::vector<float>& wp = model_->weight(prefix + part + ".weight");
+    weight.insert(weight.end(), wp.begin(), wp.end());
+    const size_t out = wp.size() / static_cast<size_t>(in);
+    if (model_->has_weight(prefix + part + ".bias")) {
+      const std::vector<float>& bp = model_->weight(prefix + part + ".bias");
+      bias.insert(bias.end(), bp.begin(), bp.end());
+    } else {
+      bias.insert(bias.end(), out, 0.0f);
+    }
+  }
+  const size_t padded = (bias.size() + 15) / 16 * 16;
+  weight.resize(padded * static_cast<size_t>(in), 0.0f);
+  bias.resize(padded, 0.0f);
+  FusedWeights entry;
+  entry.view.out = static_cast<int>(padded);
+  if (host_backend()) {
+    entry.host_weight = std::move(weight);
+    entry.host_bias = std::move(bias);
+    entry.view.weight = entry.host_weight.data();
+    entry.view.bias = entry.host_bias.data();
+  } else {
+    entry.device_weight = backend_->allocate(weight.size());
+    backend_->upload(entry.device_weight->data(), weight.data(), weight.size());
+    entry.device_bias = backend_->allocate(bias.size());
+    backend_->upload(entry.device_bias->data(), bias.data(), bias.size());
+    entry.view.weight = entry.device_weight->data();
+    entry.view.bias = entry.device_bias->data();
+  }
+  return fused_.emplace(key, std::move(entry)).first->second.view;
+}
+
+float* Engine::project(const std::string& prefix, const std::vector<std::string>& parts,
+                       const float* a, int* stride) {
   const ModelConfig& c = model_->config();
   const int T = c.tokens_per_block(), d = c.dim;
-  Backend& b = *backend_;
-  b.linear(a, w(prefix + "q.weight"), w(prefix + "q.bias"), q, T, d, d);
-  b.rms_norm(q, q, T, d, w(prefix + "norm_q.weight"), kRmsEps);
-  b.linear(a, w(prefix + "k.weight"), w(prefix + "k.bias"), k, T, d, d);
-  b.rms_norm(k, k, T, d, w(prefix + "norm_k.weight"), kRmsEps);
-  b.linear(a, w(prefix + "v.weight"), w(prefix + "v.bias"), v, T, d, d);
+  const Fused f = fused(prefix, parts);
+  float* out = buffer("sa.projected." + std::to_string(parts.size()),
+                      static_cast<size_t>(T) * static_cast<size_t>(f.out));
+  backend_->linear(a, f.weight, f.bias, out, T, d, f.out);
+  *stride = f.out;
+  return out;
 }
 
 void Engine::self_attention_hybrid(int layer, const float* a, float* y, LayerMemory& memory,
@@ -368,24 +415,31 @@ void Engine::self_attention_hybrid(int layer, const float* a, float* y, LayerMem
   Backend& b = *backend_;
   float* q = buffer("sa.q", n);
   float* k = buffer("sa.k", n);
-  float* v = buffer("sa.v", n);
   float* o = buffer("sa.o", n);
-  // 1. Intra-block softmax attention.
-  project_qkv(p, a, q, k, v);
-  b.rope_3d(q, T, H, dh, d, pos_t_.data(), pos_r_.data(), pos_c_.data(), c.rope_theta);
-  b.rope_3d(k, T, H, dh, d, pos_t_.data(), pos_r_.data(), pos_c_.data(), c.rope_theta);
-  b.attention(q, d, k, d, v, d, o, d, T, T, H, dh, 1.0f / std::sqrt(static_cast<float>(dh)));
-  // 2. Memory branch: block-level read of the pre-update state.
   float* qm = buffer("sa.qm", n);
   float* km = buffer("sa.km", n);
-  float* vm = buffer("sa.vm", n);
   float* om = buffer("sa.om", n);
   float* gates = buffer("sa.gates", static_cast<size_t>(3) * T * H);
-  b.linear(a, w(p + "mem_q.weight"), nullptr, qm, T, d, d);
+  // Every projection of the block's tokens that a pass needs, as one GEMM (one bf16 conversion
+  // of `a`, one launch, a wide and efficient matrix): [q | k | v | mem_q | mem_a | mem_b | mem_g].
+  int ps = 0;
+  const float* projected = project(p, {"q", "k", "v", "mem_q", "mem_a", "mem_b", "mem_g"}, a, &ps);
+  // 1. Intra-block softmax attention (v is read in place).
+  b.copy_2d(q, d, projected, ps, T, d);
+  b.rms_norm(q, q, T, d, w(p + "norm_q.weight"), kRmsEps);
+  b.copy_2d(k, d, projected + d, ps, T, d);
+  b.rms_norm(k, k, T, d, w(p + "norm_k.weight"), kRmsEps);
+  const float* v = projected + 2 * static_cast<size_t>(d);
+  b.rope_3d(q, T, H, dh, d, pos_t_.data(), pos_r_.data(), pos_c_.data(), c.rope_theta);
+  b.rope_3d(k, T, H, dh, d, pos_t_.data(), pos_r_.data(), pos_c_.data(), c.rope_theta);
+  b.attention(q, d, k, d, v, ps, o, d, T, T, H, dh, 1.0f / std::sqrt(static_cast<float>(dh)));
+  // 2. Memory branch: block-level read of the pre-update state.
+  b.copy_2d(qm, d, projected + 3 * static_cast<size_t>(d), ps, T, d);
   b.l2_normalize_heads(qm, T, H, dh, kL2Eps);
-  b.linear(a, w(p + "mem_a.weight"), nullptr, gates, T, d, H);
-  b.linear(a, w(p + "mem_b.weight"), nullptr, gates + static_cast<size_t>(T) * H, T, d, H);
-  b.linear(a, w(p + "mem_g.weight"), nullptr, gates + static_cast<size_t>(2) * T * H, T, d, H);
+  for (int g = 0; g < 3; ++g) {  // gate rows a, b, g, each [T, H]
+    b.copy_2d(gates + static_cast<size_t>(g) * T * H, H,
+              projected + 4 * static_cast<size_t>(d) + static_cast<size_t>(g) * H, ps, T, H);
+  }
   // dit() made the state resident before the pass (and, for a clean pass, marked it changing).
   float* s = host_backend() ? memory.state.data() : resident_states_.at(layer).device->data();
   b.memory_read(s, qm, d, om, d, T, H, dh, dh, 1.0f / std::sqrt(static_cast<float>(dh)));
@@ -400,11 +454,13 @@ void Engine::self_attention_hybrid(int layer, const float* a, float* y, LayerMem
   b.linear(o, w(p + "o.weight"), w(p + "o.bias"), y, T, d, d);
   // 4. Clean pass: fold the block into the state, after the read.
   if (update) {
-    b.linear(a, w(p + "mem_k.weight"), nullptr, km, T, d, d);
+    int ms = 0;
+    const float* memory_kv = project(p, {"mem_k", "mem_v"}, a, &ms);
+    b.copy_2d(km, d, memory_kv, ms, T, d);
     b.l2_normalize_heads(km, T, H, dh, kL2Eps);
-    b.linear(a, w(p + "mem_v.weight"), nullptr, vm, T, d, d);
+    const float* vm = memory_kv + d;
     // (dit cleared the layer's synced copy before the pass: the device state changes here.)
-    b.gated_delta_update(s, km, d, vm, d, alpha, beta, T, H, dh, dh);
+    b.gated_delta_update(s, km, d, vm, ms, alpha, beta, T, H, dh, dh);
     // The host copy is brought up to date once, after the last layer (dit).
   }
 }
@@ -421,7 +477,13 @@ void Engine::self_attention_kv(int layer, const float* a, float* y, LayerMemory&
   float* k = buffer("sa.k", n);
   float* v = buffer("sa.v", n);
   float* o = buffer("sa.o", n);
-  project_qkv(p, a, q, k, v);
+  int ps = 0;
+  const float* projected = project(p, {"q", "k", "v"}, a, &ps);
+  b.copy_2d(q, d, projected, ps, T, d);
+  b.rms_norm(q, q, T, d, w(p + "norm_q.weight"), kRmsEps);
+  b.copy_2d(k, d, projected + d, ps, T, d);
+  b.rms_norm(k, k, T, d, w(p + "norm_k.weight"), kRmsEps);
+  b.copy_2d(v, d, projected + 2 * static_cast<size_t>(d), ps, T, d);  // cached contiguous
   b.rope_3d(q, T, H, dh, d, pos_t_.data(), pos_r_.data(), pos_c_.data(), c.rope_theta);
   // Keys: cached blocks then the current one, rotated with positions relative to this block.
   const size_t blocks = memory.kv_blocks.size() + 1;

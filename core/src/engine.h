@@ -74,8 +74,17 @@ class Engine {
  private:
   struct Scratch;
   const float* w(const std::string& name);  // device pointer of a weight
-  // Self-attention q, k (RMS-normalised) and v of a block's modulated tokens a, before RoPE.
-  void project_qkv(const std::string& prefix, const float* a, float* q, float* k, float* v);
+  // Several projections of the same input as one matrix: the weights `prefix + part + ".weight"`
+  // stacked (and biases, zeros where a part has none), zero-padded to a multiple of 16 outputs.
+  struct Fused {
+    const float* weight = nullptr;
+    const float* bias = nullptr;
+    int out = 0;  // padded output count
+  };
+  Fused fused(const std::string& prefix, const std::vector<std::string>& parts);
+  // a [T, d] times the fused parts: returns [T, *stride] with part i at its column offset.
+  float* project(const std::string& prefix, const std::vector<std::string>& parts, const float* a,
+                 int* stride);
   void self_attention_hybrid(int layer, const float* a, float* y, LayerMemory& memory, bool update);
   void self_attention_kv(int layer, const float* a, float* y, LayerMemory& memory, int64_t block,
                          bool update, std::vector<KvBlock>* dropped);
@@ -111,6 +120,12 @@ class Engine {
   std::shared_ptr<const Model> model_;
   std::unique_ptr<Backend> backend_;
   std::map<std::string, std::unique_ptr<Buffer>> device_weights_;
+  struct FusedWeights {
+    Fused view;
+    std::vector<float> host_weight, host_bias;         // CPU backend
+    std::unique_ptr<Buffer> device_weight, device_bias;  // other backends
+  };
+  std::map<std::string, FusedWeights> fused_;
   std::map<uint32_t, std::unique_ptr<Buffer>> modulation_;  // by the bits of sigma
   std::map<int, ResidentState> resident_states_;
   std::map<uint64_t, ResidentKv> resident_kv_;

@@ -525,6 +525,18 @@ class CudaBackend final : public Backend {
                                    device_->stream()),
                    "copying on the device");
   }
+  void copy_2d(float* dst, int dst_stride, const float* src, int src_stride, int rows,
+               int cols) override {
+    if (rows <= 0 || cols <= 0) return;
+    device_->enter();
+    device_->written(dst);
+    device_->check(cudaMemcpy2DAsync(dst, sizeof(float) * static_cast<size_t>(dst_stride), src,
+                                     sizeof(float) * static_cast<size_t>(src_stride),
+                                     sizeof(float) * static_cast<size_t>(cols),
+                                     static_cast<size_t>(rows), cudaMemcpyDeviceToDevice,
+                                     device_->stream()),
+                   "copying rows on the device");
+  }
   void synchronize() override {
     device_->enter();
     device_->not_while_recording("synchronising");

@@ -344,8 +344,10 @@ TEST_P(Residency, UndoingACleanPassThenReplayingItMatches) {
   block(5, ct, dt);
 }
 
-INSTANTIATE_TEST_SUITE_P(Recording, Residency, ::testing::Bool(),
-                         [](const auto& info) { return info.param ? "recorded" : "op_by_op"; });
+std::string recording_name(const ::testing::TestParamInfo<bool>& param) {
+  return param.param ? "recorded" : "op_by_op";
+}
+INSTANTIATE_TEST_SUITE_P(Recording, Residency, ::testing::Bool(), recording_name);
 
 }  // namespace
 }  // namespace strand

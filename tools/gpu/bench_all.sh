@@ -317,7 +317,7 @@ run_stage ops 50 35 stage_ops
 run_stage hybrid_300 220 45 stage_hybrid_long
 run_stage hybrid_nographs 60 30 stage_hybrid_nographs
 run_stage pytorch 70 40 stage_pytorch
-run_stage mixed_921 55 35 stage_mixed_921
+run_stage mixed_921 100 35 stage_mixed_921
 run_stage kv_921 55 35 stage_kv_921
 run_stage bf16_error 150 60 stage_bf16_error
 

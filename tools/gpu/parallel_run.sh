@@ -10,6 +10,8 @@
 # what it had: bench-a.tar.gz, bench-b.tar.gz, train.tar.gz, hybrid.safetensors, run.log.
 #
 #   OUT=/path TRAIN_MIN=8.3 DEADLINE_S=520 bash tools/gpu/parallel_run.sh
+# STAGES_A / STAGES_B override the stage lists of the two halves (bench_all.sh's ONLY_STAGES);
+# other bench_all.sh variables (HYBRID_BLOCKS...) pass through.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -52,13 +54,13 @@ pack
 LEFT=$(( DEADLINE_S - ($(date +%s) - T0) ))
 say "benchmarks: ${LEFT}s left"
 CUDA_VISIBLE_DEVICES=0 DEADLINE_S="$LEFT" OUT="$STAGING/a/main" \
-  ONLY_STAGES="env roofline default_model reference_check ops hybrid_300 pytorch" \
+  ONLY_STAGES="${STAGES_A:-env roofline default_model reference_check ops hybrid_300 pytorch}" \
   bash tools/gpu/bench_all.sh > /dev/null 2>&1 &
 A_PID=$!
 B_PID=""
 if ((GPUS >= 2)); then
   CUDA_VISIBLE_DEVICES=1 DEADLINE_S="$LEFT" OUT="$STAGING/b" \
-    ONLY_STAGES="env tests attention_microbench delta_microbench hybrid_nographs mixed_921 kv_921 bf16_error" \
+    ONLY_STAGES="${STAGES_B:-env tests attention_microbench delta_microbench hybrid_nographs mixed_921 kv_921 bf16_error}" \
     bash tools/gpu/bench_all.sh > /dev/null 2>&1 &
   B_PID=$!
 fi

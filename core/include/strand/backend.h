@@ -13,6 +13,8 @@
 #include <string>
 #include <string_view>
 
+#include "strand/error.h"
+
 namespace strand {
 
 enum class DeviceKind { cpu = 1, cuda };
@@ -67,6 +69,16 @@ class Backend {
   virtual void upload(float* device_dst, const float* host_src, size_t count) = 0;
   virtual void download(float* host_dst, const float* device_src, size_t count) = 0;
   virtual void copy(float* device_dst, const float* device_src, size_t count) = 0;
+  // Copies `rows` rows of `cols` floats on the device, from src (row stride src_stride floats)
+  // to dst (row stride dst_stride); the ranges must not overlap. The default issues one copy()
+  // per row; backends override it with one 2-D copy.
+  virtual void copy_2d(float* dst, int dst_stride, const float* src, int src_stride, int rows,
+                       int cols) {
+    for (int r = 0; r < rows; ++r) {
+      copy(dst + static_cast<size_t>(r) * dst_stride, src + static_cast<size_t>(r) * src_stride,
+           static_cast<size_t>(cols));
+    }
+  }
   // Waits for queued work (no-op on the CPU).
   virtual void synchronize() {}
 
@@ -78,10 +90,12 @@ class Backend {
   // valid while generation() is what it was when recording began: the backend moves it on
   // whenever device memory is freed or reused (a freed buffer's address may come back holding
   // something else). Backends that cannot record return false from can_record().
+  // (Defined inline so that Backend keeps no key function: its type information is emitted
+  // wherever it is used, and kernels/ links without core/.)
   [[nodiscard]] virtual bool can_record() const { return false; }
-  virtual void begin_recording();
-  virtual std::unique_ptr<Recording> end_recording();
-  virtual void replay(Recording& recording);
+  virtual void begin_recording() { cannot_record(); }
+  virtual std::unique_ptr<Recording> end_recording() { cannot_record(); }
+  virtual void replay(Recording&) { cannot_record(); }
   [[nodiscard]] virtual uint64_t generation() const { return 0; }
 
   // The ops (see kernels/cpu/*.h for exact semantics).
@@ -123,6 +137,11 @@ class Backend {
   // log1p(exp(x)).
   virtual void memory_gates(const float* raw, const float* a_log, const float* dt_bias,
                             float* alpha, float* beta, float* gamma, int tokens, int heads) = 0;
+
+ protected:
+  [[noreturn]] void cannot_record() const {
+    throw Error(ErrorKind::unsupported, std::string(name()) + " cannot record or replay ops");
+  }
 };
 
 // Wall time and calls per op, filled by a profiling backend, with each op's least work (for
