@@ -38,10 +38,13 @@ pack() {
 }
 
 GPUS=$(nvidia-smi -L 2>/dev/null | wc -l)
+# TRAIN_GPUS: the GPUs that train (default 2,3 on a 4-GPU host, none on fewer; "1" on a 2-GPU
+# host trades the second benchmark half for training).
+TRAIN_GPUS="${TRAIN_GPUS:-$( ((GPUS >= 4)) && echo 2,3)}"
 TRAIN_PID=""
-if ((GPUS >= 4)); then
-  say "training on GPUs 2,3 for $TRAIN_MIN min"
-  CUDA_VISIBLE_DEVICES=2,3 HYBRID_ONLY=1 TOTAL_MIN="$TRAIN_MIN" OUT="$STAGING/train" \
+if [[ -n "$TRAIN_GPUS" ]]; then
+  say "training on GPUs $TRAIN_GPUS for $TRAIN_MIN min"
+  CUDA_VISIBLE_DEVICES="$TRAIN_GPUS" HYBRID_ONLY=1 TOTAL_MIN="$TRAIN_MIN" OUT="$STAGING/train" \
     bash training/gpu_run.sh > "$STAGING/train/gpu_run.log" 2>&1 &
   TRAIN_PID=$!
 fi
@@ -58,7 +61,7 @@ CUDA_VISIBLE_DEVICES=0 DEADLINE_S="$LEFT" OUT="$STAGING/a/main" \
   bash tools/gpu/bench_all.sh > /dev/null 2>&1 &
 A_PID=$!
 B_PID=""
-if ((GPUS >= 2)); then
+if ((GPUS >= 2)) && [[ ",$TRAIN_GPUS," != *",1,"* ]]; then
   CUDA_VISIBLE_DEVICES=1 DEADLINE_S="$LEFT" OUT="$STAGING/b" \
     ONLY_STAGES="${STAGES_B:-env tests attention_microbench delta_microbench hybrid_nographs mixed_921 kv_921 bf16_error}" \
     bash tools/gpu/bench_all.sh > /dev/null 2>&1 &
