@@ -10,7 +10,8 @@
 #   share/applications/io.strand.Strand.desktop
 #   share/metainfo/io.strand.Strand.metainfo.xml
 #   share/icons/hicolor/scalable/apps/io.strand.Strand.svg
-#   share/strand/models/*.safetensors     (found by strand-app via <bindir>/../share/strand/models)
+#   share/strand/models/*.safetensors     (found by strand-app via <bindir>/../share/strand/models;
+#                                          the bundled model and the text encoder it names)
 include(GNUInstallDirs)
 
 set(STRAND_APP_ID io.strand.Strand)
@@ -36,6 +37,15 @@ if(STRAND_BUNDLED_MODELS)
   install(FILES ${STRAND_BUNDLED_MODELS} DESTINATION ${CMAKE_INSTALL_DATADIR}/strand/models)
 else()
   message(STATUS "Strand packaging: no bundled model in resources/models/ (package will lack it)")
+endif()
+# The text encoder the bundled model names (text.encoder_file), converted by ./strand setup into
+# .deps/models/; installed next to the model, where Model::load looks first.
+file(GLOB STRAND_TEXT_ENCODERS ${CMAKE_SOURCE_DIR}/.deps/models/text-encoder-*.safetensors)
+if(STRAND_TEXT_ENCODERS)
+  install(FILES ${STRAND_TEXT_ENCODERS} DESTINATION ${CMAKE_INSTALL_DATADIR}/strand/models)
+elseif(STRAND_BUNDLED_MODELS)
+  message(STATUS "Strand packaging: no text encoder in .deps/models/ (run ./strand setup first; "
+                 "the package's model will not load without it)")
 endif()
 
 # --- CPack: one .deb ---

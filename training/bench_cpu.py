@@ -25,7 +25,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODEL = os.path.join(ROOT, "resources", "models", "strand-tiny-random.safetensors")
+MODEL = os.path.join(ROOT, "tests", "data", "strand-tiny-random.safetensors")
 
 
 def run(cmd: list[str], env: dict | None = None) -> str:

@@ -26,7 +26,7 @@ from strand_ref.export import load_model  # noqa: E402
 from strand_ref.session import Session  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_MODEL = os.path.join(ROOT, "resources", "models", "strand-tiny-random.safetensors")
+DEFAULT_MODEL = os.path.join(ROOT, "tests", "data", "strand-tiny-random.safetensors")
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Builds the bundled random-weight model resources/models/strand-tiny-random.safetensors.
+"""Builds the bundled random-weight model tests/data/strand-tiny-random.safetensors.
 
 Deterministic: the same bytes on every run (numpy RandomState init, our own sorted writer).
 After writing, it reloads the file and generates a few blocks to check that activations stay O(1)
@@ -26,7 +26,7 @@ from strand_ref.model import DiTTrace, StrandModel  # noqa: E402
 from strand_ref.session import Session  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_OUT = os.path.join(ROOT, "resources", "models", "strand-tiny-random.safetensors")
+DEFAULT_OUT = os.path.join(ROOT, "tests", "data", "strand-tiny-random.safetensors")
 SEED = 20250101
 
 CONFIG = {

@@ -27,7 +27,7 @@ namespace strand::cli {
 namespace fs = std::filesystem;
 
 namespace {
-constexpr const char* kBundledModel = "resources/models/strand-tiny-random.safetensors";
+constexpr const char* kBundledModel = "resources/models/strand-world-v1.safetensors";
 }  // namespace
 
 std::string model_path_or_default(const std::optional<std::string>& given) {

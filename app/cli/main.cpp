@@ -39,7 +39,7 @@ constexpr const char* kUsage =
     "H.264\n"
     "video. A schedule is a JSON list of {\"frame\": F, \"prompt\": \"...\"}; each prompt applies "
     "from the\n"
-    "block containing its frame. The default model is the bundled strand-tiny-random.\n"
+    "block containing its frame. The default model is the bundled strand-world-v1.\n"
     "--device picks the CPU (default, fp32) or a CUDA GPU (default precision bf16: GEMM operands\n"
     "in bfloat16 with float32 accumulation; --precision fp32 for float32 throughout).\n"
     "bench --ops times every op (synchronised) with its least FLOPs and bytes; --max-seconds and\n"

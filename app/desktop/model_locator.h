@@ -5,7 +5,7 @@
 
 namespace strand::desktop {
 
-inline constexpr const char* kBundledModelFile = "strand-tiny-random.safetensors";
+inline constexpr const char* kBundledModelFile = "strand-world-v1.safetensors";
 
 // Candidate paths for the bundled model, most specific first: next to an installed executable
 // (<prefix>/share/strand/models/), then the source tree this binary was built from

@@ -16,7 +16,7 @@ constexpr int kTimeoutMs = 30000;
 
 // The golden test model (tests/data): small enough that the suite stays fast on 2 shared cores
 // (the bundled demo model made this file take ~50 s). STRAND_TEST_MODEL overrides it (e.g. to
-// run the same checks on resources/models/strand-tiny-random.safetensors).
+// run the same checks on tests/data/strand-tiny-random.safetensors).
 QString bundledModelPath() {
   const QString override_path = qEnvironmentVariable("STRAND_TEST_MODEL");
   if (!override_path.isEmpty()) return override_path;

@@ -17,7 +17,7 @@ namespace {
 constexpr int kTimeoutMs = 30000;
 
 // The golden test model (tests/data) keeps this file fast; STRAND_TEST_MODEL overrides it (e.g.
-// with resources/models/strand-tiny-random.safetensors, the bundled demo model).
+// with tests/data/strand-tiny-random.safetensors, the bundled demo model).
 QString bundledModelPath() {
   const QString override_path = qEnvironmentVariable("STRAND_TEST_MODEL");
   if (!override_path.isEmpty()) return override_path;

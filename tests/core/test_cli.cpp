@@ -30,7 +30,7 @@ namespace {
 
 const std::string kModel = std::string(STRAND_TEST_DATA) + "/golden-model.safetensors";
 const std::string kBundledModel =
-    std::string(STRAND_SOURCE_DIR) + "/resources/models/strand-tiny-random.safetensors";
+    std::string(STRAND_SOURCE_DIR) + "/resources/models/strand-world-v1.safetensors";
 
 using RunResult = strand::test::CliRun;
 using strand::test::read_text;
@@ -320,10 +320,17 @@ TEST_F(CliTest, InfoDefaultsToTheBundledModel) {
   ASSERT_TRUE(fs::exists(kBundledModel)) << "bundled model missing: " << kBundledModel;
   const RunResult r = run({"info"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find("parameters:     " +
-                       std::to_string(count_parameters_in_file(kBundledModel)) + "\n"),
+  // The trained model, with the pretrained text encoder it names found by the model loader (its
+  // parameters count the encoder's too, so they exceed the model file's own).
+  EXPECT_NE(r.out.find("model:          strand-world-v1\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("file:           " + fs::path(kBundledModel).lexically_normal().string()),
             std::string::npos)
       << r.out;
+  EXPECT_NE(r.out.find("256x144 at 12 fps"), std::string::npos) << r.out;
+  const int64_t own = count_parameters_in_file(kBundledModel);
+  const size_t at = r.out.find("parameters:     ");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  EXPECT_GT(std::stoll(r.out.substr(at + 16)), own) << r.out;
 }
 
 TEST_F(CliTest, RendersAreDeterministicAndSnapshotsContinueExactly) {

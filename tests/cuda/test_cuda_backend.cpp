@@ -508,7 +508,7 @@ TEST(CudaBackend, MissingDeviceIsUnsupported) {
     SessionOptions options;
     options.device = DeviceKind::cuda;
     const auto model =
-        Model::load(STRAND_SOURCE_DIR "/resources/models/strand-tiny-random.safetensors");
+        Model::load(STRAND_SOURCE_DIR "/tests/data/strand-tiny-random.safetensors");
     EXPECT_THROW({ Session session(model, options); }, Error);
   }
 }
@@ -524,7 +524,7 @@ TEST(CudaBackend, MemoryUsageIsReportedForEachGpu) {
 
 // ---- End to end: the engine on the GPU against the engine on the CPU.
 
-constexpr const char* kModel = STRAND_SOURCE_DIR "/resources/models/strand-tiny-random.safetensors";
+constexpr const char* kModel = STRAND_SOURCE_DIR "/tests/data/strand-tiny-random.safetensors";
 constexpr const char* kPrompt = "a red balloon over snowy mountains at dusk";
 constexpr int kBlocks = 3;
 

@@ -47,7 +47,7 @@ from strand_ref.model import use_strict_float32  # noqa: E402
 from strand_ref.rng import noise  # noqa: E402
 from strand_ref.tokenizer import WordPieceTokenizer  # noqa: E402
 
-DEFAULT_MODEL = os.path.join(ROOT, "resources", "models", "strand-tiny-random.safetensors")
+DEFAULT_MODEL = os.path.join(ROOT, "tests", "data", "strand-tiny-random.safetensors")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
