@@ -15,5 +15,5 @@ tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 export XDG_CONFIG_HOME="$tmp/config" XDG_DATA_HOME="$tmp/data" XDG_RUNTIME_DIR="$tmp/run"
 mkdir -p "$XDG_RUNTIME_DIR"; chmod 700 "$XDG_RUNTIME_DIR"
 timeout 300 xvfb-run -a -s "-screen 0 1280x800x24" \
-  "$app" --model "$root/tests/data/strand-tiny-random.safetensors" --seed 7 --screenshots "$out"
+  "$app" --model "$root/resources/models/strand-world-v1.safetensors" --seed 7 --screenshots "$out"
 ls -l "$out"/app-*.png

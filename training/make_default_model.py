@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Builds the bundled random-weight model tests/data/strand-tiny-random.safetensors.
+"""Builds the random-weight test model tests/data/strand-tiny-random.safetensors.
 
 Deterministic: the same bytes on every run (numpy RandomState init, our own sorted writer).
 After writing, it reloads the file and generates a few blocks to check that activations stay O(1)
