@@ -305,6 +305,21 @@ class ReferenceRunner:
 # --------------------------------------------------------------------------------------------
 
 
+def denoise_block(runner: "ReferenceRunner", ctx_kv, memory, block: int, sigmas: List[float],
+                  x: torch.Tensor, noise_at) -> torch.Tensor:
+    """The engine's sampler over one block: each denoising pass predicts v, x0 = x - sigma v, and
+    the next input re-noises x0 with noise_at(step) (1-based). Returns the clean latents x0 (the
+    clean pass that folds them into memory is the caller's)."""
+    x0 = x
+    for i, sigma in enumerate(sigmas):
+        v = runner.dit(x, sigma, ctx_kv, memory, block)
+        x0 = x - sigma * v
+        if i + 1 < len(sigmas):
+            nxt = sigmas[i + 1]
+            x = float(np.float32(1.0 - nxt)) * x0 + nxt * noise_at(i + 1)
+    return x0
+
+
 def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
@@ -342,13 +357,8 @@ def bench(args) -> dict:
             sync()
             t_begin = time.perf_counter()
             x = torch.randn(latent, generator=gen, device=device)
-            x0 = x
-            for i, sigma in enumerate(sigmas):
-                v = runner.dit(x, sigma, ctx_kv, memory, n)
-                x0 = x - sigma * v
-                if i + 1 < len(sigmas):
-                    nxt = sigmas[i + 1]
-                    x = (1.0 - nxt) * x0 + nxt * torch.randn(latent, generator=gen, device=device)
+            x0 = denoise_block(runner, ctx_kv, memory, n, sigmas, x,
+                               lambda _step: torch.randn(latent, generator=gen, device=device))
             sync()
             t_denoised = time.perf_counter()
             runner.dit(x0, 0.0, ctx_kv, memory, n, update=True)

@@ -119,14 +119,8 @@ def run_torch(model_path: str, device: torch.device, precision: str, blocks: int
 
     runs = []
     for n in range(blocks):
-        x = z(n, 0)
-        x0 = x
-        for i, sigma in enumerate(sigmas):
-            v = runner.dit(x, sigma, ctx_kv, memory, n)
-            x0 = x - sigma * v
-            if i + 1 < len(sigmas):
-                nxt = sigmas[i + 1]
-                x = float(np.float32(1.0 - nxt)) * x0 + nxt * z(n, i + 1)
+        x0 = bench_gpu.denoise_block(runner, ctx_kv, memory, n, sigmas, z(n, 0),
+                                     lambda step, n=n: z(n, step))
         runner.dit(x0, 0.0, ctx_kv, memory, n, update=True)
         runs.append(x0.float().cpu().numpy())
     del model, runner, memory, ctx_kv
