@@ -62,11 +62,15 @@ def _adherence_entry(report: dict) -> Dict[str, object]:
             "flicker_mean": report["flicker"]["mean"]}
 
 
-def _window_mean_rgb(report: dict) -> List[float]:
-    # drift.colour_first covers the first tenth only; the whole window's mean is not in the
-    # report, so both tenths are averaged (equal sizes) as a summary of the window's colour.
-    a, b = report["drift"]["colour_first"]["mean_rgb"], report["drift"]["colour_last"]["mean_rgb"]
-    return [(x + y) / 2 for x, y in zip(a, b)]
+def _window_mean_rgb_exact(frames_dir: Path, start: int, count: int) -> List[float]:
+    """Mean R, G, B (0-1) over frames start .. start+count-1 of a strand-cli PNG folder."""
+    import numpy as np
+    from PIL import Image
+    total = np.zeros(3)
+    for i in range(start, start + count):
+        total += np.asarray(Image.open(frames_dir / f"frame_{i:06d}.png").convert("RGB"),
+                            dtype=np.float64).mean(axis=(0, 1))
+    return [round(float(v) / count / 255.0, 4) for v in total]
 
 
 def report(args: argparse.Namespace) -> int:
@@ -114,8 +118,6 @@ def report(args: argparse.Namespace) -> int:
                                 if first["adherence"].get(k) is not None
                                 and last["adherence"].get(k) is not None else None
                                 for k in first["adherence"]},
-            "mean_rgb_first_window": _window_mean_rgb(first),
-            "mean_rgb_last_window": _window_mean_rgb(last),
             "chance": first["chance"],
         },
         "render": {
@@ -148,6 +150,19 @@ def report(args: argparse.Namespace) -> int:
                  "memory_state_bytes": [r["memory_state_bytes"] for r in rows],
                  "rss_bytes": [r["rss_bytes"] for r in rows]}
         out["bench"][name] = entry
+
+    # Every scored window (first, last and any --eval-window), in frame order.
+    windows = [(0, first), (stats["frames_written"] - last["frames"], last)]
+    for entry in args.eval_window:
+        start, _, path = entry.partition("=")
+        windows.append((int(start), json.loads(Path(path).read_text())))
+    windows.sort(key=lambda w: w[0])
+    out["adherence"]["windows"] = [
+        {"frame_range": [start, start + r["frames"]], "mean": r["adherence"]["mean"],
+         **{k: v for k, v in r["adherence"].items() if k != "mean" and not isinstance(v, dict)},
+         **({"mean_rgb": _window_mean_rgb_exact(Path(args.frames), start, r["frames"])}
+            if args.frames else {})}
+        for start, r in windows]
 
     # ---- plot ----
     fig, axes = plt.subplots(2, 2, figsize=(13, 7.5))
@@ -276,6 +291,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     r.add_argument("--rss", required=True)
     r.add_argument("--eval-first", required=True)
     r.add_argument("--eval-last", required=True)
+    r.add_argument("--eval-window", action="append", default=[],
+                   help="START=EVAL.json: another scored window, for the per-window table")
+    r.add_argument("--frames", help="the render's PNG folder (mean colour per window)")
     r.add_argument("--bench", action="append", default=[], help="NAME=BENCH.json")
     r.add_argument("--bench-seconds", type=int, default=360)
     r.add_argument("--plot", required=True)
