@@ -74,8 +74,9 @@ float* Engine::resident_state(int layer, LayerMemory& memory) {
     resident.device = backend_->allocate(std::max<size_t>(n, 1));
     resident.synced.clear();
   }
-  const bool in_sync = resident.synced.size() == n &&
-                       std::memcmp(resident.synced.data(), memory.state.data(), n * sizeof(float)) == 0;
+  const bool in_sync =
+      resident.synced.size() == n &&
+      std::memcmp(resident.synced.data(), memory.state.data(), n * sizeof(float)) == 0;
   if (!in_sync) {
     backend_->upload(resident.device->data(), memory.state.data(), n);
     resident.synced = memory.state;
@@ -621,39 +622,41 @@ std::vector<float> Engine::dit(const std::vector<float>& x, float sigma, const T
     resident_cross(text, static_cast<int>(i), false);
   }
 
+  // The pass proper, from the patch embedding to the head: no transfers inside, so that a
+  // recording can capture it whole.
   auto run_layers_and_head = [&] {
-  b.linear(tok, w("patch_embedding.weight"), w("patch_embedding.bias"), h, T, cpp, d);
-  const float* m = modulation;
-  auto row = [&](int i) { return m + static_cast<size_t>(i) * d; };
-  // All frames of a block share sigma, so one modulation row serves every token (group = block).
-  for (size_t i = 0; i < c.layers.size(); ++i) {
-    const std::string p = "blocks." + std::to_string(i) + ".";
-    m = modulation + i * 6 * static_cast<size_t>(d);
+    b.linear(tok, w("patch_embedding.weight"), w("patch_embedding.bias"), h, T, cpp, d);
+    const float* m = modulation;
+    auto row = [&](int i) { return m + static_cast<size_t>(i) * d; };
+    // All frames of a block share sigma, so one modulation row serves every token (group = block).
+    for (size_t i = 0; i < c.layers.size(); ++i) {
+      const std::string p = "blocks." + std::to_string(i) + ".";
+      m = modulation + i * 6 * static_cast<size_t>(d);
+      b.layer_norm_modulate(h, a, T, d, row(0), row(1), T, 0, kLayerNormEps);
+      if (c.layers[i] == AttentionKind::hybrid) {
+        self_attention_hybrid(static_cast<int>(i), a, y, memory.layers[i], update);
+      } else {
+        self_attention_kv(static_cast<int>(i), a, y, memory.layers[i], block, update,
+                          dropped != nullptr ? &(*dropped)[i] : nullptr);
+      }
+      b.gated_residual(h, y, row(2), T, d, T, 0);
+      b.layer_norm(h, a, T, d, w(p + "norm3.weight"), w(p + "norm3.bias"), kLayerNormEps);
+      cross_attention(static_cast<int>(i), a, y, text);
+      b.gated_residual(h, y, nullptr, T, d, T, 0);
+      b.layer_norm_modulate(h, a, T, d, row(3), row(4), T, 0, kLayerNormEps);
+      b.linear(a, w(p + "ffn.0.weight"), w(p + "ffn.0.bias"), mlp, T, d, c.mlp_dim);
+      b.gelu_tanh(mlp, static_cast<size_t>(T) * c.mlp_dim);
+      b.linear(mlp, w(p + "ffn.2.weight"), w(p + "ffn.2.bias"), y, T, c.mlp_dim, d);
+      b.gated_residual(h, y, row(5), T, d, T, 0);
+      if (layer_outputs != nullptr) {
+        layer_outputs->emplace_back(n);
+        b.download(layer_outputs->back().data(), h, n);
+      }
+    }
+    // Head.
+    m = modulation + c.layers.size() * 6 * static_cast<size_t>(d);
     b.layer_norm_modulate(h, a, T, d, row(0), row(1), T, 0, kLayerNormEps);
-    if (c.layers[i] == AttentionKind::hybrid) {
-      self_attention_hybrid(static_cast<int>(i), a, y, memory.layers[i], update);
-    } else {
-      self_attention_kv(static_cast<int>(i), a, y, memory.layers[i], block, update,
-                        dropped != nullptr ? &(*dropped)[i] : nullptr);
-    }
-    b.gated_residual(h, y, row(2), T, d, T, 0);
-    b.layer_norm(h, a, T, d, w(p + "norm3.weight"), w(p + "norm3.bias"), kLayerNormEps);
-    cross_attention(static_cast<int>(i), a, y, text);
-    b.gated_residual(h, y, nullptr, T, d, T, 0);
-    b.layer_norm_modulate(h, a, T, d, row(3), row(4), T, 0, kLayerNormEps);
-    b.linear(a, w(p + "ffn.0.weight"), w(p + "ffn.0.bias"), mlp, T, d, c.mlp_dim);
-    b.gelu_tanh(mlp, static_cast<size_t>(T) * c.mlp_dim);
-    b.linear(mlp, w(p + "ffn.2.weight"), w(p + "ffn.2.bias"), y, T, c.mlp_dim, d);
-    b.gated_residual(h, y, row(5), T, d, T, 0);
-    if (layer_outputs != nullptr) {
-      layer_outputs->emplace_back(n);
-      b.download(layer_outputs->back().data(), h, n);
-    }
-  }
-  // Head.
-  m = modulation + c.layers.size() * 6 * static_cast<size_t>(d);
-  b.layer_norm_modulate(h, a, T, d, row(0), row(1), T, 0, kLayerNormEps);
-  b.linear(a, w("head.head.weight"), w("head.head.bias"), tok, T, d, cpp);
+    b.linear(a, w("head.head.weight"), w("head.head.bias"), tok, T, d, cpp);
   };
   // A softmax_kv layer's clean pass allocates its new cache entry, so it runs as it is.
   const bool recordable = record_passes_ && b.can_record() && layer_outputs == nullptr &&
