@@ -86,8 +86,7 @@ float* Engine::resident_state(int layer, LayerMemory& memory) {
 
 void Engine::after_state_update(int layer, LayerMemory& memory) {
   if (host_backend()) return;
-  ResidentState& resident = resident_states_.at(layer);
-  resident.synced.clear();  // unknown until the download below has finished
+  ResidentState& resident = resident_states_.at(layer);  // dit() cleared `synced` before the pass
   backend_->download(memory.state.data(), resident.device->data(), memory.state.size());
   resident.synced = memory.state;
 }
@@ -352,11 +351,8 @@ void Engine::time_embedding(float sigma, std::vector<float>& e, std::vector<floa
 }
 
 Engine::Fused Engine::fused(const std::string& prefix, const std::vector<std::string>& parts) {
-  const std::string key = prefix + "{" + [&] {
-    std::string names;
-    for (const auto& part : parts) names += part + ",";
-    return names;
-  }() + "}";
+  std::string key = prefix;
+  for (const auto& part : parts) key += "|" + part;
   auto it = fused_.find(key);
   if (it != fused_.end()) return it->second.view;
   // Rows of every part's weight [out_i, in] one after the other, then zero rows up to a multiple

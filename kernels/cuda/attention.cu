@@ -584,6 +584,15 @@ void check_sizes(int q_stride, int k_stride, int v_stride, int out_stride, int t
   }
 }
 
+// Softmax over no keys: the output rows are zeros, as on the CPU.
+void zero_output(float* out, int out_stride, int tq, int heads, int head_dim,
+                 cudaStream_t stream) {
+  const cudaError_t status =
+      cudaMemset2DAsync(out, static_cast<size_t>(out_stride) * sizeof(float), 0,
+                        static_cast<size_t>(heads) * head_dim * sizeof(float), tq, stream);
+  if (status != cudaSuccess) throw_cuda(ErrorKind::device, "zero fill", status);
+}
+
 // Stream-ordered scratch memory, freed (stream-ordered) on every exit path.
 class StreamScratch {
  public:
@@ -642,10 +651,7 @@ void attention_bf16(const __nv_bfloat16* q, int q_stride, const __nv_bfloat16* k
   }
   if (tq == 0 || heads == 0) return;
   if (tk == 0) {
-    const cudaError_t status =
-        cudaMemset2DAsync(out, static_cast<size_t>(out_stride) * sizeof(float), 0,
-                          static_cast<size_t>(heads) * head_dim * sizeof(float), tq, stream);
-    if (status != cudaSuccess) throw_cuda(ErrorKind::device, "zero fill", status);
+    zero_output(out, out_stride, tq, heads, head_dim, stream);
     return;
   }
   FlashParams params{};
@@ -699,11 +705,7 @@ void attention(const float* q, int q_stride, const float* k, int k_stride, const
   check_sizes(q_stride, k_stride, v_stride, out_stride, tq, tk, heads, head_dim);
   if (tq == 0 || heads == 0 || head_dim == 0) return;
   if (tk == 0) {
-    // Softmax over nothing: zeros, as on the CPU.
-    const cudaError_t status =
-        cudaMemset2DAsync(out, static_cast<size_t>(out_stride) * sizeof(float), 0,
-                          static_cast<size_t>(heads) * head_dim * sizeof(float), tq, stream);
-    if (status != cudaSuccess) throw_cuda(ErrorKind::device, "zero fill", status);
+    zero_output(out, out_stride, tq, heads, head_dim, stream);
     return;
   }
   if (bf16 && (head_dim == 64 || head_dim == 128)) {
