@@ -144,6 +144,7 @@ std::string_view op_name(Op op) {
     case Op::conv2d_3x3: return "conv2d_3x3";
     case Op::upsample_nearest_2x: return "upsample_nearest_2x";
     case Op::memory_gates: return "memory_gates";
+    case Op::feed_forward: return "feed_forward";
     case Op::count: break;
   }
   return "unknown";

@@ -189,6 +189,14 @@ class DispatchBackend final : public Backend {
     cpu_->upsample_nearest_2x(hi.get(), c, h, w, ho.get());
     ho.write_back();
   }
+  void feed_forward(const float* x, const float* w1, const float* b1, const float* w2,
+                    const float* b2, float* hidden, float* y, int rows, int in, int mid,
+                    int out) override {
+    if (native(Op::feed_forward) && native(Op::linear) && native(Op::gelu_tanh)) {
+      return primary_->feed_forward(x, w1, b1, w2, b2, hidden, y, rows, in, mid, out);
+    }
+    Backend::feed_forward(x, w1, b1, w2, b2, hidden, y, rows, in, mid, out);  // op by op
+  }
   void memory_gates(const float* raw, const float* a_log, const float* dt_bias, float* alpha,
                     float* beta, float* gamma, int tokens, int heads) override {
     if (native(Op::memory_gates))

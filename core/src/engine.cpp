@@ -640,9 +640,8 @@ std::vector<float> Engine::dit(const std::vector<float>& x, float sigma, const T
       cross_attention(static_cast<int>(i), a, y, text);
       b.gated_residual(h, y, nullptr, T, d, T, 0);
       b.layer_norm_modulate(h, a, T, d, row(3), row(4), T, 0, kLayerNormEps);
-      b.linear(a, w(p + "ffn.0.weight"), w(p + "ffn.0.bias"), mlp, T, d, c.mlp_dim);
-      b.gelu_tanh(mlp, static_cast<size_t>(T) * c.mlp_dim);
-      b.linear(mlp, w(p + "ffn.2.weight"), w(p + "ffn.2.bias"), y, T, c.mlp_dim, d);
+      b.feed_forward(a, w(p + "ffn.0.weight"), w(p + "ffn.0.bias"), w(p + "ffn.2.weight"),
+                     w(p + "ffn.2.bias"), mlp, y, T, d, c.mlp_dim, d);
       b.gated_residual(h, y, row(5), T, d, T, 0);
       if (layer_outputs != nullptr) {
         layer_outputs->emplace_back(n);

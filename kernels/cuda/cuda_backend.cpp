@@ -12,6 +12,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -51,6 +52,8 @@ enum ScratchSlot {
   kConvColumns,
   kDeltaWorkspace,
   kAttentionWorkspace,
+  kHiddenBf16,    // the feed-forward's hidden activations, written by one GEMM, read by the next
+  kLtWorkspace,   // cuBLASLt's per-call workspace
   kScratchSlots
 };
 
@@ -234,7 +237,7 @@ class Device {
   // A write through upload/copy: bf16 copies of weights in the written allocation are stale.
   void written(const float* p) {
     std::lock_guard lock(mutex_);
-    if (bf16_weights_.empty() || allocations_.empty()) return;
+    if ((bf16_weights_.empty() && aligned_copies_.empty()) || allocations_.empty()) return;
     auto it = allocations_.upper_bound(p);
     if (it == allocations_.begin()) return;
     --it;
@@ -262,6 +265,33 @@ class Device {
     }
     bf16_weights_[w] = {values, count};
     return values;
+  }
+
+  // A 256-byte-aligned fp32 copy of the vector at v (count floats): cuBLASLt reads epilogue
+  // biases with vector loads, and weights inside one model buffer are only float-aligned. An
+  // aligned v is returned as it is.
+  const float* aligned_vector(const float* v, size_t count) {
+    if (reinterpret_cast<uintptr_t>(v) % 256 == 0) return v;
+    std::lock_guard lock(mutex_);
+    auto it = aligned_copies_.find(v);
+    if (it != aligned_copies_.end() && it->second.count == count) return it->second.values;
+    not_while_recording("copying a bias");
+    if (it != aligned_copies_.end()) {
+      memory_reused();
+      cudaFree(it->second.values);
+      aligned_copies_.erase(it);
+    }
+    auto* values = static_cast<float*>(allocate_bytes(count * sizeof(float), "copying a bias"));
+    check(cudaMemcpyAsync(values, v, count * sizeof(float), cudaMemcpyDeviceToDevice, stream_),
+          "copying a bias");
+    aligned_copies_[v] = {values, count};
+    return values;
+  }
+
+  // Made on first use, on this device (enter() has selected it).
+  LtGemm& lt() {
+    if (!lt_) lt_ = std::make_unique<LtGemm>();
+    return *lt_;
   }
 
   // Grow-only device scratch areas, reused in stream order.
@@ -375,6 +405,10 @@ class Device {
     __nv_bfloat16* values = nullptr;
     size_t count = 0;
   };
+  struct AlignedCopy {
+    float* values = nullptr;
+    size_t count = 0;
+  };
   struct Scratch {
     void* data = nullptr;
     size_t bytes = 0;
@@ -393,6 +427,13 @@ class Device {
       if (!failed_) cudaFree(it->second.values);
     }
     bf16_weights_.erase(first, last);
+    auto first_copy = aligned_copies_.lower_bound(base);
+    auto last_copy = aligned_copies_.lower_bound(base + count);
+    if (first_copy != last_copy) memory_reused();
+    for (auto it = first_copy; it != last_copy; ++it) {
+      if (!failed_) cudaFree(it->second.values);
+    }
+    aligned_copies_.erase(first_copy, last_copy);
   }
 
   void cleanup() noexcept {
@@ -401,6 +442,9 @@ class Device {
     if (stream_ != nullptr) cudaStreamSynchronize(stream_);
     for (auto& [w, entry] : bf16_weights_) cudaFree(entry.values);
     bf16_weights_.clear();
+    for (auto& [v, entry] : aligned_copies_) cudaFree(entry.values);
+    aligned_copies_.clear();
+    lt_.reset();
     for (auto& s : scratch_) {
       if (s.data != nullptr) cudaFree(s.data);
       s = {};
@@ -438,6 +482,8 @@ class Device {
   std::mutex mutex_;  // allocations_ and bf16_weights_: buffers may be freed from other threads
   std::map<const float*, size_t> allocations_;
   std::map<const float*, Bf16Weight> bf16_weights_;
+  std::map<const float*, AlignedCopy> aligned_copies_;
+  std::unique_ptr<LtGemm> lt_;
   Scratch scratch_[kScratchSlots];
   std::vector<PositionSet> position_sets_;
 };
@@ -575,20 +621,53 @@ class CudaBackend final : public Backend {
     if (rows <= 0 || out <= 0) return;
     device_->enter();
     if (device_->bf16() && in > 0) {
-      const size_t n = static_cast<size_t>(rows) * in;
-      auto* xb = static_cast<__nv_bfloat16*>(
-          device_->scratch(kActivationsBf16, n * sizeof(__nv_bfloat16)));
-      to_bf16(x, xb, n, device_->stream());
+      const __nv_bfloat16* xb = activations_bf16(x, static_cast<size_t>(rows) * in);
       const __nv_bfloat16* wb = device_->bf16_weight(w, static_cast<size_t>(out) * in);
-      device_->check_blas(cuda::linear(device_->blas(), GemmInput::bf16, xb, wb, bias, y, rows, in,
-                                       out, device_->stream()),
-                          "in linear (bf16)");
+      // The bias rides in the GEMM's epilogue (one store of y); cuBLAS's plain GEMM, which needs
+      // y seeded with the bias first, is the fallback.
+      if (!lt_linear(xb, wb, bias, y, LtType::fp32, rows, in, out,
+                     bias != nullptr ? LtEpilogue::bias : LtEpilogue::none)) {
+        device_->check_blas(cuda::linear(device_->blas(), GemmInput::bf16, xb, wb, bias, y, rows,
+                                         in, out, device_->stream()),
+                            "in linear (bf16)");
+      }
     } else {
       device_->check_blas(cuda::linear(device_->blas(), GemmInput::fp32, x, w, bias, y, rows, in,
                                        out, device_->stream()),
                           "in linear");
     }
     device_->after_launch("in linear");
+  }
+  void feed_forward(const float* x, const float* w1, const float* b1, const float* w2,
+                    const float* b2, float* hidden, float* y, int rows, int in, int mid,
+                    int out) override {
+    if (rows <= 0 || out <= 0) return;
+    if (!device_->bf16() || in <= 0 || mid <= 0 || b1 == nullptr) {
+      // fp32 parity mode (and shapes the fused path does not take): the three ops.
+      Backend::feed_forward(x, w1, b1, w2, b2, hidden, y, rows, in, mid, out);
+      return;
+    }
+    device_->enter();
+    // bf16: x W1^T + b1 and the GELU in one GEMM whose bf16 output is the next GEMM's input, so
+    // the hidden activations ([rows, mid], the largest tensor of a layer) are written once at 2
+    // bytes and read once, instead of seed + GEMM + GELU + conversion passes at 4 bytes. The
+    // rounding is the unfused path's: it converted GELU's fp32 output to bf16 for the second GEMM.
+    const __nv_bfloat16* xb = activations_bf16(x, static_cast<size_t>(rows) * in);
+    const __nv_bfloat16* w1b = device_->bf16_weight(w1, static_cast<size_t>(mid) * in);
+    const __nv_bfloat16* w2b = device_->bf16_weight(w2, static_cast<size_t>(out) * mid);
+    auto* hidden_bf16 = static_cast<__nv_bfloat16*>(device_->scratch(
+        kHiddenBf16, static_cast<size_t>(rows) * mid * sizeof(__nv_bfloat16)));
+    if (!lt_linear(xb, w1b, b1, hidden_bf16, LtType::bf16, rows, in, mid, LtEpilogue::gelu_bias)) {
+      Backend::feed_forward(x, w1, b1, w2, b2, hidden, y, rows, in, mid, out);
+      return;
+    }
+    if (!lt_linear(hidden_bf16, w2b, b2, y, LtType::fp32, rows, mid, out,
+                   b2 != nullptr ? LtEpilogue::bias : LtEpilogue::none)) {
+      device_->check_blas(cuda::linear(device_->blas(), GemmInput::bf16, hidden_bf16, w2b, b2, y,
+                                       rows, mid, out, device_->stream()),
+                          "in feed_forward (bf16)");
+    }
+    device_->after_launch("in feed_forward");
   }
   void layer_norm(const float* x, float* y, int rows, int dim, const float* weight,
                   const float* bias, float eps) override {
@@ -728,6 +807,33 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  // x converted to bf16 in the activations scratch (valid until the next conversion).
+  const __nv_bfloat16* activations_bf16(const float* x, size_t n) {
+    auto* xb = static_cast<__nv_bfloat16*>(
+        device_->scratch(kActivationsBf16, n * sizeof(__nv_bfloat16)));
+    to_bf16(x, xb, n, device_->stream());
+    return xb;
+  }
+
+  // One cuBLASLt GEMM with its epilogue (y of y_type, fp32 bias); false, with nothing queued, when
+  // cuBLASLt has no algorithm for the combination. A bf16 output may need a bf16 bias: tried next.
+  bool lt_linear(const __nv_bfloat16* x, const __nv_bfloat16* w, const float* bias, void* y,
+                 LtType y_type, int rows, int in, int out, LtEpilogue epilogue) {
+    void* workspace = device_->scratch(kLtWorkspace, kLtWorkspaceBytes);
+    const float* bias32 = bias != nullptr ? device_->aligned_vector(bias, out) : nullptr;
+    cublasStatus_t status =
+        device_->lt().linear(x, w, bias32, LtType::fp32, y, y_type, rows, in, out, epilogue,
+                             workspace, kLtWorkspaceBytes, device_->stream());
+    if (status == CUBLAS_STATUS_NOT_SUPPORTED && bias != nullptr && y_type == LtType::bf16) {
+      const __nv_bfloat16* bias16 = device_->bf16_weight(bias, static_cast<size_t>(out));
+      status = device_->lt().linear(x, w, bias16, LtType::bf16, y, y_type, rows, in, out, epilogue,
+                                    workspace, kLtWorkspaceBytes, device_->stream());
+    }
+    if (status == CUBLAS_STATUS_NOT_SUPPORTED) return false;
+    device_->check_blas(status, "in a cuBLASLt GEMM");
+    return true;
+  }
+
   std::shared_ptr<Device> device_;
   uint64_t generation_at_start_ = 0;
 };

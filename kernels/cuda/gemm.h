@@ -2,11 +2,15 @@
 // bf16 path needs. cuBLAS statuses are returned for the caller to turn into errors; kernel launch
 // errors are left for cudaGetLastError().
 #pragma once
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
+#include <map>
+#include <tuple>
 
 namespace strand::cuda {
 
@@ -29,5 +33,45 @@ void broadcast_row(const float* row, float* y, int rows, int cols, int ldy, cuda
 
 // out[i] = bf16(in[i]), round to nearest even.
 void to_bf16(const float* in, __nv_bfloat16* out, size_t n, cudaStream_t stream);
+
+// ---- cuBLASLt: bf16 GEMMs with the bias (and GELU) fused into the epilogue
+
+// Element types of a cuBLASLt output or bias.
+enum class LtType { fp32, bf16 };
+// What the epilogue applies to the fp32 accumulator before the single store: nothing, + bias,
+// or gelu_tanh(. + bias) (cuBLASLt's GELU is the tanh approximation; tests/cuda checks it against
+// kernels/cpu's gelu_tanh).
+enum class LtEpilogue { none, bias, gelu_bias };
+
+// Workspace cuBLASLt may use per call (device memory the caller owns, in stream order).
+constexpr size_t kLtWorkspaceBytes = size_t{32} << 20;
+
+// One cuBLASLt handle and the plans (descriptors + the heuristic's first algorithm) of the shapes
+// seen so far. Host-side only: calls run on the stream given; not thread-safe (one per stream
+// owner, like the backend that holds it). A plan depends on shape, types, epilogue and the
+// operands' address alignment, all part of its key.
+class LtGemm {
+ public:
+  LtGemm();
+  ~LtGemm();
+  LtGemm(const LtGemm&) = delete;
+  LtGemm& operator=(const LtGemm&) = delete;
+
+  // y[rows, out] (row stride out, type y_type) = epilogue(x[rows, in] w[out, in]^T + bias[out]),
+  // x and w bf16, fp32 accumulation; bias (null unless the epilogue takes one) of bias_type.
+  // Returns CUBLAS_STATUS_NOT_SUPPORTED, having queued nothing, when cuBLASLt offers no algorithm
+  // for the combination, so that the caller can fall back to separate ops.
+  cublasStatus_t linear(const __nv_bfloat16* x, const __nv_bfloat16* w, const void* bias,
+                        LtType bias_type, void* y, LtType y_type, int rows, int in, int out,
+                        LtEpilogue epilogue, void* workspace, size_t workspace_bytes,
+                        cudaStream_t stream);
+
+ private:
+  struct Plan;
+  using Key = std::tuple<int, int, int, int, int, int, int, int, int, int>;
+  cublasStatus_t plan_for(const Key& key, Plan** plan);
+  cublasLtHandle_t handle_ = nullptr;
+  std::map<Key, Plan*> plans_;
+};
 
 }  // namespace strand::cuda

@@ -68,7 +68,7 @@ class DeviceArray {
 
 // Ops whose arithmetic changes in bf16 mode; the others stay fp32 in both modes.
 bool bf16_op(Op op) {
-  return op == Op::linear || op == Op::conv2d_3x3 || op == Op::attention;
+  return op == Op::linear || op == Op::conv2d_3x3 || op == Op::attention || op == Op::feed_forward;
 }
 
 class CudaOps : public ::testing::TestWithParam<ComputePrecision> {
@@ -116,6 +116,41 @@ TEST_P(CudaOps, Linear) {
     expect_close(
         Op::linear, dy.fetch(), want,
         std::to_string(s.rows) + "x" + std::to_string(s.in) + "->" + std::to_string(s.out));
+  }
+}
+
+// The feed-forward (bf16: one GEMM with bias + GELU in its epilogue writing bf16, then a GEMM with
+// the bias in its epilogue) against the CPU's three ops. Weights and biases sit at float offsets
+// inside one buffer, as in a model file, so the epilogue's aligned bias copies are exercised.
+TEST_P(CudaOps, FeedForward) {
+  struct Shape {
+    int rows, in, mid, out;
+    bool second_bias;
+  };
+  for (const Shape s : {Shape{1, 64, 256, 64, true}, Shape{37, 48, 200, 20, true},
+                        Shape{432, 128, 512, 128, false}, Shape{3, 1, 5, 4, true},
+                        Shape{300, 96, 384, 96, true}}) {
+    const size_t n_w1 = static_cast<size_t>(s.mid) * s.in, n_w2 = static_cast<size_t>(s.out) * s.mid;
+    // [1 pad | w1 | b1 | w2 | b2]: every part at an odd float offset.
+    auto params = random_values(1 + n_w1 + s.mid + n_w2 + s.out, 21);
+    const float* w1 = params.data() + 1;
+    const float* b1 = w1 + n_w1;
+    const float* w2 = b1 + s.mid;
+    const float* b2 = w2 + n_w2;
+    const auto x = random_values(static_cast<size_t>(s.rows) * s.in, 22, -2.0f, 2.0f);
+    std::vector<float> hidden(static_cast<size_t>(s.rows) * s.mid),
+        want(static_cast<size_t>(s.rows) * s.out);
+    cpu_->feed_forward(x.data(), w1, b1, w2, s.second_bias ? b2 : nullptr, hidden.data(),
+                       want.data(), s.rows, s.in, s.mid, s.out);
+    DeviceArray dparams(*gpu_, params), dx(*gpu_, x), dhidden(*gpu_, hidden),
+        dy(*gpu_, std::vector<float>(want.size(), 7.0f));
+    const float* d1 = dparams.get() + 1;
+    gpu_->feed_forward(dx.get(), d1, d1 + n_w1, d1 + n_w1 + s.mid,
+                       s.second_bias ? d1 + n_w1 + s.mid + n_w2 : nullptr, dhidden.get(), dy.get(),
+                       s.rows, s.in, s.mid, s.out);
+    expect_close(Op::feed_forward, dy.fetch(), want,
+                 std::to_string(s.rows) + "x" + std::to_string(s.in) + "->" +
+                     std::to_string(s.mid) + "->" + std::to_string(s.out));
   }
 }
 

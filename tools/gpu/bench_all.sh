@@ -155,7 +155,7 @@ stage_build() {
   cmake --preset cuda -B "$BUILD" || return 1
   local targets="strand-cli strand_core_tests strand_cuda_tests"
   local t
-  for t in strand-bench-attention strand-bench-delta-rule; do
+  for t in strand-bench-attention strand-bench-delta-rule strand-bench-gemm; do
     if ninja -C "$BUILD" -t targets all 2>/dev/null | grep -q "^$t:"; then targets="$targets $t"; fi
   done
   cmake --build "$BUILD" -j "$(nproc)" --target $targets
@@ -184,6 +184,11 @@ stage_attention_microbench() {
 stage_delta_microbench() {
   [[ -x "$BUILD/bin/strand-bench-delta-rule" ]] || { echo "strand-bench-delta-rule not built"; return 0; }
   "$BUILD/bin/strand-bench-delta-rule" 50 | tee "$WORK/bench-delta-rule.log"
+}
+
+stage_gemm_microbench() {
+  [[ -x "$BUILD/bin/strand-bench-gemm" ]] || { echo "strand-bench-gemm not built"; return 0; }
+  "$BUILD/bin/strand-bench-gemm" 20 | tee "$WORK/bench-gemm.log"
 }
 
 # The text encoder of the trained model: the real one if it travelled, else a random stand-in of
@@ -288,7 +293,7 @@ stage_bf16_error() {
   return $rc
 }
 
-export -f stage_env stage_build stage_tests stage_roofline stage_attention_microbench stage_delta_microbench stage_small \
+export -f stage_env stage_build stage_tests stage_roofline stage_attention_microbench stage_delta_microbench stage_gemm_microbench stage_small \
   stage_reference_check stage_models stage_ops stage_hybrid_long stage_hybrid_nographs stage_mixed_921 stage_kv_921 \
   stage_pytorch stage_bf16_error
 
@@ -309,6 +314,7 @@ fi
 run_stage tests 75 20 stage_tests
 run_stage attention_microbench 25 10 stage_attention_microbench
 run_stage delta_microbench 25 10 stage_delta_microbench
+run_stage gemm_microbench 25 10 stage_gemm_microbench
 run_stage roofline 45 15 stage_roofline
 run_stage default_model 70 10 stage_small
 run_stage reference_check 30 10 stage_reference_check

@@ -37,6 +37,7 @@ enum class Op {
   conv2d_3x3,
   upsample_nearest_2x,
   memory_gates,
+  feed_forward,
   count
 };
 std::string_view op_name(Op op);
@@ -137,6 +138,18 @@ class Backend {
   // log1p(exp(x)).
   virtual void memory_gates(const float* raw, const float* a_log, const float* dt_bias,
                             float* alpha, float* beta, float* gamma, int tokens, int heads) = 0;
+  // The transformer's feed-forward: y = linear(gelu_tanh(linear(x, w1, b1)), w2, b2), x [rows,
+  // in], w1 [mid, in], w2 [out, mid], y [rows, out] (y must not alias x). hidden [rows, mid] is
+  // scratch from the caller; its contents afterwards are unspecified. A backend may fuse the
+  // steps (bias and GELU in the first GEMM's epilogue, the hidden activations stored at the GEMM
+  // input precision, as the bf16 CUDA backend does); by default it runs the three ops.
+  virtual void feed_forward(const float* x, const float* w1, const float* b1, const float* w2,
+                            const float* b2, float* hidden, float* y, int rows, int in, int mid,
+                            int out) {
+    linear(x, w1, b1, hidden, rows, in, mid);
+    gelu_tanh(hidden, static_cast<size_t>(rows) * mid);
+    linear(hidden, w2, b2, y, rows, mid, out);
+  }
 
  protected:
   [[noreturn]] void cannot_record() const {
