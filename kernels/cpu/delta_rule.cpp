@@ -221,6 +221,73 @@ void gated_delta_update_chunked(float* s, const float* k, int k_stride, const fl
   }
 }
 
+void gated_delta_update_grouped(float* s, const float* k, int k_stride, const float* v,
+                                int v_stride, const float* alpha, const float* beta, int tokens,
+                                int heads, int dk, int dv, int groups, int chunk) {
+  if (tokens <= 0 || heads <= 0 || dk <= 0 || dv <= 0) return;
+  chunk = std::clamp(chunk, 1, tokens);
+  const int chunks = (tokens + chunk - 1) / chunk;
+  groups = std::clamp(groups, 1, chunks);
+  const int width = dk + dv;  // augmented state [M | N]
+  const bool parallel =
+      heads > 1 && static_cast<std::ptrdiff_t>(tokens) * heads * dk * width > kParallelMinWork;
+#pragma omp parallel num_threads(num_threads()) if (parallel)
+  {
+    ChunkScratch scratch(chunk, dk, dv);
+    ChunkScratch scratch_aug(chunk, dk, width);
+    std::vector<float> aug(static_cast<size_t>(dk) * width);
+    std::vector<float> values_aug(static_cast<size_t>(chunk) * width);
+    std::vector<float> next(static_cast<size_t>(dk) * dv);
+#pragma omp for schedule(static)
+    for (int h = 0; h < heads; ++h) {
+      float* state = s + static_cast<std::ptrdiff_t>(h) * dk * dv;
+      const auto run_chunk = [&](int c, float* st, const float* vals, int vals_stride, int cols,
+                                 ChunkScratch& scr) {
+        const int t0 = c * chunk;
+        const int n = std::min(chunk, tokens - t0);
+        const std::ptrdiff_t th = static_cast<std::ptrdiff_t>(t0) * heads + h;
+        chunk_update(
+            st, k + static_cast<std::ptrdiff_t>(t0) * k_stride + static_cast<std::ptrdiff_t>(h) * dk,
+            k_stride, vals, vals_stride, alpha + th, beta + th, heads, n, dk, cols, scr);
+      };
+      for (int g = 0; g < groups; ++g) {
+        const int c_begin = static_cast<int>(static_cast<long long>(g) * chunks / groups);
+        const int c_end = static_cast<int>(static_cast<long long>(g + 1) * chunks / groups);
+        if (g == 0) {
+          for (int c = c_begin; c < c_end; ++c)
+            run_chunk(c, state,
+                      v + static_cast<std::ptrdiff_t>(c) * chunk * v_stride +
+                          static_cast<std::ptrdiff_t>(h) * dv,
+                      v_stride, dv, scratch);
+          continue;
+        }
+        // [M | N] from [I | 0]: the first dk columns see no values, the last dv the real ones.
+        std::fill(aug.begin(), aug.end(), 0.0f);
+        for (int i = 0; i < dk; ++i) aug[static_cast<size_t>(i) * width + i] = 1.0f;
+        for (int c = c_begin; c < c_end; ++c) {
+          const int t0 = c * chunk;
+          const int n = std::min(chunk, tokens - t0);
+          for (int t = 0; t < n; ++t) {
+            float* row = values_aug.data() + static_cast<std::ptrdiff_t>(t) * width;
+            const float* vt = v + static_cast<std::ptrdiff_t>(t0 + t) * v_stride +
+                              static_cast<std::ptrdiff_t>(h) * dv;
+            std::fill_n(row, dk, 0.0f);
+            std::copy_n(vt, dv, row + dk);
+          }
+          run_chunk(c, aug.data(), values_aug.data(), width, width, scratch_aug);
+        }
+        // S <- M S + N.
+        for (int i = 0; i < dk; ++i)
+          std::copy_n(aug.data() + static_cast<std::ptrdiff_t>(i) * width + dk, dv,
+                      next.data() + static_cast<std::ptrdiff_t>(i) * dv);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, dk, dv, dk, 1.0f, aug.data(), width,
+                    state, dv, 1.0f, next.data(), dv);
+        std::copy(next.begin(), next.end(), state);
+      }
+    }
+  }
+}
+
 void memory_read(const float* s, const float* q, int q_stride, float* out, int out_stride,
                  int tokens, int heads, int dk, int dv, float scale) {
   if (tokens <= 0 || heads <= 0 || dv <= 0) return;

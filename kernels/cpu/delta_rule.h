@@ -18,6 +18,17 @@ void gated_delta_update_chunked(float* s, const float* k, int k_stride, const fl
                                 int v_stride, const float* alpha, const float* beta, int tokens,
                                 int heads, int dk, int dv, int chunk = 64);
 
+// Grouped form (the reference of the GPU grouped path): the chunk update is affine in the state
+// it starts from, so a run of consecutive chunks maps S_in to M S_in + N (M: dk x dk, N: dk x dv).
+// The chunks are split into `groups` runs of near-equal length (run g covers chunks
+// [g C / G, (g + 1) C / G), C = ceil(tokens / chunk), G = groups clamped to [1, C]); run 0 is
+// applied to the state directly, and for every later run M and N come from the chunked update of
+// the augmented state [I | 0] fed the values [0 | V], then S <- M S + N. Same final state as the
+// sequential rule up to float rounding.
+void gated_delta_update_grouped(float* s, const float* k, int k_stride, const float* v,
+                                int v_stride, const float* alpha, const float* beta, int tokens,
+                                int heads, int dk, int dv, int groups, int chunk = 64);
+
 // Block-level read: out[t,h] = scale * S_h^T q[t,h]. q: [T, heads, dk] stride q_stride;
 // out: [T, heads, dv] stride out_stride.
 void memory_read(const float* s, const float* q, int q_stride, float* out, int out_stride,

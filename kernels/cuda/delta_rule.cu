@@ -96,22 +96,22 @@ __device__ __forceinline__ void copy_wait_all() {
   asm volatile("cp.async.wait_group 0;\n" ::);
 }
 
-// dst[row * ld + col] = src[row * src_stride + col] for row < kChunk, col < kWidth, zero where
+// dst[row * ld + col] = src[row * src_stride + col] for row < kRows, col < kWidth, zero where
 // row >= rows_valid or col >= cols_valid. vec16: 16-byte pieces (src, src_stride and cols_valid
 // multiples of 4 floats); otherwise single floats. rows_valid and cols_valid are >= 1.
-template <int kWidth>
+template <int kWidth, int kRows = kChunk>
 __device__ __forceinline__ void load_rows_async(float* dst, int ld, const float* src,
                                                 size_t src_stride, int rows_valid, int cols_valid,
                                                 bool vec16) {
   if (vec16) {
     constexpr int kGroups = kWidth / 4;
-    for (int idx = threadIdx.x; idx < kChunk * kGroups; idx += blockDim.x) {
+    for (int idx = threadIdx.x; idx < kRows * kGroups; idx += blockDim.x) {
       const int row = idx / kGroups, col = (idx % kGroups) * 4;
       const bool valid = row < rows_valid && col < cols_valid;
       copy_async16(dst + row * ld + col, valid ? src + row * src_stride + col : src, valid);
     }
   } else {
-    for (int idx = threadIdx.x; idx < kChunk * kWidth; idx += blockDim.x) {
+    for (int idx = threadIdx.x; idx < kRows * kWidth; idx += blockDim.x) {
       const int row = idx / kWidth, col = idx % kWidth;
       const bool valid = row < rows_valid && col < cols_valid;
       copy_async4(dst + row * ld + col, valid ? src + row * src_stride + col : src, valid);
@@ -398,6 +398,352 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// ------------------------------------------------------------------------ grouped: phase 1 kernel
+//
+// The chunk update is affine in the state it starts from: S_new = M_c S_0 + N_c. A run ("group")
+// of consecutive chunks is then affine too, S_out = M_g S_in + N_g, and each column of the state
+// still evolves on its own. Phase 1 runs every group at once: group 0 carries the real state
+// through its chunks; every later group g carries the augmented state [M | N] (dk x (dk + dv)),
+// started at [I | 0] and fed the values [0 | V], into the workspace. Phase 2 (combine kernel)
+// applies S <- M_g S + N_g for g = 1 .. G-1. Sequential depth: C / G chunk steps + G - 1 small
+// products instead of C chunk steps.
+//
+// One block per (64 state columns, head, group); 8 warps. Per chunk, with the 64 x 64 products
+// tiled 16 x 16 (4 row tiles x 4 column tiles, two tiles per warp):
+//   P = K S                         -> prod
+//   R = beta V - beta gamma P       -> rhs;   X <- diag(tail) X in place
+//   Ud = X R                        -> prod   (Ud = diag(tail) U)
+//   S = decay S + K^T Ud            (state in shared memory; warp w owns row tiles of S)
+
+constexpr int kGroupCols = 64;                  // state columns per grouped block
+constexpr int kLdG = kGroupCols + 4;            // row stride of the 64-column tiles
+constexpr int kGroupColTiles = kGroupCols / 16;  // 4
+constexpr int kMaxGroups = 8;                   // most groups one update is split into
+constexpr int kMinChunksPerGroup = 4;           // fewer chunks per group: too little to gain
+constexpr int kGroupedMinChunks = 8;            // below this many chunks: single pass
+
+template <int kKeyPad>
+struct GroupLayout {
+  static constexpr int kLdK = ld_keys<kKeyPad>();
+  // Offsets in floats; every region is a multiple of 8 floats (32 bytes, WMMA's alignment).
+  static constexpr int keys = 0;                          // [2][kChunk][kLdK]
+  static constexpr int xmat = keys + 2 * kChunk * kLdK;   // [2][kChunk][kLdX]
+  static constexpr int vals = xmat + 2 * kChunk * kLdX;   // [2][kChunk][kLdG]
+  static constexpr int coef = vals + 2 * kChunk * kLdG;   // [2][kCoefs]
+  static constexpr int state = coef + 2 * kCoefs;         // [kKeyPad][kLdG]
+  static constexpr int prod = state + kKeyPad * kLdG;     // [kChunk][kLdG]: K S, then Ud
+  static constexpr int rhs = prod + kChunk * kLdG;        // [kChunk][kLdG]: R
+  static constexpr int total = rhs + kChunk * kLdG;
+  static constexpr size_t bytes = sizeof(float) * total;
+};
+
+// 3xTF32 / TF32 split of an operand fragment, done once when one operand meets several others.
+template <bool kExact, class Frag>
+__device__ __forceinline__ void split_tf32(const Frag& x, Frag& hi, Frag& lo) {
+#pragma unroll
+  for (int e = 0; e < x.num_elements; ++e) hi.x[e] = wmma::__float_to_tf32(x.x[e]);
+  if constexpr (kExact) {
+#pragma unroll
+    for (int e = 0; e < x.num_elements; ++e) lo.x[e] = wmma::__float_to_tf32(x.x[e] - hi.x[e]);
+  }
+}
+
+// acc += a b from split operands (lo parts unused unless kExact), as mma_step.
+template <bool kExact, class FragA, class FragB>
+__device__ __forceinline__ void mma_split(FragAcc& acc, FragAcc& lo, const FragA& a_hi,
+                                          const FragA& a_lo, const FragB& b_hi,
+                                          const FragB& b_lo) {
+  if constexpr (kExact) {
+    wmma::mma_sync(lo, a_lo, b_hi, lo);
+    wmma::mma_sync(lo, a_hi, b_lo, lo);
+  }
+  wmma::mma_sync(acc, a_hi, b_hi, acc);
+}
+
+// aug_out: [groups - 1][heads][dk][dk + dv], the [M_g | N_g] of groups 1 .. G-1.
+template <int kKeyPad, bool kExact>
+__global__ void __launch_bounds__(kThreads)
+    delta_group_kernel(float* __restrict__ s, const float* __restrict__ k, int k_stride,
+                       const float* __restrict__ v, int v_stride, int tokens, int heads, int dk,
+                       int dv, bool vec16, int chunks, int groups, const float* __restrict__ x_in,
+                       const float* __restrict__ coef_in, float* __restrict__ aug_out) {
+  using L = GroupLayout<kKeyPad>;
+  constexpr int kLdK = L::kLdK;
+  constexpr int kRowTiles = kKeyPad / 16;          // 2, 4 or 8 row tiles of the state
+  constexpr int kColWarps = 8 / kRowTiles;         // warps sharing one row tile in the S update
+  constexpr int kPerWarp = kGroupColTiles / kColWarps;  // state tiles per warp: 1, 2 or 4
+  extern __shared__ __align__(128) float smem[];
+  float* state = smem + L::state;
+  float* prod = smem + L::prod;
+  float* rhs = smem + L::rhs;
+
+  const int tile = blockIdx.x, h = blockIdx.y, g = blockIdx.z, tid = threadIdx.x,
+            warp = tid / 32;
+  const bool augmented = g > 0;
+  const int width = augmented ? dk + dv : dv;  // columns of this group's state
+  const int j0 = tile * kGroupCols;
+  if (j0 >= width) return;  // the whole block: group 0 has fewer columns than the others
+  const int cols = min(kGroupCols, width - j0);
+  const int value_offset = augmented ? dk : 0;  // state column j reads value column j - offset
+  const int c_begin = static_cast<int>(static_cast<long long>(g) * chunks / groups);
+  const int c_end = static_cast<int>(static_cast<long long>(g + 1) * chunks / groups);
+
+  float* s_head = s + static_cast<size_t>(h) * dk * dv;
+  const float* k_head = k + static_cast<size_t>(h) * dk;
+  const float* v_head = v + static_cast<size_t>(h) * dv;
+  const float* x_head = x_in + static_cast<size_t>(h) * chunks * kChunk * kChunk;
+  const float* coef_head = coef_in + static_cast<size_t>(h) * chunks * kCoefs;
+
+  auto prefetch = [&](int c) {
+    const int buf = (c - c_begin) & 1, t0 = c * kChunk, n = min(kChunk, tokens - t0);
+    load_rows_async<kKeyPad>(smem + L::keys + buf * kChunk * kLdK, kLdK,
+                             k_head + static_cast<size_t>(t0) * k_stride,
+                             static_cast<size_t>(k_stride), n, dk, vec16);
+    // Values: state column j0 + col takes value column j0 + col - value_offset where that is in
+    // [0, dv), zero elsewhere (the M columns, and columns past the state). With vec16, dk, dv
+    // and j0 are multiples of 4, so a 4-column piece is wholly in or out.
+    float* vdst = smem + L::vals + buf * kChunk * kLdG;
+    const float* vsrc = v_head + static_cast<size_t>(t0) * v_stride;
+    if (vec16) {
+      for (int idx = tid; idx < kChunk * (kGroupCols / 4); idx += kThreads) {
+        const int row = idx / (kGroupCols / 4), col = (idx % (kGroupCols / 4)) * 4;
+        const int vcol = j0 + col - value_offset;
+        const bool valid = row < n && vcol >= 0 && vcol < dv;
+        copy_async16(vdst + row * kLdG + col,
+                     valid ? vsrc + static_cast<size_t>(row) * v_stride + vcol : v, valid);
+      }
+    } else {
+      for (int idx = tid; idx < kChunk * kGroupCols; idx += kThreads) {
+        const int row = idx / kGroupCols, col = idx % kGroupCols;
+        const int vcol = j0 + col - value_offset;
+        const bool valid = row < n && vcol >= 0 && vcol < dv;
+        copy_async4(vdst + row * kLdG + col,
+                    valid ? vsrc + static_cast<size_t>(row) * v_stride + vcol : v, valid);
+      }
+    }
+    load_rows_async<kChunk>(smem + L::xmat + buf * kChunk * kLdX, kLdX,
+                            x_head + static_cast<size_t>(c) * kChunk * kChunk, kChunk, kChunk,
+                            kChunk, true);
+    const float* coef_src = coef_head + static_cast<size_t>(c) * kCoefs;
+    for (int idx = tid; idx < kCoefs / 4; idx += kThreads)
+      copy_async16(smem + L::coef + buf * kCoefs + 4 * idx, coef_src + 4 * idx, true);
+    copy_commit();
+  };
+
+  prefetch(c_begin);
+  // Starting state: the real one for group 0, [I | 0] for the others; zero past dk and width.
+  for (int idx = tid; idx < kKeyPad * kGroupCols; idx += kThreads) {
+    const int row = idx / kGroupCols, col = idx % kGroupCols, j = j0 + col;
+    float x = 0.0f;
+    if (!augmented)
+      x = row < dk && col < cols ? s_head[static_cast<size_t>(row) * dv + j] : 0.0f;
+    else
+      x = j < dk && row == j ? 1.0f : 0.0f;
+    state[row * kLdG + col] = x;
+  }
+
+  for (int c = c_begin; c < c_end; ++c) {
+    const int buf = (c - c_begin) & 1;
+    const float* keys = smem + L::keys + buf * kChunk * kLdK;
+    float* xmat = smem + L::xmat + buf * kChunk * kLdX;
+    const float* vals = smem + L::vals + buf * kChunk * kLdG;
+    const float* coef = smem + L::coef + buf * kCoefs;
+
+    copy_wait_all();
+    // Chunk c has landed for every thread; every thread is done with chunk c - 1 (its buffers,
+    // and the state written in its last step is visible).
+    __syncthreads();
+    if (c + 1 < c_end) prefetch(c + 1);
+
+    {  // P = K S: warp w, row tile w & 3, column tiles (w >> 2) and (w >> 2) + 2.
+      const int rt = warp & 3, ct0 = warp >> 2;
+      FragAcc acc[2], lo[2];
+#pragma unroll
+      for (int q = 0; q < 2; ++q) {
+        wmma::fill_fragment(acc[q], 0.0f);
+        wmma::fill_fragment(lo[q], 0.0f);
+      }
+#pragma unroll 4
+      for (int kk = 0; kk < kKeyPad; kk += 8) {
+        FragARow a, a_hi, a_lo;
+        wmma::load_matrix_sync(a, keys + 16 * rt * kLdK + kk, kLdK);
+        split_tf32<kExact>(a, a_hi, a_lo);
+#pragma unroll
+        for (int q = 0; q < 2; ++q) {
+          FragBRow b, b_hi, b_lo;
+          wmma::load_matrix_sync(b, state + kk * kLdG + 16 * (ct0 + 2 * q), kLdG);
+          split_tf32<kExact>(b, b_hi, b_lo);
+          mma_split<kExact>(acc[q], lo[q], a_hi, a_lo, b_hi, b_lo);
+        }
+      }
+#pragma unroll
+      for (int q = 0; q < 2; ++q) {
+        add_into(acc[q], lo[q]);
+        wmma::store_matrix_sync(prod + 16 * rt * kLdG + 16 * (ct0 + 2 * q), acc[q], kLdG,
+                                wmma::mem_row_major);
+      }
+    }
+    __syncthreads();
+    for (int idx = tid; idx < kChunk * kGroupCols; idx += kThreads) {
+      const int t = idx / kGroupCols, o = t * kLdG + idx % kGroupCols;
+      rhs[o] = coef[kChunk + t] * vals[o] - coef[t] * prod[o];
+    }
+    // X <- diag(tail) X: then X R is already the tail-scaled U the state update needs.
+    for (int idx = tid; idx < kChunk * kChunk; idx += kThreads) {
+      const int t = idx / kChunk, o = t * kLdX + idx % kChunk;
+      xmat[o] *= coef[2 * kChunk + t];
+    }
+    __syncthreads();
+    // Ud = X R: warp w, tiles (row (w + i) & 3, column (w >> 2) + 2 i), i = 0, 1: every warp
+    // gets two different row tiles, so the triangular work (row tile r: 2 (r + 1) steps of 8)
+    // is spread evenly. Row tile r needs X columns [0, 16 (r + 1)) only.
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int rt = (warp + i) & 3, ct = (warp >> 2) + 2 * i;
+      FragAcc acc, lo;
+      wmma::fill_fragment(acc, 0.0f);
+      wmma::fill_fragment(lo, 0.0f);
+      const int steps = 2 * (rt + 1);
+      for (int step = 0; step < steps; ++step) {
+        FragARow a;
+        FragBRow b;
+        wmma::load_matrix_sync(a, xmat + 16 * rt * kLdX + 8 * step, kLdX);
+        wmma::load_matrix_sync(b, rhs + 8 * step * kLdG + 16 * ct, kLdG);
+        mma_step<kExact>(acc, lo, a, b);
+      }
+      add_into(acc, lo);
+      wmma::store_matrix_sync(prod + 16 * rt * kLdG + 16 * ct, acc, kLdG, wmma::mem_row_major);
+    }
+    __syncthreads();
+    {  // S = decay S + K^T Ud: warp w, row tile w % kRowTiles, kPerWarp column tiles.
+      const int rt = warp % kRowTiles, ct0 = warp / kRowTiles;
+      const float decay = coef[3 * kChunk];
+      FragAcc acc[kPerWarp], lo[kPerWarp];
+#pragma unroll
+      for (int q = 0; q < kPerWarp; ++q) {
+        wmma::load_matrix_sync(acc[q], state + 16 * rt * kLdG + 16 * (ct0 + kColWarps * q), kLdG,
+                               wmma::mem_row_major);
+#pragma unroll
+        for (int e = 0; e < acc[q].num_elements; ++e) acc[q].x[e] *= decay;
+        wmma::fill_fragment(lo[q], 0.0f);
+      }
+#pragma unroll
+      for (int kk = 0; kk < kChunk; kk += 8) {
+        FragACol a, a_hi, a_lo;  // a[m][kk] = K[kk][16 rt + m]
+        wmma::load_matrix_sync(a, keys + kk * kLdK + 16 * rt, kLdK);
+        split_tf32<kExact>(a, a_hi, a_lo);
+#pragma unroll
+        for (int q = 0; q < kPerWarp; ++q) {
+          FragBRow b, b_hi, b_lo;
+          wmma::load_matrix_sync(b, prod + kk * kLdG + 16 * (ct0 + kColWarps * q), kLdG);
+          split_tf32<kExact>(b, b_hi, b_lo);
+          mma_split<kExact>(acc[q], lo[q], a_hi, a_lo, b_hi, b_lo);
+        }
+      }
+#pragma unroll
+      for (int q = 0; q < kPerWarp; ++q) {
+        add_into(acc[q], lo[q]);
+        wmma::store_matrix_sync(state + 16 * rt * kLdG + 16 * (ct0 + kColWarps * q), acc[q],
+                                kLdG, wmma::mem_row_major);
+      }
+    }
+  }
+  __syncthreads();
+  if (!augmented) {
+    for (int idx = tid; idx < kKeyPad * kGroupCols; idx += kThreads) {
+      const int row = idx / kGroupCols, col = idx % kGroupCols;
+      if (row < dk && col < cols)
+        s_head[static_cast<size_t>(row) * dv + j0 + col] = state[row * kLdG + col];
+    }
+  } else {
+    float* out = aug_out + (static_cast<size_t>(g - 1) * heads + h) * dk * width;
+    for (int idx = tid; idx < kKeyPad * kGroupCols; idx += kThreads) {
+      const int row = idx / kGroupCols, col = idx % kGroupCols;
+      if (row < dk && col < cols)
+        out[static_cast<size_t>(row) * width + j0 + col] = state[row * kLdG + col];
+    }
+  }
+}
+
+// ------------------------------------------------------------------------ grouped: phase 2 kernel
+
+template <int kKeyPad>
+struct CombineLayout {
+  static constexpr int kLdK = ld_keys<kKeyPad>();
+  static constexpr int mats = 0;                            // [2][kKeyPad][kLdK]: M_g
+  static constexpr int ntile = mats + 2 * kKeyPad * kLdK;   // [2][kKeyPad][kLdT]: N_g's columns
+  static constexpr int state = ntile + 2 * kKeyPad * kLdT;  // [2][kKeyPad][kLdT]: ping-pong S
+  static constexpr int total = state + 2 * kKeyPad * kLdT;
+  static constexpr size_t bytes = sizeof(float) * total;
+};
+
+// One block per (16 state columns, head): S <- M_g S + N_g for g = 1 .. groups - 1, M_g and the
+// block's columns of N_g prefetched one group ahead. Warp w < kKeyPad / 16 computes row tile w.
+// vec16: dk and dv multiples of 4 (rows of [M | N] then start on 16-byte boundaries).
+template <int kKeyPad, bool kExact>
+__global__ void __launch_bounds__(kThreads)
+    delta_combine_kernel(float* __restrict__ s, int heads, int dk, int dv, int groups, bool vec16,
+                         const float* __restrict__ aug_in) {
+  using L = CombineLayout<kKeyPad>;
+  constexpr int kLdK = L::kLdK;
+  extern __shared__ __align__(128) float smem[];
+  const int tile = blockIdx.x, h = blockIdx.y, tid = threadIdx.x, warp = tid / 32;
+  const int j0 = tile * kTile;
+  const int cols = min(kTile, dv - j0);
+  const int width = dk + dv;
+  float* s_head = s + static_cast<size_t>(h) * dk * dv;
+
+  auto prefetch = [&](int g) {
+    const int buf = g & 1;
+    const float* aug = aug_in + (static_cast<size_t>(g - 1) * heads + h) * dk * width;
+    load_rows_async<kKeyPad, kKeyPad>(smem + L::mats + buf * kKeyPad * kLdK, kLdK, aug,
+                                      static_cast<size_t>(width), dk, dk, vec16);
+    load_rows_async<kTile, kKeyPad>(smem + L::ntile + buf * kKeyPad * kLdT, kLdT, aug + dk + j0,
+                                    static_cast<size_t>(width), dk, cols, vec16);
+    copy_commit();
+  };
+
+  prefetch(1);
+  float* state0 = smem + L::state;
+  for (int idx = tid; idx < kKeyPad * kTile; idx += kThreads) {
+    const int row = idx / kTile, col = idx % kTile;
+    state0[row * kLdT + col] =
+        row < dk && col < cols ? s_head[static_cast<size_t>(row) * dv + j0 + col] : 0.0f;
+  }
+  for (int g = 1; g < groups; ++g) {
+    const int buf = g & 1;
+    copy_wait_all();
+    __syncthreads();  // group g's M and N have landed; step g - 1 is done everywhere
+    if (g + 1 < groups) prefetch(g + 1);
+    const float* m = smem + L::mats + buf * kKeyPad * kLdK;
+    const float* n_tile = smem + L::ntile + buf * kKeyPad * kLdT;
+    const float* s_old = smem + L::state + ((g - 1) & 1) * kKeyPad * kLdT;
+    float* s_new = smem + L::state + buf * kKeyPad * kLdT;
+    if (warp < kKeyPad / 16) {
+      FragAcc acc, lo;
+      wmma::load_matrix_sync(acc, n_tile + 16 * warp * kLdT, kLdT, wmma::mem_row_major);
+      wmma::fill_fragment(lo, 0.0f);
+#pragma unroll 4
+      for (int kk = 0; kk < kKeyPad; kk += 8) {
+        FragARow a;
+        FragBRow b;
+        wmma::load_matrix_sync(a, m + 16 * warp * kLdK + kk, kLdK);
+        wmma::load_matrix_sync(b, s_old + kk * kLdT, kLdT);
+        mma_step<kExact>(acc, lo, a, b);
+      }
+      add_into(acc, lo);
+      wmma::store_matrix_sync(s_new + 16 * warp * kLdT, acc, kLdT, wmma::mem_row_major);
+    }
+  }
+  __syncthreads();
+  const float* result = smem + L::state + ((groups - 1) & 1) * kKeyPad * kLdT;
+  for (int idx = tid; idx < kKeyPad * kTile; idx += kThreads) {
+    const int row = idx / kTile, col = idx % kTile;
+    if (row < dk && col < cols)
+      s_head[static_cast<size_t>(row) * dv + j0 + col] = result[row * kLdT + col];
+  }
+}
+
 // --------------------------------------------------------------------------- sequential kernel
 
 // One thread per state column j (a warp per 32 columns of one head): the column lives in
@@ -504,15 +850,17 @@ size_t x_floats(int tokens, int heads) {
   return static_cast<size_t>(heads) * chunk_count(tokens) * kChunk * kChunk;
 }
 
-template <int kKeyPad, bool kExact>
-void launch_chunked(float* s, const float* k, int k_stride, const float* v, int v_stride,
-                    const float* alpha, const float* beta, int tokens, int heads, int dk, int dv,
-                    float* x_ws, float* coef_ws, cudaStream_t stream) {
-  const int chunks = chunk_count(tokens);
+bool can_vec16(const float* k, int k_stride, const float* v, int v_stride, int dk, int dv) {
   const auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  const bool vec16 = aligned16(k) && aligned16(v) && k_stride % 4 == 0 && v_stride % 4 == 0 &&
-                     dk % 4 == 0 && dv % 4 == 0;
+  return aligned16(k) && aligned16(v) && k_stride % 4 == 0 && v_stride % 4 == 0 && dk % 4 == 0 &&
+         dv % 4 == 0;
+}
 
+template <int kKeyPad, bool kExact>
+void launch_prepare(const float* k, int k_stride, const float* alpha, const float* beta,
+                    int tokens, int heads, int dk, bool vec16, float* x_ws, float* coef_ws,
+                    cudaStream_t stream) {
+  const int chunks = chunk_count(tokens);
   constexpr size_t prep_bytes = prepare_smem_bytes<kKeyPad>();
   auto* prep = delta_prepare_kernel<kKeyPad, kExact>;
   cudaFuncSetAttribute(prep, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -520,6 +868,16 @@ void launch_chunked(float* s, const float* k, int k_stride, const float* v, int 
   prep<<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(heads)), kThreads, prep_bytes,
          stream>>>(k, k_stride, alpha, beta, tokens, heads, dk, vec16, chunks, x_ws, coef_ws);
   check_launch("gated_delta_update (prepare)");
+}
+
+template <int kKeyPad, bool kExact>
+void launch_chunked(float* s, const float* k, int k_stride, const float* v, int v_stride,
+                    const float* alpha, const float* beta, int tokens, int heads, int dk, int dv,
+                    float* x_ws, float* coef_ws, cudaStream_t stream) {
+  const int chunks = chunk_count(tokens);
+  const bool vec16 = can_vec16(k, k_stride, v, v_stride, dk, dv);
+  launch_prepare<kKeyPad, kExact>(k, k_stride, alpha, beta, tokens, heads, dk, vec16, x_ws,
+                                  coef_ws, stream);
 
   constexpr size_t recur_bytes = RecurLayout<kKeyPad>::bytes;
   auto* recur = delta_recur_kernel<kKeyPad, kExact>;
@@ -548,6 +906,106 @@ void dispatch_chunked(float* s, const float* k, int k_stride, const float* v, in
   }
 }
 
+int group_tiles(int width) {
+  return (width + kGroupCols - 1) / kGroupCols;
+}
+
+template <int kKeyPad, bool kExact>
+void launch_grouped(float* s, const float* k, int k_stride, const float* v, int v_stride,
+                    const float* alpha, const float* beta, int tokens, int heads, int dk, int dv,
+                    int groups, float* x_ws, float* coef_ws, float* aug_ws, cudaStream_t stream) {
+  const int chunks = chunk_count(tokens);
+  const bool vec16 = can_vec16(k, k_stride, v, v_stride, dk, dv);
+  launch_prepare<kKeyPad, kExact>(k, k_stride, alpha, beta, tokens, heads, dk, vec16, x_ws,
+                                  coef_ws, stream);
+
+  constexpr size_t group_bytes = GroupLayout<kKeyPad>::bytes;
+  auto* group = delta_group_kernel<kKeyPad, kExact>;
+  cudaFuncSetAttribute(group, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                       static_cast<int>(group_bytes));
+  const int tiles = group_tiles(groups > 1 ? dk + dv : dv);
+  group<<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(heads),
+               static_cast<unsigned>(groups)),
+          kThreads, group_bytes, stream>>>(s, k, k_stride, v, v_stride, tokens, heads, dk, dv,
+                                           vec16, chunks, groups, x_ws, coef_ws, aug_ws);
+  check_launch("gated_delta_update (groups)");
+  if (groups < 2) return;
+
+  constexpr size_t combine_bytes = CombineLayout<kKeyPad>::bytes;
+  auto* combine = delta_combine_kernel<kKeyPad, kExact>;
+  cudaFuncSetAttribute(combine, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                       static_cast<int>(combine_bytes));
+  const unsigned combine_tiles = static_cast<unsigned>((dv + kTile - 1) / kTile);
+  combine<<<dim3(combine_tiles, static_cast<unsigned>(heads)), kThreads, combine_bytes, stream>>>(
+      s, heads, dk, dv, groups, dk % 4 == 0 && dv % 4 == 0, aug_ws);
+  check_launch("gated_delta_update (combine)");
+}
+
+template <bool kExact>
+void dispatch_grouped(float* s, const float* k, int k_stride, const float* v, int v_stride,
+                      const float* alpha, const float* beta, int tokens, int heads, int dk, int dv,
+                      int groups, float* x_ws, float* coef_ws, float* aug_ws,
+                      cudaStream_t stream) {
+  switch (key_pad(dk)) {
+    case 32:
+      return launch_grouped<32, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads,
+                                        dk, dv, groups, x_ws, coef_ws, aug_ws, stream);
+    case 64:
+      return launch_grouped<64, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads,
+                                        dk, dv, groups, x_ws, coef_ws, aug_ws, stream);
+    default:
+      return launch_grouped<128, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads,
+                                         dk, dv, groups, x_ws, coef_ws, aug_ws, stream);
+  }
+}
+
+// Resident grouped blocks per multiprocessor (shared memory bounds it: one at dk 128).
+template <int kKeyPad, bool kExact>
+int group_blocks_per_sm() {
+  auto* group = delta_group_kernel<kKeyPad, kExact>;
+  constexpr size_t bytes = GroupLayout<kKeyPad>::bytes;
+  int blocks = 0;
+  if (cudaFuncSetAttribute(group, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(bytes)) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, group, kThreads, bytes) !=
+          cudaSuccess) {
+    cudaGetLastError();
+    return 1;
+  }
+  return std::max(blocks, 1);
+}
+
+int group_blocks_per_sm(int dk, bool exact) {
+  switch (key_pad(dk)) {
+    case 32:
+      return exact ? group_blocks_per_sm<32, true>() : group_blocks_per_sm<32, false>();
+    case 64:
+      return exact ? group_blocks_per_sm<64, true>() : group_blocks_per_sm<64, false>();
+    default:
+      return exact ? group_blocks_per_sm<128, true>() : group_blocks_per_sm<128, false>();
+  }
+}
+
+// The most groups the automatic schedule uses for `chunks` chunks (1: single pass only).
+int max_auto_groups(int chunks) {
+  if (chunks < kGroupedMinChunks) return 1;
+  return std::min(kMaxGroups, chunks / kMinChunksPerGroup);
+}
+
+// Groups actually run for a requested count (<= 0: the automatic maximum).
+int clamp_groups(int groups, int chunks) {
+  if (groups <= 0) return max_auto_groups(chunks);
+  return std::clamp(groups, 1, std::min(chunks, 1024));
+}
+
+size_t base_workspace_floats(int tokens, int heads) {
+  return x_floats(tokens, heads) + static_cast<size_t>(heads) * chunk_count(tokens) * kCoefs;
+}
+
+size_t aug_floats(int heads, int dk, int dv, int groups) {
+  return static_cast<size_t>(groups - 1) * heads * dk * (static_cast<size_t>(dk) + dv);
+}
+
 // One cuBLAS handle per thread and device, created on first use and kept for the life of the
 // thread (never destroyed: destroying at static-destruction time can outlive the CUDA runtime).
 cublasHandle_t thread_cublas_handle() {
@@ -566,39 +1024,110 @@ cublasHandle_t thread_cublas_handle() {
 
 }  // namespace
 
-size_t gated_delta_workspace_bytes(int tokens, int heads) {
+size_t gated_delta_workspace_bytes(int tokens, int heads, int dk, int dv, int groups) {
   if (tokens <= 0 || heads <= 0) return 0;
-  return sizeof(float) *
-         (x_floats(tokens, heads) + static_cast<size_t>(heads) * chunk_count(tokens) * kCoefs);
+  const int g = clamp_groups(groups, chunk_count(tokens));
+  return sizeof(float) * (base_workspace_floats(tokens, heads) +
+                          aug_floats(heads, std::max(dk, 0), std::max(dv, 0), g));
+}
+
+size_t gated_delta_workspace_bytes(int tokens, int heads) {
+  return gated_delta_workspace_bytes(tokens, heads, kDeltaMaxKeyDim, kDeltaMaxKeyDim, 0);
+}
+
+int gated_delta_groups(int tokens, int heads, int dk, int dv, DeltaPrecision precision) {
+  if (tokens <= 0 || heads <= 0 || dk <= 0 || dv <= 0 || dk > kDeltaMaxKeyDim) return 1;
+  const int chunks = chunk_count(tokens);
+  const int cap = max_auto_groups(chunks);
+  if (cap < 2) return 1;
+  int device = 0, sms = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    cudaGetLastError();
+    return 1;
+  }
+  const long long slots =
+      static_cast<long long>(sms) * group_blocks_per_sm(dk, precision == DeltaPrecision::fp32);
+  // Cost in chunk steps: waves of blocks x chunks per group (+ half a step per combine step).
+  // The single pass runs one 16-column block per (head, tile), one per multiprocessor at dk 128.
+  const long long single_blocks = static_cast<long long>(heads) * ((dv + kTile - 1) / kTile);
+  const double single_cost =
+      static_cast<double>((single_blocks + sms - 1) / std::max(sms, 1)) * chunks;
+  const long long first = static_cast<long long>(heads) * group_tiles(dv);
+  const long long per_group = static_cast<long long>(heads) * group_tiles(dk + dv);
+  int best = 1;
+  double best_cost = single_cost;
+  for (int g = 2; g <= cap; ++g) {
+    const long long blocks = first + (g - 1) * per_group;
+    const long long waves = (blocks + slots - 1) / slots;
+    const double cost = static_cast<double>(waves) * ((chunks + g - 1) / g) + 0.5 * (g - 1);
+    if (cost < best_cost) {
+      best = g;
+      best_cost = cost;
+    }
+  }
+  return best;
 }
 
 void gated_delta_update(float* s, const float* k, int k_stride, const float* v, int v_stride,
                         const float* alpha, const float* beta, int tokens, int heads, int dk,
                         int dv, void* workspace, size_t workspace_bytes, cudaStream_t stream,
-                        DeltaPrecision precision) {
+                        DeltaPrecision precision, DeltaSchedule schedule, int groups) {
   if (!check_update_args("gated_delta_update", s, k, k_stride, v, v_stride, alpha, beta, tokens,
                          heads, dk, dv))
     return;
-  if (workspace == nullptr || workspace_bytes < gated_delta_workspace_bytes(tokens, heads) ||
+  const int chunks = chunk_count(tokens);
+  int run_groups = 1;  // 1: single pass
+  if (schedule == DeltaSchedule::grouped) {
+    run_groups = groups > 0 ? clamp_groups(groups, chunks)
+                            : gated_delta_groups(tokens, heads, dk, dv, precision);
+  } else if (schedule == DeltaSchedule::automatic) {
+    run_groups = gated_delta_groups(tokens, heads, dk, dv, precision);
+    // A workspace sized for less (an older size, or dv above kDeltaMaxKeyDim): fewer groups.
+    while (run_groups > 1 &&
+           workspace_bytes < gated_delta_workspace_bytes(tokens, heads, dk, dv, run_groups))
+      --run_groups;
+  }
+  const bool use_grouped = schedule == DeltaSchedule::grouped || run_groups > 1;
+  if (workspace == nullptr ||
+      workspace_bytes < gated_delta_workspace_bytes(tokens, heads, dk, dv, run_groups) ||
       reinterpret_cast<uintptr_t>(workspace) % 256 != 0)
     fail(ErrorKind::invalid_argument, "gated_delta_update: workspace missing, short or unaligned");
   auto* x_ws = static_cast<float*>(workspace);
   float* coef_ws = x_ws + x_floats(tokens, heads);
-  if (precision == DeltaPrecision::fp32)
+  float* aug_ws = x_ws + base_workspace_floats(tokens, heads);
+  const bool exact = precision == DeltaPrecision::fp32;
+  if (use_grouped) {
+    if (exact)
+      dispatch_grouped<true>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv,
+                             run_groups, x_ws, coef_ws, aug_ws, stream);
+    else
+      dispatch_grouped<false>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv,
+                              run_groups, x_ws, coef_ws, aug_ws, stream);
+  } else if (exact) {
     dispatch_chunked<true>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv, x_ws,
                            coef_ws, stream);
-  else
+  } else {
     dispatch_chunked<false>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv, x_ws,
                             coef_ws, stream);
+  }
 }
 
 void gated_delta_update(float* s, const float* k, int k_stride, const float* v, int v_stride,
                         const float* alpha, const float* beta, int tokens, int heads, int dk,
-                        int dv, cudaStream_t stream, DeltaPrecision precision) {
+                        int dv, cudaStream_t stream, DeltaPrecision precision,
+                        DeltaSchedule schedule, int groups) {
   if (!check_update_args("gated_delta_update", s, k, k_stride, v, v_stride, alpha, beta, tokens,
                          heads, dk, dv))
     return;
-  const size_t bytes = gated_delta_workspace_bytes(tokens, heads);
+  const int chunks = chunk_count(tokens);
+  int need_groups = 1;
+  if (schedule == DeltaSchedule::grouped)
+    need_groups = groups > 0 ? clamp_groups(groups, chunks)
+                             : gated_delta_groups(tokens, heads, dk, dv, precision);
+  else if (schedule == DeltaSchedule::automatic)
+    need_groups = gated_delta_groups(tokens, heads, dk, dv, precision);
+  const size_t bytes = gated_delta_workspace_bytes(tokens, heads, dk, dv, need_groups);
   void* workspace = nullptr;
   if (cudaMallocAsync(&workspace, bytes, stream) != cudaSuccess) {
     cudaGetLastError();
@@ -607,7 +1136,7 @@ void gated_delta_update(float* s, const float* k, int k_stride, const float* v, 
   }
   try {
     gated_delta_update(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv, workspace,
-                       bytes, stream, precision);
+                       bytes, stream, precision, schedule, need_groups);
   } catch (...) {
     cudaFreeAsync(workspace, stream);
     throw;

@@ -16,6 +16,20 @@ namespace strand::cuda {
 //        tensor work, ~1e-3 relative error on the state. Opt-in, for speed.
 enum class DeltaPrecision { fp32, tf32 };
 
+// How the chunks of one update are walked.
+//  single_pass: one pass over all chunks, one block per (head, 16 value columns): C chunk steps
+//               one after another (C = ceil(tokens / kDeltaChunk)).
+//  grouped:     the chunks are split into G runs of near-equal length (run g: chunks
+//               [g C / G, (g + 1) C / G)). Each chunk update is affine in its starting state, so
+//               each run r >= 1 is the map S -> M_r S + N_r; all runs are computed at once (run 0
+//               on the real state, the others on the augmented state [M | N] started at [I | 0]
+//               with values [0 | V]), then S <- M_r S + N_r for r = 1 .. G-1. Sequential depth
+//               about C / G + G - 1 steps for about twice the arithmetic.
+//               kernels/cpu/delta_rule.h gated_delta_update_grouped is its reference.
+//  automatic:   grouped with the group count gated_delta_groups picks, single pass where that is
+//               1 or where the workspace is too small for it.
+enum class DeltaSchedule { automatic, single_pass, grouped };
+
 // Tokens per sub-chunk of the chunked (WY / UT-transform) form.
 constexpr int kDeltaChunk = 64;
 // Largest key dim the chunked kernel handles (the value dim is unbounded).
@@ -25,27 +39,48 @@ constexpr int kDeltaMaxKeyDim = 128;
 //   S <- alpha[t,h] S;  u = beta[t,h] (v[t,h] - S^T k[t,h]);  S <- S + k[t,h] u^T.
 // k: [tokens, heads, dk] with row stride k_stride; v: [tokens, heads, dv] with row stride v_stride
 // (strides in elements, k_stride >= heads * dk, v_stride >= heads * dv); alpha, beta: [tokens,
-// heads] contiguous. s is updated in place. Two kernels: one per (chunk, head) builds the chunk's
-// (I + A)^-1 and decay factors in scratch memory; one per (head, 16 value columns) carries the
-// state across chunks with tensor-core products. Scratch comes from cudaMallocAsync on `stream`.
+// heads] contiguous. s is updated in place. One kernel per (chunk, head) builds the chunk's
+// (I + A)^-1 and decay factors in scratch memory; then the state is carried across the chunks with
+// tensor-core products, in one pass or in groups of chunks (schedule, groups: as in the workspace
+// overload below). Scratch comes from cudaMallocAsync on `stream`.
 // Throws strand::Error: invalid_argument for negative sizes or short strides, unsupported for
 // dk > kDeltaMaxKeyDim, out_of_memory when scratch cannot be allocated, device for a failed launch.
 // k, v, alpha, beta must not alias s.
 void gated_delta_update(float* s, const float* k, int k_stride, const float* v, int v_stride,
                         const float* alpha, const float* beta, int tokens, int heads, int dk,
                         int dv, cudaStream_t stream,
-                        DeltaPrecision precision = DeltaPrecision::fp32);
+                        DeltaPrecision precision = DeltaPrecision::fp32,
+                        DeltaSchedule schedule = DeltaSchedule::automatic, int groups = 0);
 
-// Bytes of scratch the update needs for `tokens` x `heads` (independent of dk and dv).
+// Bytes of scratch the update needs for `tokens` x `heads`: enough for any schedule the
+// automatic one picks with dk, dv <= kDeltaMaxKeyDim (larger dv: see the overload below; with
+// less, automatic falls back to the single pass).
 size_t gated_delta_workspace_bytes(int tokens, int heads);
 
-// The same update with caller-owned scratch (workspace_bytes >= gated_delta_workspace_bytes,
-// 256-byte aligned, not used by anything else until the update has run on `stream`): no
-// allocation per call. Throws invalid_argument when the workspace is missing or too small.
+// Bytes for the grouped schedule with `groups` runs (clamped to [1, chunks]; groups <= 0: the
+// most groups automatic ever picks for this token count). groups == 1 is also the single pass's
+// need.
+size_t gated_delta_workspace_bytes(int tokens, int heads, int dk, int dv, int groups);
+
+// The group count the automatic schedule uses for this shape on the current device (1: single
+// pass): the count that fits one wave of the grouped kernel on the device's multiprocessors with
+// the fewest chunk steps, at most 8, with at least 4 chunks a group and 8 chunks in all.
+int gated_delta_groups(int tokens, int heads, int dk, int dv,
+                       DeltaPrecision precision = DeltaPrecision::fp32);
+
+// The same update with caller-owned scratch (256-byte aligned, not used by anything else until
+// the update has run on `stream`): no allocation per call. schedule picks the walk (see
+// DeltaSchedule); groups, for grouped only: the run count (clamped to [1, chunks]), 0 for
+// gated_delta_groups's choice. Workspace: at least the single pass's need
+// (gated_delta_workspace_bytes(tokens, heads, dk, dv, 1)); grouped needs its own count's; the
+// automatic schedule runs as many groups as the workspace holds (gated_delta_workspace_bytes
+// (tokens, heads) holds its choice for dk, dv <= kDeltaMaxKeyDim). Throws invalid_argument when
+// the workspace is missing, unaligned or below that need.
 void gated_delta_update(float* s, const float* k, int k_stride, const float* v, int v_stride,
                         const float* alpha, const float* beta, int tokens, int heads, int dk,
                         int dv, void* workspace, size_t workspace_bytes, cudaStream_t stream,
-                        DeltaPrecision precision = DeltaPrecision::fp32);
+                        DeltaPrecision precision = DeltaPrecision::fp32,
+                        DeltaSchedule schedule = DeltaSchedule::automatic, int groups = 0);
 
 // The rule token by token, one thread per state column (a column of S evolves on its own): the
 // simple kernel the chunked one is measured against, and a second reference in tests. Plain fp32

@@ -107,18 +107,34 @@ Vec cpu_sequential(const Inputs& in) {
   return s;
 }
 
-enum class Kernel { chunked_fp32, chunked_tf32, sequential };
+// chunked_*: the automatic schedule (what the engine runs); single_*: the one-pass kernel;
+// grouped_*: the grouped schedule with the `groups` of gpu_update (0: the automatic count).
+enum class Kernel {
+  chunked_fp32,
+  chunked_tf32,
+  single_fp32,
+  single_tf32,
+  grouped_fp32,
+  grouped_tf32,
+  sequential
+};
 
-Vec gpu_update(const Inputs& in, Kernel kernel) {
+Vec gpu_update(const Inputs& in, Kernel kernel, int groups = 0) {
   DeviceVec s(in.s0), k(in.k), v(in.v), alpha(in.alpha), beta(in.beta);
   if (kernel == Kernel::sequential) {
     gated_delta_update_sequential(s.get(), k.get(), in.ks, v.get(), in.vs, alpha.get(), beta.get(),
                                   in.tokens, in.heads, in.dk, in.dv, nullptr);
   } else {
-    gated_delta_update(
-        s.get(), k.get(), in.ks, v.get(), in.vs, alpha.get(), beta.get(), in.tokens, in.heads,
-        in.dk, in.dv, nullptr,
-        kernel == Kernel::chunked_fp32 ? DeltaPrecision::fp32 : DeltaPrecision::tf32);
+    const bool fp32 = kernel == Kernel::chunked_fp32 || kernel == Kernel::single_fp32 ||
+                      kernel == Kernel::grouped_fp32;
+    const DeltaSchedule schedule =
+        kernel == Kernel::single_fp32 || kernel == Kernel::single_tf32 ? DeltaSchedule::single_pass
+        : kernel == Kernel::grouped_fp32 || kernel == Kernel::grouped_tf32
+            ? DeltaSchedule::grouped
+            : DeltaSchedule::automatic;
+    gated_delta_update(s.get(), k.get(), in.ks, v.get(), in.vs, alpha.get(), beta.get(), in.tokens,
+                       in.heads, in.dk, in.dv, nullptr,
+                       fp32 ? DeltaPrecision::fp32 : DeltaPrecision::tf32, schedule, groups);
   }
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   return s.download();
@@ -145,6 +161,10 @@ const std::vector<Shape> kShapes = {
     {600, 1, 128, 128, 0, false}, {520, 2, 32, 32, 3, false},  {301, 3, 16, 24, 5, false},
     {300, 2, 24, 16, 0, true},    {200, 2, 64, 128, 4, false}, {333, 2, 128, 64, 0, false},
     {257, 3, 128, 40, 1, true},   {130, 2, 100, 36, 0, false}, {4680 / 4, 12, 128, 128, 0, false},
+    // Enough chunks for several groups: partial last chunk and group, resets, small and odd dims
+    // (state columns [M | N] of width dk + dv straddling the 64-column tiles).
+    {777, 2, 128, 128, 0, true},  {1000, 3, 32, 32, 2, false}, {901, 2, 100, 36, 0, true},
+    {1100, 2, 16, 24, 5, false},  {1300, 4, 64, 64, 0, false},
 };
 
 class CudaDeltaRule : public ::testing::TestWithParam<Shape> {};
@@ -171,6 +191,49 @@ TEST_P(CudaDeltaRule, ChunkedTf32IsCloseToCpuSequential) {
   RecordProperty("normalised_error", std::to_string(err));
   std::printf("  chunked tf32 %s: %.3g\n", shape_name(c).c_str(), err);
   EXPECT_LE(err, 1e-2);
+}
+
+// Group counts to try for a shape: one group (the grouped kernel alone), 2, 3 (usually a partial
+// last group), the automatic count, and one group per chunk (the most combine steps).
+std::vector<int> group_counts(int tokens) {
+  const int chunks = (tokens + kDeltaChunk - 1) / kDeltaChunk;
+  std::vector<int> counts = {1, 2, 3, 0, chunks};
+  counts.erase(std::remove_if(counts.begin(), counts.end(), [&](int g) { return g > chunks; }),
+               counts.end());
+  return counts;
+}
+
+// The grouped schedule (fp32: 3xTF32 everywhere, the combine steps included) against the CPU
+// sequential rule and against the single-pass kernel, for several group counts.
+TEST_P(CudaDeltaRule, GroupedFp32MatchesCpuSequentialAndSinglePass) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const Shape c = GetParam();
+  const Inputs in = make_inputs(c.tokens, c.heads, c.dk, c.dv, c.pad, c.harsh,
+                                static_cast<unsigned>(c.tokens * 7 + c.dk + c.dv));
+  const Vec want = cpu_sequential(in);
+  const Vec single = gpu_update(in, Kernel::single_fp32);
+  EXPECT_LE(rel_error(single, want), 1e-4);
+  for (const int groups : group_counts(c.tokens)) {
+    const Vec got = gpu_update(in, Kernel::grouped_fp32, groups);
+    const double err = rel_error(got, want);
+    std::printf("  grouped fp32 %s groups %d: %.3g (vs single pass %.3g)\n", shape_name(c).c_str(),
+                groups, err, rel_error(got, single));
+    EXPECT_LE(err, 1e-4) << "groups " << groups;
+    EXPECT_LE(rel_error(got, single), 1e-4) << "groups " << groups;
+  }
+}
+
+TEST_P(CudaDeltaRule, GroupedTf32IsCloseToCpuSequential) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const Shape c = GetParam();
+  const Inputs in = make_inputs(c.tokens, c.heads, c.dk, c.dv, c.pad, c.harsh,
+                                static_cast<unsigned>(c.tokens * 7 + c.dk + c.dv));
+  const Vec want = cpu_sequential(in);
+  for (const int groups : group_counts(c.tokens)) {
+    const double err = rel_error(gpu_update(in, Kernel::grouped_tf32, groups), want);
+    std::printf("  grouped tf32 %s groups %d: %.3g\n", shape_name(c).c_str(), groups, err);
+    EXPECT_LE(err, 1e-2) << "groups " << groups;
+  }
 }
 
 TEST_P(CudaDeltaRule, SequentialKernelMatchesCpuSequential) {
@@ -213,6 +276,98 @@ TEST(CudaDeltaRuleLong, RepeatedUpdatesStayAccurate) {
   EXPECT_LE(worst, 1e-4);
 }
 
+// The engine's shape (12 heads, 128 x 128 state, one 4680-token block) on the schedule the engine
+// gets (automatic: grouped where the device allows) and on the single pass.
+TEST(CudaDeltaRuleFullShape, AutomaticAndSinglePassMatchCpu) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const Inputs in = make_inputs(4680, 12, 128, 128, 0, false, 4680);
+  const Vec want = cpu_sequential(in);
+  std::printf("  automatic groups at 4680 x 12 x 128: %d (fp32), %d (tf32)\n",
+              gated_delta_groups(4680, 12, 128, 128, DeltaPrecision::fp32),
+              gated_delta_groups(4680, 12, 128, 128, DeltaPrecision::tf32));
+  const double auto32 = rel_error(gpu_update(in, Kernel::chunked_fp32), want);
+  const double single32 = rel_error(gpu_update(in, Kernel::single_fp32), want);
+  const double grouped8 = rel_error(gpu_update(in, Kernel::grouped_fp32, 8), want);
+  const double auto_tf32 = rel_error(gpu_update(in, Kernel::chunked_tf32), want);
+  std::printf("  fp32 automatic %.3g, single pass %.3g, 8 groups %.3g; tf32 automatic %.3g\n",
+              auto32, single32, grouped8, auto_tf32);
+  EXPECT_LE(auto32, 1e-4);
+  EXPECT_LE(single32, 1e-4);
+  EXPECT_LE(grouped8, 1e-4);
+  EXPECT_LE(auto_tf32, 1e-2);
+}
+
+// Consecutive blocks through the grouped schedule with slow decay: errors must not build up.
+TEST(CudaDeltaRuleLong, RepeatedGroupedUpdatesStayAccurate) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const int calls = 20, tokens = 700, heads = 2, dk = 64, dv = 64;
+  const Inputs in = make_inputs(calls * tokens, heads, dk, dv, 0, false, 4321, 0.995f);
+  DeviceVec s(in.s0), k(in.k), v(in.v), alpha(in.alpha), beta(in.beta);
+  Vec cpu = in.s0;
+  double worst = 0.0;
+  for (int call = 0; call < calls; ++call) {
+    const size_t t0 = static_cast<size_t>(call) * tokens;
+    gated_delta_update(s.get(), k.get() + t0 * in.ks, in.ks, v.get() + t0 * in.vs, in.vs,
+                       alpha.get() + t0 * heads, beta.get() + t0 * heads, tokens, heads, dk, dv,
+                       nullptr, DeltaPrecision::fp32, DeltaSchedule::grouped, 3);
+    cpu::gated_delta_update_sequential(
+        cpu.data(), in.k.data() + t0 * in.ks, in.ks, in.v.data() + t0 * in.vs, in.vs,
+        in.alpha.data() + t0 * heads, in.beta.data() + t0 * heads, tokens, heads, dk, dv);
+    if (call % 5 == 4) {
+      check_cuda(cudaDeviceSynchronize(), "update");
+      worst = std::max(worst, rel_error(s.download(), cpu));
+    }
+  }
+  std::printf("  %d grouped calls x %d tokens: worst error %.3g\n", calls, tokens, worst);
+  EXPECT_LE(worst, 1e-4);
+}
+
+// A full reset (alpha == 0 for every head at one token of a later group): the grouped result
+// cannot depend on the state before it, bit for bit (M of that group is exactly zero).
+TEST(CudaDeltaRuleGrouped, ResetInALaterGroupForgetsTheStart) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  Inputs in = make_inputs(700, 2, 32, 48, 0, false, 31);  // 11 chunks, 3 groups: 7..10 last
+  for (int h = 0; h < in.heads; ++h) in.alpha[static_cast<size_t>(455) * in.heads + h] = 0.0f;
+  Inputs other = in;
+  for (auto& x : other.s0) x = -3.0f * x + 0.25f;
+  for (const Kernel kernel : {Kernel::grouped_fp32, Kernel::grouped_tf32}) {
+    const Vec a = gpu_update(in, kernel, 3);
+    EXPECT_EQ(a, gpu_update(other, kernel, 3));
+    EXPECT_LE(rel_error(a, cpu_sequential(in)), kernel == Kernel::grouped_fp32 ? 1e-4 : 1e-2);
+  }
+}
+
+// Workspace rules of the grouped schedule: its own size works, less is one clear error for an
+// explicit grouped call, and the automatic schedule with only the single pass's size falls back
+// to the single pass (the same state bit for bit).
+TEST(CudaDeltaRuleWorkspace, GroupedSizes) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const Inputs in = make_inputs(900, 3, 64, 96, 0, false, 9);
+  const size_t grouped_bytes = gated_delta_workspace_bytes(in.tokens, in.heads, in.dk, in.dv, 4);
+  const size_t single_bytes = gated_delta_workspace_bytes(in.tokens, in.heads, in.dk, in.dv, 1);
+  ASSERT_GT(grouped_bytes, single_bytes);
+  EXPECT_GE(gated_delta_workspace_bytes(in.tokens, in.heads),
+            gated_delta_workspace_bytes(in.tokens, in.heads, 128, 128, 0));
+  DeviceVec s(in.s0), k(in.k), v(in.v), alpha(in.alpha), beta(in.beta);
+  void* ws = nullptr;
+  check_cuda(cudaMalloc(&ws, grouped_bytes), "workspace");
+  gated_delta_update(s.get(), k.get(), in.ks, v.get(), in.vs, alpha.get(), beta.get(), in.tokens,
+                     in.heads, in.dk, in.dv, ws, grouped_bytes, nullptr, DeltaPrecision::fp32,
+                     DeltaSchedule::grouped, 4);
+  check_cuda(cudaDeviceSynchronize(), "grouped update");
+  EXPECT_EQ(s.download(), gpu_update(in, Kernel::grouped_fp32, 4));
+  EXPECT_THROW(gated_delta_update(s.get(), k.get(), in.ks, v.get(), in.vs, alpha.get(), beta.get(),
+                                  in.tokens, in.heads, in.dk, in.dv, ws, grouped_bytes - 4,
+                                  nullptr, DeltaPrecision::fp32, DeltaSchedule::grouped, 4),
+               Error);
+  DeviceVec s2(in.s0);
+  gated_delta_update(s2.get(), k.get(), in.ks, v.get(), in.vs, alpha.get(), beta.get(), in.tokens,
+                     in.heads, in.dk, in.dv, ws, single_bytes, nullptr);
+  check_cuda(cudaDeviceSynchronize(), "automatic update, small workspace");
+  EXPECT_EQ(s2.download(), gpu_update(in, Kernel::single_fp32));
+  cudaFree(ws);
+}
+
 // A caller-owned workspace gives the same state as the allocating overload, bit for bit.
 TEST(CudaDeltaRuleWorkspace, MatchesAllocatingCall) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
@@ -226,8 +381,11 @@ TEST(CudaDeltaRuleWorkspace, MatchesAllocatingCall) {
                      in.heads, in.dk, in.dv, ws, bytes, nullptr);
   check_cuda(cudaDeviceSynchronize(), "update");
   EXPECT_EQ(s.download(), want);
+  // Below the single pass's need is an error for every schedule (between that and the grouped
+  // need, the automatic schedule runs fewer groups: CudaDeltaRuleWorkspace.GroupedSizes).
+  const size_t least = gated_delta_workspace_bytes(in.tokens, in.heads, in.dk, in.dv, 1);
   EXPECT_THROW(gated_delta_update(s.get(), k.get(), in.ks, v.get(), in.vs, alpha.get(), beta.get(),
-                                  in.tokens, in.heads, in.dk, in.dv, ws, bytes - 4, nullptr),
+                                  in.tokens, in.heads, in.dk, in.dv, ws, least - 4, nullptr),
                Error);
   cudaFree(ws);
 }

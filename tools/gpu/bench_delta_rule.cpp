@@ -2,7 +2,9 @@
 // the 1.3B reference shape (12 heads x 128, 4680-token block, q/k/v rows of width 1536 as the
 // engine lays them out) against its roofline floor and the issue-6 target (state update <= 0.05 ms
 // on one H100), plus the block memory read and the simple sequential kernel. Also checks the result
-// against the CPU rule. Usage: strand-bench-delta-rule [repeats (default 50)]
+// against the CPU rule. The "chunked" lines run the automatic schedule (the engine's); the
+// "single pass" and "grouped ..., N groups" lines pin the schedule (kernels/cuda/delta_rule.h).
+// Usage: strand-bench-delta-rule [repeats (default 50)]
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -103,7 +105,12 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaMemcpy(dq, q.data(), rows * 4, cudaMemcpyHostToDevice));
   CHECK_CUDA(cudaMemcpy(da, alpha.data(), alpha.size() * 4, cudaMemcpyHostToDevice));
   CHECK_CUDA(cudaMemcpy(db, beta.data(), beta.size() * 4, cudaMemcpyHostToDevice));
-  const size_t ws_bytes = strand::cuda::gated_delta_workspace_bytes(kTokens, kHeads);
+  // Room for every schedule timed below (the sweep goes up to kSweepMaxGroups groups).
+  constexpr int kSweepMaxGroups = 8;
+  const size_t ws_bytes =
+      std::max(strand::cuda::gated_delta_workspace_bytes(kTokens, kHeads),
+               strand::cuda::gated_delta_workspace_bytes(kTokens, kHeads, kDim, kDim,
+                                                         kSweepMaxGroups));
   void* ws = nullptr;
   CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
   const auto reset_state = [&] {
@@ -148,14 +155,30 @@ int main(int argc, char** argv) {
                                              alpha.data(), beta.data(), kTokens, kHeads, kDim,
                                              kDim);
   std::vector<float> got(s0.size());
+  using strand::cuda::DeltaSchedule;
+  const auto schedule_name = [](DeltaSchedule schedule) {
+    return schedule == DeltaSchedule::automatic     ? "automatic"
+           : schedule == DeltaSchedule::single_pass ? "single pass"
+                                                    : "grouped";
+  };
   for (const auto precision : {DeltaPrecision::fp32, DeltaPrecision::tf32}) {
-    reset_state();
-    strand::cuda::gated_delta_update(ds, dk_, kWidth, dv_, kWidth, da, db, kTokens, kHeads, kDim,
-                                     kDim, ws, ws_bytes, stream, precision);
-    CHECK_CUDA(cudaStreamSynchronize(stream));
-    CHECK_CUDA(cudaMemcpy(got.data(), ds, got.size() * 4, cudaMemcpyDeviceToHost));
-    std::printf("chunked %s vs CPU sequential: relative error %.3g\n",
-                precision == DeltaPrecision::fp32 ? "fp32" : "tf32", rel_error(got, want));
+    const char* pname = precision == DeltaPrecision::fp32 ? "fp32" : "tf32";
+    std::printf("automatic schedule, %s: %d groups (1 = single pass)\n", pname,
+                strand::cuda::gated_delta_groups(kTokens, kHeads, kDim, kDim, precision));
+    for (const auto schedule :
+         {DeltaSchedule::automatic, DeltaSchedule::single_pass, DeltaSchedule::grouped}) {
+      for (const int groups : {0, 2, 4, 8}) {
+        if (groups != 0 && schedule != DeltaSchedule::grouped) continue;
+        reset_state();
+        strand::cuda::gated_delta_update(ds, dk_, kWidth, dv_, kWidth, da, db, kTokens, kHeads,
+                                         kDim, kDim, ws, ws_bytes, stream, precision, schedule,
+                                         groups);
+        CHECK_CUDA(cudaStreamSynchronize(stream));
+        CHECK_CUDA(cudaMemcpy(got.data(), ds, got.size() * 4, cudaMemcpyDeviceToHost));
+        std::printf("chunked %s %s (groups %d) vs CPU sequential: relative error %.3g\n", pname,
+                    schedule_name(schedule), groups, rel_error(got, want));
+      }
+    }
   }
   reset_state();
   strand::cuda::gated_delta_update_sequential(ds, dk_, kWidth, dv_, kWidth, da, db, kTokens, kHeads,
@@ -190,6 +213,25 @@ int main(int argc, char** argv) {
     std::printf("  %-44s %9.1f us  (%.2fx the 50 us target, %.1fx the byte floor)\n", what, us,
                 us / 50.0, us / byte_floor_us);
   };
+  // Schedules side by side, own workspace: one line each.
+  for (const auto precision : {DeltaPrecision::fp32, DeltaPrecision::tf32}) {
+    const char* pname = precision == DeltaPrecision::fp32 ? "fp32" : "tf32";
+    char label[64];
+    std::snprintf(label, sizeof label, "single pass %s, own workspace", pname);
+    report(label, time_us(stream, repeats, [&] {
+             strand::cuda::gated_delta_update(ds, dk_, kWidth, dv_, kWidth, da, db, kTokens,
+                                              kHeads, kDim, kDim, ws, ws_bytes, stream, precision,
+                                              DeltaSchedule::single_pass);
+           }));
+    for (int groups = 2; groups <= kSweepMaxGroups; ++groups) {
+      std::snprintf(label, sizeof label, "grouped %s, %d groups, own workspace", pname, groups);
+      report(label, time_us(stream, repeats, [&] {
+               strand::cuda::gated_delta_update(ds, dk_, kWidth, dv_, kWidth, da, db, kTokens,
+                                                kHeads, kDim, kDim, ws, ws_bytes, stream,
+                                                precision, DeltaSchedule::grouped, groups);
+             }));
+    }
+  }
   for (const auto precision : {DeltaPrecision::fp32, DeltaPrecision::tf32}) {
     const bool fp32 = precision == DeltaPrecision::fp32;
     report(fp32 ? "chunked fp32 (3xTF32), own workspace" : "chunked tf32, own workspace",
