@@ -259,6 +259,7 @@ large() {  # large VARIANT OUTNAME BLOCKS WARMUP LOAD_S [extra strand-cli args..
 export -f large
 
 stage_ops() { large mixed ops-mixed "$OPS_BLOCKS" 1 25 --ops; }
+stage_ops_hybrid() { large hybrid ops-hybrid "$OPS_BLOCKS" 1 25 --ops; }
 stage_hybrid_long() { large hybrid e2e-hybrid "$HYBRID_BLOCKS" 0 25; }
 # All-hybrid 1.3B with op-by-op launches, a few blocks: the same model as hybrid_300 without graphs.
 stage_hybrid_nographs() { large hybrid e2e-hybrid-nographs "$NOGRAPH_BLOCKS" 1 25 --no-graphs; }
@@ -294,7 +295,7 @@ stage_bf16_error() {
 }
 
 export -f stage_env stage_build stage_tests stage_roofline stage_attention_microbench stage_delta_microbench stage_gemm_microbench stage_small \
-  stage_reference_check stage_models stage_ops stage_hybrid_long stage_hybrid_nographs stage_mixed_921 stage_kv_921 \
+  stage_reference_check stage_models stage_ops stage_ops_hybrid stage_hybrid_long stage_hybrid_nographs stage_mixed_921 stage_kv_921 \
   stage_pytorch stage_bf16_error
 
 # ---- run -------------------------------------------------------------------------------------
@@ -320,6 +321,7 @@ run_stage default_model 70 10 stage_small
 run_stage reference_check 30 10 stage_reference_check
 run_stage models 90 20 stage_models
 run_stage ops 50 35 stage_ops
+run_stage ops_hybrid 50 35 stage_ops_hybrid
 run_stage hybrid_300 220 45 stage_hybrid_long
 run_stage hybrid_nographs 60 30 stage_hybrid_nographs
 run_stage pytorch 70 40 stage_pytorch
