@@ -16,7 +16,9 @@
 # stops training before the deadline, so a slot cut short still returns weights.
 #
 # Environment (defaults in brackets):
-#   OUT [out/gpu-run]  TOTAL_MIN [8.5]  RESUME [training/checkpoints/strand-world-v1.safetensors]
+#   OUT [out/gpu-run]  TOTAL_MIN [8.5]  RESUME [resources/models/strand-world-v1.safetensors: the
+#            shipped model is the resume point]  LOSSES [training/checkpoints/strand-world-v1.losses.json:
+#            its loss history, continued by the new run]
 #   ENCODER [.deps/gpu-train/text-encoder-minilm-l6-v2.pruned.safetensors; made by
 #            training/prune_text_encoder.py; the exported models name the full encoder file]
 #   DIT_SHARE [0.7] share of the training minutes for the dit stage (rest: selfforce)
@@ -29,7 +31,8 @@ cd "$ROOT"
 T0=$(date +%s)
 OUT="${OUT:-$ROOT/out/gpu-run}"
 TOTAL_MIN="${TOTAL_MIN:-8.5}"
-RESUME="${RESUME:-$ROOT/training/checkpoints/strand-world-v1.safetensors}"
+RESUME="${RESUME:-$ROOT/resources/models/strand-world-v1.safetensors}"
+LOSSES="${LOSSES:-$ROOT/training/checkpoints/strand-world-v1.losses.json}"
 ENCODER="${ENCODER:-$ROOT/.deps/gpu-train/text-encoder-minilm-l6-v2.pruned.safetensors}"
 DIT_SHARE="${DIT_SHARE:-0.7}"
 CKPT_MIN="${CKPT_MIN:-1.5}"
@@ -97,7 +100,7 @@ run() {
 seq_list() { local a="$1" b="$2" s=""; for ((i = a; i <= b; i++)); do s+="${s:+,}$i"; done; echo "$s"; }
 # The hybrid run continues the checkpoint's loss log, so its curves show the whole history.
 mkdir -p "$WORK/hybrid"
-[[ -f "${RESUME%.safetensors}.losses.json" ]] && cp "${RESUME%.safetensors}.losses.json" "$WORK/hybrid/losses.json"
+[[ -f "$LOSSES" ]] && cp "$LOSSES" "$WORK/hybrid/losses.json"
 if [[ "${HYBRID_ONLY:-0}" == 1 ]] && ((GPUS >= 1)); then
   run hybrid "$(seq_list 0 $((GPUS - 1)))" "$GPUS" --resume "$RESUME"
   say "baselines skipped: HYBRID_ONLY=1"

@@ -201,7 +201,7 @@ trained_encoder_dir() {
   mkdir -p "$MODELS/encoder"
   if [[ ! -f "$MODELS/encoder/$name" ]]; then
     "$PY" tools/gpu/make_large_model.py --text-encoder-like \
-      training/checkpoints/strand-world-v1.safetensors --out "$MODELS/encoder/$name" \
+      resources/models/strand-world-v1.safetensors --out "$MODELS/encoder/$name" \
       --device "$TORCH_DEVICE" >&2 || return 1
     echo "stand-in" > "$MODELS/encoder/STAND_IN"
   fi
@@ -218,7 +218,7 @@ stage_small() {
     "$CLI" bench --device "$DEVICE" --precision "$p" --blocks "$SMALL_BLOCKS" --warmup 2 \
       --no-graphs --json "$WORK/small-tiny-$p-nographs.json" || rc=1
   done
-  local trained=training/checkpoints/strand-world-v1.safetensors
+  local trained=resources/models/strand-world-v1.safetensors
   if [[ -f "$trained" ]]; then
     local enc
     enc=$(trained_encoder_dir) || return 1
