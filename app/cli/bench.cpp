@@ -171,7 +171,7 @@ int run_bench(std::span<const std::string> args) {
       {"model"},         {"blocks"}, {"threads"},     {"json"},
       {"ops", false},    {"warmup"}, {"max-seconds"}, {"max-state-bytes"},
       {"prompt-tokens"}, {"prompt"}, {"seed"},        {"latents-out"},
-      {"no-graphs", false}};
+      {"no-graphs", false}, {"no-overlap", false}};
   for (auto& spec : device_option_specs()) specs.push_back(std::move(spec));
   const Options options(args, specs);
   const int64_t blocks =
@@ -213,6 +213,7 @@ int run_bench(std::span<const std::string> args) {
   session_options.seed = seed;
   apply_device(device, session_options);
   session_options.record_passes = !options.has("no-graphs");
+  if (options.has("no-overlap")) session_options.overlap_decode = false;
   OpProfile profile;
   const bool profile_ops = options.has("ops");
   if (profile_ops) {
@@ -231,10 +232,11 @@ int run_bench(std::span<const std::string> args) {
 
   std::printf(
       "model %s (%lld parameters) on %s, %d CPU threads, %lld blocks of %d frames (+%lld warm-up), "
-      "%d denoising passes + 1 clean, %lld text tokens\n",
+      "%d denoising passes + 1 clean, %lld text tokens%s\n",
       c.name.c_str(), static_cast<long long>(model->parameter_count()), device.describe().c_str(),
       strand::cpu::num_threads(), static_cast<long long>(blocks), c.frames_per_block,
-      static_cast<long long>(warmup), denoise_passes, static_cast<long long>(text_tokens));
+      static_cast<long long>(warmup), denoise_passes, static_cast<long long>(text_tokens),
+      session.overlaps_decode() ? ", decode beside the clean pass" : "");
   std::printf("%5s %11s %9s %10s %8s %9s %10s %12s %12s\n", "block", "denoise_ms", "clean_ms",
               "decode_ms", "text_ms", "total_ms", "dit_gflops", "state_bytes", "device_bytes");
 
@@ -368,6 +370,7 @@ int run_bench(std::span<const std::string> args) {
         {"device_index", device.index},
         {"precision", device.bf16 ? "bf16" : "fp32"},
         {"recorded_passes", session_options.record_passes && device.cuda && !profile_ops},
+        {"overlapped_decode", session.overlaps_decode()},
         {"threads", strand::cpu::num_threads()},
         {"prompt", prompt},
         {"seed", seed},

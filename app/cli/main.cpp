@@ -33,7 +33,7 @@ constexpr const char* kUsage =
     "  strand-cli bench  [--model M] [--blocks N] [--warmup N] [--threads T] [--json FILE] [--ops]\n"
     "                    [--device cpu|cuda[:N]] [--precision fp32|bf16] [--max-seconds S]\n"
     "                    [--max-state-bytes B] [--prompt P | --prompt-tokens N] [--seed S]\n"
-    "                    [--latents-out FILE.safetensors] [--no-graphs]\n"
+    "                    [--latents-out FILE.safetensors] [--no-graphs] [--no-overlap]\n"
     "\n"
     "render writes a folder of PNGs (PATH/frame_000000.png ...) or, for PATH ending in .mp4, an "
     "H.264\n"
@@ -46,7 +46,9 @@ constexpr const char* kUsage =
     "--max-state-bytes end a long run early, reporting why; --prompt-tokens N benchmarks with a\n"
     "prompt of N text tokens; --latents-out writes every block's clean latents (float32 tensors\n"
     "block.N [F, C, h, w], warm-up blocks included) to a safetensors file. On a GPU each kind of\n"
-    "DiT pass is recorded once as a CUDA graph and replayed; --no-graphs launches op by op.\n";
+    "DiT pass is recorded once as a CUDA graph and replayed; --no-graphs launches op by op. On a\n"
+    "GPU a block's frames are decoded (on a second stream) while its clean pass runs; --no-overlap\n"
+    "decodes first, then runs the clean pass.\n";
 
 // Error text on one line, whatever the engine put in it.
 std::string one_line(std::string text) {

@@ -10,6 +10,7 @@
 #include <functional>
 #include <unordered_set>
 
+#include "decoder.h"
 #include "kernels/cpu/threading.h"
 #include "strand/error.h"
 
@@ -95,7 +96,11 @@ const float* Engine::resident_kv_block(KvBlock& block, bool values) {
   if (host_backend()) return values ? block.v.data() : block.k.data();
   auto it = block.device_id != 0 ? resident_kv_.find(block.device_id) : resident_kv_.end();
   if (it == resident_kv_.end()) {
-    ResidentKv copy{backend_->allocate(block.k.size()), backend_->allocate(block.v.size())};
+    if (block.host_copy_pending()) {
+      throw Error(ErrorKind::invalid_argument,
+                  "a cached block's values are neither on the host nor on this device");
+    }
+    ResidentKv copy{take_kv_buffer(block.k.size()), take_kv_buffer(block.v.size())};
     backend_->upload(copy.k->data(), block.k.data(), block.k.size());
     backend_->upload(copy.v->data(), block.v.data(), block.v.size());
     if (block.device_id == 0) block.device_id = next_device_id();
@@ -104,13 +109,80 @@ const float* Engine::resident_kv_block(KvBlock& block, bool values) {
   return values ? it->second.v->data() : it->second.k->data();
 }
 
-void Engine::drop_unused_kv_blocks(const MemoryState& memory) {
+std::unique_ptr<Buffer> Engine::take_kv_buffer(size_t count) {
+  auto it = std::find_if(kv_spare_.begin(), kv_spare_.end(),
+                         [&](const auto& spare) { return spare->count() == count; });
+  if (it == kv_spare_.end()) {
+    ++kv_buffer_stats_.allocated;
+    return backend_->allocate(count);
+  }
+  std::unique_ptr<Buffer> reused = std::move(*it);
+  kv_spare_.erase(it);
+  ++kv_buffer_stats_.reused;
+  ++kv_reuse_epoch_;
+  return reused;
+}
+
+void Engine::give_back_kv_buffer(std::unique_ptr<Buffer> buffer) {
+  if (!buffer) return;
+  // One clean pass takes K and V per softmax_kv layer: with that many spares, a windowed cache
+  // in steady state (one block in, one out per layer) allocates nothing. More would only hold
+  // device memory that the bench reports as used.
+  const size_t limit = 2 * static_cast<size_t>(model_->config().softmax_layers());
+  if (kv_spare_.size() < limit) {
+    kv_spare_.push_back(std::move(buffer));
+  } else {
+    ++kv_buffer_stats_.freed;
+    buffer.reset();
+  }
+}
+
+Engine::KvBufferStats Engine::kv_buffer_stats() const {
+  KvBufferStats stats = kv_buffer_stats_;
+  stats.spare = kv_spare_.size();
+  return stats;
+}
+
+void Engine::release_unused_kv_blocks(const MemoryState& memory) {
   if (resident_kv_.empty()) return;
   std::unordered_set<uint64_t> used;
-  for (const LayerMemory& layer : memory.layers) {
-    for (const KvBlock& block : layer.kv_blocks) used.insert(block.device_id);
+  for (const MemoryState* m : {&memory, kv_kept_also_}) {
+    if (m == nullptr) continue;
+    for (const LayerMemory& layer : m->layers) {
+      for (const KvBlock& block : layer.kv_blocks) used.insert(block.device_id);
+    }
   }
-  std::erase_if(resident_kv_, [&](const auto& entry) { return !used.contains(entry.first); });
+  for (auto it = resident_kv_.begin(); it != resident_kv_.end();) {
+    if (used.contains(it->first)) {
+      ++it;
+      continue;
+    }
+    give_back_kv_buffer(std::move(it->second.k));
+    give_back_kv_buffer(std::move(it->second.v));
+    it = resident_kv_.erase(it);
+  }
+}
+
+void Engine::download_kv_blocks(MemoryState& memory) {
+  if (host_backend()) return;
+  for (LayerMemory& layer : memory.layers) {
+    for (KvBlock& block : layer.kv_blocks) {
+      if (!block.host_copy_pending()) continue;
+      auto it = resident_kv_.find(block.device_id);
+      if (it == resident_kv_.end()) {
+        throw Error(ErrorKind::invalid_argument,
+                    "a cached block's values are neither on the host nor on this device");
+      }
+      // Both halves first, so that an error leaves the block pending rather than half filled.
+      const ModelConfig& c = model_->config();
+      const size_t n = static_cast<size_t>(c.tokens_per_block()) * c.dim;
+      std::vector<float> k(n), v(n);
+      backend_->download(k.data(), it->second.k->data(), k.size());
+      backend_->download(v.data(), it->second.v->data(), v.size());
+      block.k = std::move(k);
+      block.v = std::move(v);
+    }
+  }
 }
 
 const float* Engine::resident_cross(const TextContext& text, int layer, bool values) {
@@ -169,7 +241,8 @@ void Engine::run_recorded(const std::string& key, const std::function<void()>& p
   Backend& b = *backend_;
   auto it = std::find_if(recordings_.begin(), recordings_.end(),
                          [&](const PassRecording& r) { return r.key == key; });
-  if (it != recordings_.end() && it->recording && it->generation == b.generation()) {
+  if (it != recordings_.end() && it->recording && it->generation == b.generation() &&
+      it->kv_reuse_epoch == kv_reuse_epoch_) {
     b.replay(*it->recording);
     ++recording_stats_.replayed;
     return;
@@ -194,6 +267,7 @@ void Engine::run_recorded(const std::string& key, const std::function<void()>& p
   try {
     b.begin_recording();
     r.generation = b.generation();
+    r.kv_reuse_epoch = kv_reuse_epoch_;
     pass();
     r.recording = b.end_recording();
   } catch (const Error&) {
@@ -514,13 +588,13 @@ void Engine::self_attention_kv(int layer, const float* a, float* y, LayerMemory&
       b.download(entry.k.data(), k, n);
       b.download(entry.v.data(), v, n);
     } else {
-      // Kept on the device for the next passes; dit() fills the host copy after the last layer,
-      // so that the clean pass waits for the GPU once rather than once per layer.
-      ResidentKv copy{b.allocate(n), b.allocate(n)};
-      b.copy(copy.k->data(), k, n);
-      b.copy(copy.v->data(), v, n);
+      // Kept on the device only, in the buffers dit() took before the pass: the host copy stays
+      // pending until something reads the host memory (download_kv_blocks).
+      ResidentKv& fresh = new_kv_.at(static_cast<size_t>(layer));
+      b.copy(fresh.k->data(), k, n);
+      b.copy(fresh.v->data(), v, n);
       entry.device_id = next_device_id();
-      resident_kv_.insert_or_assign(entry.device_id, std::move(copy));
+      resident_kv_.insert_or_assign(entry.device_id, std::move(fresh));
     }
     memory.kv_blocks.push_back(std::move(entry));
     // Keep the `sink` oldest blocks and the `window` newest (window 0: keep everything).
@@ -604,6 +678,7 @@ std::vector<float> Engine::dit(const std::vector<float>& x, float sigma, const T
   // inside, the lookups find it there (which a recording requires).
   std::string recording_key = update ? "clean" : "denoise";
   recording_key += " text " + std::to_string(text.device_id);
+  if (update && !host_backend()) new_kv_.resize(c.layers.size());
   for (size_t i = 0; i < c.layers.size(); ++i) {
     LayerMemory& layer = memory.layers[i];
     if (c.layers[i] == AttentionKind::hybrid) {
@@ -614,6 +689,12 @@ std::vector<float> Engine::dit(const std::vector<float>& x, float sigma, const T
     for (KvBlock& kv : layer.kv_blocks) {
       resident_kv_block(kv, false);
       recording_key += " " + std::to_string(kv.device_id) + "@" + std::to_string(block - kv.block_index);
+    }
+    if (update && !host_backend() && c.layers[i] == AttentionKind::softmax_kv) {
+      // The buffers of this layer's new cache entry (kept from a pass that failed, if any).
+      ResidentKv& fresh = new_kv_[i];
+      if (!fresh.k) fresh.k = take_kv_buffer(n);
+      if (!fresh.v) fresh.v = take_kv_buffer(n);
     }
     resident_cross(text, static_cast<int>(i), false);
   }
@@ -653,7 +734,9 @@ std::vector<float> Engine::dit(const std::vector<float>& x, float sigma, const T
     b.layer_norm_modulate(h, a, T, d, row(0), row(1), T, 0, kLayerNormEps);
     b.linear(a, w("head.head.weight"), w("head.head.bias"), tok, T, d, cpp);
   };
-  // A softmax_kv layer's clean pass allocates its new cache entry, so it runs as it is.
+  // A softmax_kv layer's clean pass appends to the host list of cache blocks inside the pass, and
+  // its key (the cache layout) is new every block, so a recording of it would never be replayed:
+  // it runs as it is.
   const bool recordable = record_passes_ && b.can_record() && layer_outputs == nullptr &&
                           (!update || c.softmax_layers() == 0);
   if (recordable) {
@@ -663,21 +746,29 @@ std::vector<float> Engine::dit(const std::vector<float>& x, float sigma, const T
   }
 
   if (update && !host_backend()) {
-    // Bring the host copy of the memory up to date (snapshots and undo read it): the first
-    // download waits for the pass, the rest only copy.
+    // Bring the host copy of the hybrid states up to date (small; undo records copy them): the
+    // first download waits for the pass, the rest only copy. The new cache blocks stay pending.
     for (size_t i = 0; i < c.layers.size(); ++i) {
-      LayerMemory& layer = memory.layers[i];
-      if (c.layers[i] == AttentionKind::hybrid) after_state_update(static_cast<int>(i), layer);
-      for (KvBlock& kv : layer.kv_blocks) {
-        if (kv.block_index != block || !kv.k.empty()) continue;
-        const ResidentKv& copy = resident_kv_.at(kv.device_id);
-        kv.k.resize(n);
-        kv.v.resize(n);
-        b.download(kv.k.data(), copy.k->data(), n);
-        b.download(kv.v.data(), copy.v->data(), n);
+      if (c.layers[i] == AttentionKind::hybrid) {
+        after_state_update(static_cast<int>(i), memory.layers[i]);
       }
     }
-    drop_unused_kv_blocks(memory);
+    // Blocks the window dropped leave the memory, so their device copies are released below:
+    // the caller who keeps them (for undo) gets their values on the host first.
+    if (dropped != nullptr) {
+      for (std::vector<KvBlock>& layer_dropped : *dropped) {
+        for (KvBlock& kv : layer_dropped) {
+          if (!kv.host_copy_pending()) continue;
+          const ResidentKv& copy = resident_kv_.at(kv.device_id);
+          std::vector<float> k(n), v(n);
+          b.download(k.data(), copy.k->data(), n);
+          b.download(v.data(), copy.v->data(), n);
+          kv.k = std::move(k);
+          kv.v = std::move(v);
+        }
+      }
+    }
+    release_unused_kv_blocks(memory);
   }
   b.download(tokens.data(), tok, tokens.size());
   // Unpatchify.
@@ -701,35 +792,8 @@ std::vector<float> Engine::dit(const std::vector<float>& x, float sigma, const T
 }
 
 std::vector<float> Engine::decode(const float* latent) {
-  const ModelConfig& c = model_->config();
-  const int S = c.stages();
-  const auto& ch = c.ae_channels;
-  int h = c.latent_height(), wd = c.latent_width();
-  Backend& b = *backend_;
-  const size_t in_count = static_cast<size_t>(c.latent_channels) * h * wd;
-  float* cur = buffer("ae.in", in_count);
-  b.upload(cur, latent, in_count);
-  const size_t max_count = static_cast<size_t>(*std::max_element(ch.begin(), ch.end())) *
-                           static_cast<size_t>(c.width) * c.height;
-  float* x = buffer("ae.x", max_count);
-  float* up = buffer("ae.up", max_count);
-  b.conv2d_3x3(cur, c.latent_channels, h, wd, w("decoder.conv_in.weight"), w("decoder.conv_in.bias"),
-               ch[S], 1, x);
-  b.silu(x, static_cast<size_t>(ch[S]) * h * wd);
-  for (int s = 0; s < S; ++s) {
-    const int cin = ch[S - s], cout = ch[S - s - 1];
-    b.upsample_nearest_2x(x, cin, h, wd, up);
-    h *= 2;
-    wd *= 2;
-    const std::string p = "decoder.up." + std::to_string(s) + ".conv.";
-    b.conv2d_3x3(up, cin, h, wd, w(p + "weight"), w(p + "bias"), cout, 1, x);
-    b.silu(x, static_cast<size_t>(cout) * h * wd);
-  }
-  std::vector<float> rgb(static_cast<size_t>(3) * h * wd);
-  float* out = buffer("ae.rgb", rgb.size());
-  b.conv2d_3x3(x, ch[0], h, wd, w("decoder.conv_out.weight"), w("decoder.conv_out.bias"), 3, 1, out);
-  b.download(rgb.data(), out, rgb.size());
-  return rgb;
+  if (!decoder_) decoder_ = std::make_unique<Decoder>(model_, *backend_);
+  return decoder_->decode(latent, 1);
 }
 
 std::vector<float> Engine::encode(const float* rgb) {

@@ -28,6 +28,8 @@ struct TextContext {
   uint64_t device_id = 0;
 };
 
+class Decoder;
+
 class Engine {
  public:
   Engine(std::shared_ptr<const Model> model, std::unique_ptr<Backend> backend);
@@ -54,12 +56,36 @@ class Engine {
                          std::vector<std::vector<float>>* layer_outputs = nullptr,
                          std::vector<std::vector<KvBlock>>* dropped = nullptr);
 
-  // Autoencoder, one frame: latent [C, h, w] <-> rgb [3, H, W] in [-1, 1].
+  // Autoencoder, one frame: latent [C, h, w] <-> rgb [3, H, W] in [-1, 1]. decode runs a
+  // Decoder (decoder.h) on this engine's backend: the code a Session decodes blocks with.
   std::vector<float> decode(const float* latent);
   std::vector<float> encode(const float* rgb);
 
   // A zeroed memory state with the model's layout.
   [[nodiscard]] MemoryState empty_memory() const;
+
+  // Softmax_kv cache blocks on a GPU. A clean pass leaves each new block on the device only
+  // (KvBlock::host_copy_pending): the passes never need it on the host, and a 1.3B-shape block is
+  // 57 MB per layer. This fills the host k and v of every pending block of `memory`, one download
+  // each; call it before anything reads or copies the host MemoryState (Session::snapshot does).
+  // No-op on the CPU, where the host copy is the data. Error(invalid_argument) if a pending block
+  // has no device copy here (it was copied away from the memory and its device copy released).
+  void download_kv_blocks(MemoryState& memory);
+  // Releases the device copies of cache blocks that neither `memory` nor the memory named by
+  // keep_kv_blocks_of holds (a clean pass does this at its end). Their buffers go to a spare pool
+  // that the next new blocks and uploads take from; spares beyond one clean pass's worth are freed.
+  void release_unused_kv_blocks(const MemoryState& memory);
+  // While set, the device copies of `also`'s cache blocks are kept even when the memory the passes
+  // run on no longer holds them, so that a copy with pending host copies can be put back (a
+  // re-cache that fails midway). nullptr: only the passes' memory counts. `also` must outlive it.
+  void keep_kv_blocks_of(const MemoryState* also) { kv_kept_also_ = also; }
+  struct KvBufferStats {
+    int64_t allocated = 0;  // device buffers allocated for cache blocks
+    int64_t reused = 0;     // taken from the spare pool instead
+    int64_t freed = 0;      // freed because the pool was full
+    size_t spare = 0;       // in the pool now
+  };
+  [[nodiscard]] KvBufferStats kv_buffer_stats() const;
 
   // Recorded passes (CUDA graphs): on a backend that can record, a DiT pass is recorded the
   // second time a pass of its kind runs (same clean/denoise kind, prompt and softmax_kv cache
@@ -101,7 +127,8 @@ class Engine {
   void run_recorded(const std::string& key, const std::function<void()>& pass);
   void after_state_update(int layer, LayerMemory& memory);
   const float* resident_kv_block(KvBlock& block, bool values);
-  void drop_unused_kv_blocks(const MemoryState& memory);
+  std::unique_ptr<Buffer> take_kv_buffer(size_t count);
+  void give_back_kv_buffer(std::unique_ptr<Buffer> buffer);
   const float* resident_cross(const TextContext& text, int layer, bool values);
   [[nodiscard]] bool host_backend() const { return backend_->device() == DeviceKind::cpu; }
 
@@ -129,11 +156,19 @@ class Engine {
   std::map<uint32_t, std::unique_ptr<Buffer>> modulation_;  // by the bits of sigma
   std::map<int, ResidentState> resident_states_;
   std::map<uint64_t, ResidentKv> resident_kv_;
+  // Per layer, a clean pass's new cache entry: taken before the pass, filled inside it.
+  std::vector<ResidentKv> new_kv_;
+  std::vector<std::unique_ptr<Buffer>> kv_spare_;  // released cache buffers, for reuse
+  // Moves on whenever a spare is reused: its address then holds another block's values, which a
+  // recording made before may read (the backend's generation only moves when memory is freed).
+  uint64_t kv_reuse_epoch_ = 0;
+  const MemoryState* kv_kept_also_ = nullptr;
+  KvBufferStats kv_buffer_stats_;
   std::vector<ResidentText> resident_text_;  // the two most recently used prompts
   struct PassRecording {
     std::string key;
     bool seen = false, failed = false;
-    uint64_t generation = 0;
+    uint64_t generation = 0, kv_reuse_epoch = 0;
     std::unique_ptr<Recording> recording;
   };
   static constexpr size_t kMaxRecordings = 8;
@@ -142,6 +177,7 @@ class Engine {
   RecordingStats recording_stats_;
   std::map<std::string, std::unique_ptr<Buffer>> scratch_;
   std::vector<int> pos_t_, pos_r_, pos_c_;  // RoPE positions of a block's tokens
+  std::unique_ptr<Decoder> decoder_;         // made on first decode()
 };
 
 }  // namespace strand

@@ -8,6 +8,7 @@
 #include <deque>
 #include <utility>
 
+#include "decoder.h"
 #include "engine.h"
 #include "rng.h"
 #include "strand/error.h"
@@ -57,6 +58,15 @@ std::unique_ptr<Backend> make_backend(const SessionOptions& options) {
   return backend;
 }
 
+namespace {
+// A session given its backend decodes on it: make_backend(options) would not make a second one of
+// its kind, and frames must not depend on the overlap.
+SessionOptions serial_decode(SessionOptions options) {
+  options.overlap_decode = false;
+  return options;
+}
+}  // namespace
+
 struct Session::Impl {
   std::shared_ptr<const Model> model;
   Engine engine;
@@ -64,31 +74,51 @@ struct Session::Impl {
   MemoryState memory;
   TextContext text;  // encoded active prompt (empty prompt: none yet)
   std::deque<CleanPassRecord> history;
+  // On the engine's backend, or (overlap_decode) on one of its own, driven by decode_thread while
+  // the clean pass runs on the engine. Declared after the engine, whose backend it may borrow.
+  std::unique_ptr<Decoder> decoder;
+  std::unique_ptr<DecodeThread> decode_thread;  // null unless overlapped
   std::atomic<bool> cancel_requested{false};
   ProgressCallback progress;
   double pending_text_ms = 0, pending_recache_ms = 0;  // reported with the next block
 
-  Impl(std::shared_ptr<const Model> m, SessionOptions o)
-      : model(m), engine(m, make_backend(o)), options(o) {
+  Impl(std::shared_ptr<const Model> m, SessionOptions o, std::unique_ptr<Backend> backend)
+      : model(m), engine(m, std::move(backend)), options(o) {
     memory = engine.empty_memory();
     memory.seed = options.seed;
     engine.set_pass_recording(options.record_passes);
+    const bool overlap = options.op_profile == nullptr &&
+                         options.overlap_decode.value_or(options.device == DeviceKind::cuda);
+    if (overlap) {
+      std::unique_ptr<Backend> own = make_backend(options);  // op_profile is null here
+      if (options.wrap_decoder_backend) own = options.wrap_decoder_backend(std::move(own));
+      decoder = std::make_unique<Decoder>(model, std::move(own));
+      decode_thread = std::make_unique<DecodeThread>();
+    } else {
+      decoder = std::make_unique<Decoder>(model, engine.backend());
+    }
   }
 
-  // One frame's latent [C, h, w] to an RGB8 frame.
-  Frame decode_frame(const float* latent, int64_t index) {
+  // One block's latents [F, C, h, w] to RGB8 frames numbered from first_frame; before_frame runs
+  // before each frame's decode (cancellation).
+  std::vector<Frame> decode_frames(const float* latents, int64_t first_frame,
+                                   const std::function<void()>& before_frame) {
     const ModelConfig& c = model->config();
-    const std::vector<float> rgb = engine.decode(latent);
+    const std::vector<float> rgb = decoder->decode(latents, c.frames_per_block, before_frame);
     const size_t pixels = static_cast<size_t>(c.width) * c.height;
-    Frame frame;
-    frame.width = c.width;
-    frame.height = c.height;
-    frame.index = index;
-    frame.rgb.resize(pixels * 3);
-    for (size_t p = 0; p < pixels; ++p) {
-      for (size_t ch = 0; ch < 3; ++ch) frame.rgb[p * 3 + ch] = to_byte(rgb[ch * pixels + p]);
+    std::vector<Frame> frames(static_cast<size_t>(c.frames_per_block));
+    for (size_t f = 0; f < frames.size(); ++f) {
+      Frame& frame = frames[f];
+      const float* planes = rgb.data() + f * 3 * pixels;
+      frame.width = c.width;
+      frame.height = c.height;
+      frame.index = first_frame + static_cast<int64_t>(f);
+      frame.rgb.resize(pixels * 3);
+      for (size_t p = 0; p < pixels; ++p) {
+        for (size_t ch = 0; ch < 3; ++ch) frame.rgb[p * 3 + ch] = to_byte(planes[ch * pixels + p]);
+      }
     }
-    return frame;
+    return frames;
   }
 
   void check_cancel() {
@@ -140,7 +170,12 @@ struct Session::Impl {
 };
 
 Session::Session(std::shared_ptr<const Model> model, SessionOptions options)
-    : impl_(std::make_unique<Impl>(std::move(model), options)) {}
+    : impl_(std::make_unique<Impl>(std::move(model), options, make_backend(options))) {}
+
+Session::Session(std::shared_ptr<const Model> model, SessionOptions options,
+                 std::unique_ptr<Backend> backend)
+    : impl_(std::make_unique<Impl>(std::move(model), serial_decode(std::move(options)),
+                                   std::move(backend))) {}
 
 Session::~Session() = default;
 
@@ -156,6 +191,13 @@ void Session::set_prompt(std::string_view prompt, int recache_blocks) {
     // Undo the last k clean passes (newest first), then replay them under the new prompt.
     const MemoryState saved = s.memory;
     const std::deque<CleanPassRecord> saved_history = s.history;
+    // `saved` may hold cache blocks whose values are only on the device (host copy pending): the
+    // replay must not release those device copies, or a failure could not put them back.
+    struct KeepSaved {
+      Engine& engine;
+      ~KeepSaved() { engine.keep_kv_blocks_of(nullptr); }
+    } keep_saved{s.engine};
+    s.engine.keep_kv_blocks_of(&saved);
     try {
       for (size_t i = 0; i < k; ++i) s.undo(s.history[s.history.size() - 1 - i]);
       std::vector<CleanPassRecord> replayed;
@@ -207,19 +249,46 @@ BlockResult Session::generate_next_block() {
   }
   result.timings.denoise_ms = ms_since(t0);
 
-  t0 = Clock::now();
-  const size_t frame_latent = count / static_cast<size_t>(c.frames_per_block);
-  for (int f = 0; f < c.frames_per_block; ++f) {
+  // Decode and clean pass: independent (both only read x0, the prompt and the model; the clean
+  // pass alone writes the memory). Overlapped, the block commits only once both succeeded.
+  const int64_t first_frame = n * c.frames_per_block;
+  const std::function<void()> check_cancel = [&s] { s.check_cancel(); };
+  CleanPassRecord record;
+  if (!s.decode_thread) {
+    t0 = Clock::now();
+    result.frames = s.decode_frames(x0.data(), first_frame, check_cancel);
+    result.timings.decode_ms = ms_since(t0);
     s.check_cancel();
-    result.frames.push_back(s.decode_frame(x0.data() + static_cast<size_t>(f) * frame_latent,
-                                           n * c.frames_per_block + f));
+    t0 = Clock::now();
+    record = s.clean_pass(x0, n, s.text);
+    result.timings.clean_ms = ms_since(t0);
+  } else {
+    s.check_cancel();  // before starting either stage, as the serial order checks before the decode
+    double decode_ms = 0;
+    s.decode_thread->run([&] {  // x0, result.frames and decode_ms outlive the job: waited below
+      const auto decode_start = Clock::now();
+      result.frames = s.decode_frames(x0.data(), first_frame, check_cancel);
+      decode_ms = ms_since(decode_start);
+    });
+    t0 = Clock::now();
+    try {
+      record = s.clean_pass(x0, n, s.text);  // rolls itself back on error
+    } catch (...) {
+      try {
+        s.decode_thread->wait();
+      } catch (...) {  // the block is abandoned: its frames or decode error go with it
+      }
+      throw;
+    }
+    result.timings.clean_ms = ms_since(t0);
+    try {
+      s.decode_thread->wait();
+    } catch (...) {
+      s.undo(record);  // nothing committed: back to the last committed block
+      throw;
+    }
+    result.timings.decode_ms = decode_ms;
   }
-  result.timings.decode_ms = ms_since(t0);
-  s.check_cancel();
-
-  t0 = Clock::now();
-  CleanPassRecord record = s.clean_pass(x0, n, s.text);
-  result.timings.clean_ms = ms_since(t0);
   s.memory.next_block = n + 1;
   s.cancel_requested.store(false);  // nothing left to cancel: the block is committed
   if (s.options.recache_history > 0) {
@@ -241,18 +310,30 @@ std::vector<Frame> Session::decode_latents(const std::vector<float>& latents, in
   if (latents.size() != frame_latent * static_cast<size_t>(c.frames_per_block)) {
     throw Error(ErrorKind::invalid_argument, "latents do not hold one block of this model");
   }
-  std::vector<Frame> frames;
-  for (int f = 0; f < c.frames_per_block; ++f) {
-    frames.push_back(impl_->decode_frame(latents.data() + static_cast<size_t>(f) * frame_latent,
-                                         first_frame + f));
-  }
-  return frames;
+  return impl_->decode_frames(latents.data(), first_frame, {});
 }
 
 void Session::cancel() { impl_->cancel_requested.store(true); }
 
-MemoryState Session::snapshot() const { return impl_->memory; }
-size_t Session::memory_state_bytes() const { return impl_->memory.size_bytes(); }
+MemoryState Session::snapshot() const {
+  // Logically const: the host copy of pending cache blocks is filled in, the memory is unchanged.
+  impl_->engine.download_kv_blocks(impl_->memory);
+  return impl_->memory;
+}
+
+size_t Session::memory_state_bytes() const {
+  // Blocks whose host copy is pending hold the same bytes, on the device.
+  const ModelConfig& c = impl_->model->config();
+  const size_t block_bytes = 2 * static_cast<size_t>(c.tokens_per_block()) * c.dim * sizeof(float);
+  size_t total = impl_->memory.size_bytes();
+  for (const LayerMemory& layer : impl_->memory.layers) {
+    for (const KvBlock& block : layer.kv_blocks) {
+      if (block.host_copy_pending()) total += block_bytes;
+    }
+  }
+  return total;
+}
+bool Session::overlaps_decode() const { return impl_->decode_thread != nullptr; }
 int64_t Session::replayed_passes() const { return impl_->engine.recording_stats().replayed; }
 
 void Session::restore(const MemoryState& state) {
@@ -281,6 +362,8 @@ void Session::restore(const MemoryState& state) {
   s.memory.model_id = s.model->id();
   s.text = std::move(text);
   s.history.clear();
+  // The device copies of blocks the old memory alone held become spares for the restored ones.
+  s.engine.release_unused_kv_blocks(s.memory);
   s.cancel_requested.store(false);
 }
 

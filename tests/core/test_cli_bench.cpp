@@ -158,6 +158,18 @@ TEST_F(CliBenchTest, TimeBudgetEndsALongRunWithAReport) {
   EXPECT_NE(j["stopped"].get<std::string>().find("time budget"), std::string::npos);
 }
 
+// The decode overlaps the clean pass only on a GPU (off on the CPU by default); --no-overlap is
+// accepted and reported, and the decode time is reported either way.
+TEST_F(CliBenchTest, OverlappedDecodeIsReportedAndNoOverlapIsAccepted) {
+  for (const bool no_overlap : {false, true}) {
+    const auto j = bench_json(no_overlap ? std::vector<std::string>{"--blocks", "1", "--no-overlap"}
+                                         : std::vector<std::string>{"--blocks", "1"});
+    EXPECT_EQ(j["overlapped_decode"], false);
+    ASSERT_EQ(j["blocks"].size(), 1u);
+    EXPECT_GT(j["blocks"][0]["ms"]["decode"].get<double>(), 0.0);
+  }
+}
+
 TEST_F(CliBenchTest, PromptTokensBeyondTheEncoderAreRejected) {
   expect_error({"bench", "--model", kModel, "--prompt-tokens", "500"}, "takes 32 tokens at most");
 }

@@ -312,25 +312,31 @@ TEST_F(CliExport, DamagedFramesAreRebuiltFromLatentsWithoutTouchingTheProject) {
 TEST_F(CliExport, BadInputIsOneLineAndLeavesNothing) {
   const std::string p = project();
   const std::string o = out("x.mov");
-  // Checks of the project's contents use an image sequence, which needs no FFmpeg encoder: a
-  // build without FFmpeg rejects a video preset before it looks at the project.
+  // Checks of the project's contents use an image sequence. Every preset needs an FFmpeg encoder,
+  // and a build without FFmpeg (the GPU machines) rejects the preset before it looks at the
+  // project: there those checks cannot run, and only the argument checks do.
   const std::string seq = out("seq");
+  const bool sequence_available = strand::find_preset("png").available;
   expect_rejected({"export", "--project", p, "--preset", "gif", "--out", o}, o,
                   "unknown preset 'gif'");
   expect_rejected({"export", "--project", p, "--preset", "prores"}, o, "--out PATH");
   expect_rejected({"export", "--project", p, "--out", o}, o, "--preset");
   expect_rejected({"export", "--out", o, "--preset", "prores"}, o, "--project");
   expect_rejected({"export", "--project", out("none"), "--preset", "prores", "--out", o}, o);
-  expect_rejected({"export", "--project", p, "--branch", "nope", "--preset", "png", "--out", seq},
-                  seq, "nope");
-  expect_rejected(
-      {"export", "--project", p, "--in", "5", "--out", "99", "--preset", "png", "--out", seq}, seq,
-      "outside");
-  expect_rejected(
-      {"export", "--project", p, "--in", "6", "--out-frame", "2", "--preset", "png", "--out", seq},
-      seq, "after");
-  expect_rejected({"export", "--project", p, "--segments", "7", "--preset", "png", "--out", seq},
-                  seq, "segment 7");
+  if (sequence_available) {
+    expect_rejected({"export", "--project", p, "--branch", "nope", "--preset", "png", "--out", seq},
+                    seq, "nope");
+    expect_rejected(
+        {"export", "--project", p, "--in", "5", "--out", "99", "--preset", "png", "--out", seq},
+        seq, "outside");
+    expect_rejected(
+        {"export", "--project", p, "--in", "6", "--out-frame", "2", "--preset", "png", "--out", seq},
+        seq, "after");
+    expect_rejected({"export", "--project", p, "--segments", "7", "--preset", "png", "--out", seq},
+                    seq, "segment 7");
+  } else {
+    std::printf("no FFmpeg png encoder: the project-content checks were not run\n");
+  }
   expect_rejected({"export", "--project", p, "--segments", "0,x", "--preset", "prores", "--out", o},
                   o);
   expect_rejected(

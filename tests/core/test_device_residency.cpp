@@ -1,8 +1,10 @@
 // Device-resident memory (engine.cpp): on a GPU the engine keeps each hybrid layer's state, the
-// softmax_kv blocks and the prompt's K/V on the device between passes, and syncs the host copy
-// once per clean pass. A pretend device whose memory is separate host memory (every op computed by
-// the CPU backend, every transfer counted) must give exactly the CPU engine's results through
-// snapshots, restores, undo and prompt changes, and must not re-send what the device already has.
+// softmax_kv blocks and the prompt's K/V on the device between passes. It syncs the hybrid states'
+// host copy once per clean pass; new cache blocks stay on the device (their host copy pending)
+// until a snapshot reads them, in buffers reused from a spare pool. A pretend device whose memory
+// is separate host memory (every op computed by the CPU backend, every transfer counted) must give
+// exactly the CPU engine's results through snapshots, restores, undo and prompt changes, and must
+// not re-send what the device already has.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -11,13 +13,15 @@
 #include "engine.h"
 #include "strand/backend.h"
 #include "strand/error.h"
+#include "strand/session.h"
+#include "temp_dir.h"
 #include "test_support.h"
 
 namespace strand {
 namespace {
 
 struct Transfers {
-  size_t upload_floats = 0, download_floats = 0, downloads = 0;
+  size_t upload_floats = 0, download_floats = 0, downloads = 0, allocations = 0;
 };
 
 // Device memory is separate host memory; ops run on the CPU backend. It can record like the CUDA
@@ -52,6 +56,7 @@ class SeparateMemoryDevice final : public Backend {
   [[nodiscard]] bool supports(Op) const override { return true; }
   std::unique_ptr<Buffer> allocate(size_t n) override {
     not_while_recording();
+    ++transfers_->allocations;
     return std::make_unique<Mem>(n, generation_.get());
   }
   void upload(float* d, const float* s, size_t n) override {
@@ -126,6 +131,9 @@ class SeparateMemoryDevice final : public Backend {
   void gated_delta_update(float* s, const float* k, int ks, const float* v, int vs,
                           const float* alpha, const float* beta, int t, int h, int dk,
                           int dv) override {
+    if (fail_delta_updates_after >= 0 && fail_delta_updates_after-- == 0) {
+      throw Error(ErrorKind::device, "injected device failure");
+    }
     run([=, this] { cpu_->gated_delta_update(s, k, ks, v, vs, alpha, beta, t, h, dk, dv); });
   }
   void memory_read(const float* s, const float* q, int qs, float* o, int os, int t, int h, int dk,
@@ -145,6 +153,9 @@ class SeparateMemoryDevice final : public Backend {
   }
 
   int replays = 0;
+  // >= 0: that many more gated_delta_update calls (one per hybrid layer of a clean pass) succeed,
+  // then one throws Error(device) (a failure in the middle of a clean pass).
+  int fail_delta_updates_after = -1;
 
  private:
   template <class F>
@@ -175,6 +186,14 @@ std::vector<float> latent_block(const ModelConfig& c, uint32_t seed) {
   std::normal_distribution<float> normal;
   for (float& v : x) v = normal(rng);
   return x;
+}
+
+// What a snapshot of memory on `engine` holds: a copy with every pending host copy filled in
+// (the original stays pending).
+MemoryState host_view(Engine& engine, const MemoryState& memory) {
+  MemoryState copy = memory;
+  engine.download_kv_blocks(copy);
+  return copy;
 }
 
 // The same calls on the CPU engine and on the pretend device, compared bit for bit.
@@ -209,7 +228,7 @@ class Residency : public ::testing::TestWithParam<bool> {  // param: the device 
     EXPECT_EQ(cpu_->dit(x0, 0.0f, cpu_text, cpu_memory_, index, true, nullptr, &cpu_dropped),
               device_->dit(x0, 0.0f, device_text, device_memory_, index, true, nullptr,
                            &device_dropped));
-    EXPECT_EQ(cpu_memory_, device_memory_) << "memory after block " << index;
+    EXPECT_EQ(cpu_memory_, host_view(*device_, device_memory_)) << "memory after block " << index;
     EXPECT_EQ(cpu_dropped, device_dropped);
     return device_dropped;
   }
@@ -300,6 +319,7 @@ TEST_P(Residency, RestoringAnOlderSnapshotUploadsItAndMatches) {
   const TextContext dt = device_->encode_prompt("snowy mountains");
   block(0, ct, dt);
   block(1, ct, dt);
+  device_->download_kv_blocks(device_memory_);  // as Session::snapshot() does before copying
   const MemoryState cpu_saved = cpu_memory_, device_saved = device_memory_;
   block(2, ct, dt);
   block(3, ct, dt);
@@ -348,6 +368,235 @@ std::string recording_name(const ::testing::TestParamInfo<bool>& param) {
   return param.param ? "recorded" : "op_by_op";
 }
 INSTANTIATE_TEST_SUITE_P(Recording, Residency, ::testing::Bool(), recording_name);
+
+// ---- Cache blocks: host copies made only when read, device buffers reused --------------------
+
+size_t block_floats(const ModelConfig& c) {  // one cache block's K (or V)
+  return static_cast<size_t>(c.tokens_per_block()) * c.dim;
+}
+
+// One block through an engine as Session runs it (denoising passes, then the clean pass keeping
+// what the window drops), on the CPU and on the device; outputs compared bit for bit.
+void run_block(Engine& cpu, MemoryState& cm, const TextContext& ct, Engine& device,
+               MemoryState& dm, const TextContext& dt, int64_t index) {
+  const ModelConfig& c = cpu.model().config();
+  const auto x = latent_block(c, static_cast<uint32_t>(index * 3 + 5));
+  for (float sigma : c.sigmas) {
+    ASSERT_EQ(cpu.dit(x, sigma, ct, cm, index, false), device.dit(x, sigma, dt, dm, index, false))
+        << "block " << index << " sigma " << sigma;
+  }
+  std::vector<std::vector<KvBlock>> cpu_dropped, device_dropped;
+  ASSERT_EQ(cpu.dit(x, 0.0f, ct, cm, index, true, nullptr, &cpu_dropped),
+            device.dit(x, 0.0f, dt, dm, index, true, nullptr, &device_dropped))
+      << "clean pass of block " << index;
+  ASSERT_EQ(cpu_dropped, device_dropped) << "block " << index;  // kept for undo: on the host
+}
+
+// A full cache (window 0), as in the 22 hybrid + 8 softmax_kv model: generation downloads each
+// pass's output and the hybrid states, never a cache block; a snapshot then downloads each block
+// once, and the next one nothing.
+TEST(KvResidency, FullCacheBlocksStayOnTheDeviceUntilASnapshotReadsThem) {
+  auto model = test::random_model(
+      test::tiny_config({AttentionKind::hybrid, AttentionKind::softmax_kv, AttentionKind::softmax_kv}),
+      31);
+  const ModelConfig& c = model->config();
+  Transfers transfers;
+  Engine device(model, std::make_unique<SeparateMemoryDevice>(&transfers, true));
+  Engine cpu(model, make_cpu_backend());
+  MemoryState dm = device.empty_memory(), cm = cpu.empty_memory();
+  const TextContext dt = device.encode_prompt("a red balloon"), ct = cpu.encode_prompt("a red balloon");
+  const size_t n = block_floats(c), state = dm.layers[0].state.size();
+  const size_t output = latent_block(c, 0).size(), passes = c.sigmas.size() + 1;
+  constexpr size_t kBlocks = 6;
+  for (size_t b = 0; b < kBlocks; ++b) {
+    transfers = {};
+    run_block(cpu, cm, ct, device, dm, dt, static_cast<int64_t>(b));
+    for (size_t i : {1, 2}) {
+      EXPECT_EQ(dm.layers[i].kv_blocks.size(), b + 1);
+      EXPECT_TRUE(dm.layers[i].kv_blocks.back().host_copy_pending()) << "block " << b;
+    }
+    if (b == 0) continue;  // block 0 also downloads each sigma's time embedding once
+    EXPECT_EQ(transfers.download_floats, passes * output + state) << "block " << b;
+    EXPECT_EQ(transfers.downloads, passes + 1) << "block " << b;
+    // What goes up: each pass's input; the cache is already there.
+    EXPECT_EQ(transfers.upload_floats, passes * output) << "block " << b;
+  }
+  transfers = {};
+  device.download_kv_blocks(dm);
+  EXPECT_EQ(transfers.downloads, kBlocks * 2 * 2);  // K and V of every block of both layers
+  EXPECT_EQ(transfers.download_floats, kBlocks * 2 * 2 * n);
+  EXPECT_EQ(dm, cm);
+  transfers = {};
+  device.download_kv_blocks(dm);
+  EXPECT_EQ(transfers.downloads, 0u);
+  // The cache grows: each block needed new buffers (K, V per layer) and none was freed.
+  const Engine::KvBufferStats stats = device.kv_buffer_stats();
+  EXPECT_EQ(stats.allocated, static_cast<int64_t>(kBlocks * 2 * 2));
+  EXPECT_EQ(stats.reused + stats.freed, 0);
+  // Blocks with a host copy still stay on the device: the next block sends none of them.
+  transfers = {};
+  run_block(cpu, cm, ct, device, dm, dt, kBlocks);
+  EXPECT_EQ(transfers.upload_floats, passes * output);
+  EXPECT_EQ(host_view(device, dm), cm);
+}
+
+// A windowed cache (sink 1 + window 2): once the window is full, each clean pass takes the buffers
+// its new blocks need from those the previous pass released, so a block allocates no device
+// memory at all; the block the window drops is downloaded once, because the caller keeps it for
+// undo (a pass without `dropped` downloads no cache block).
+TEST(KvResidency, AWindowedCacheInSteadyStateAllocatesNothing) {
+  auto model = test::random_model(
+      test::tiny_config({AttentionKind::hybrid, AttentionKind::softmax_kv}, /*window=*/2, /*sink=*/1),
+      37);
+  const ModelConfig& c = model->config();
+  Transfers transfers;
+  Engine device(model, std::make_unique<SeparateMemoryDevice>(&transfers, true));
+  Engine cpu(model, make_cpu_backend());
+  MemoryState dm = device.empty_memory(), cm = cpu.empty_memory();
+  const TextContext dt = device.encode_prompt("dusk"), ct = cpu.encode_prompt("dusk");
+  const size_t n = block_floats(c), state = dm.layers[0].state.size();
+  const size_t output = latent_block(c, 0).size(), passes = c.sigmas.size() + 1;
+  constexpr int64_t kBlocks = 10;
+  for (int64_t b = 0; b < kBlocks; ++b) {
+    transfers = {};
+    run_block(cpu, cm, ct, device, dm, dt, b);
+    // Blocks 0-2 fill sink + window; block 3 is the first to drop one (and to release buffers).
+    if (b >= 4) {
+      EXPECT_EQ(transfers.allocations, 0u) << "block " << b;
+      EXPECT_EQ(transfers.download_floats, passes * output + state + 2 * n) << "block " << b;
+    }
+    EXPECT_EQ(host_view(device, dm), cm) << "block " << b;
+  }
+  const Engine::KvBufferStats stats = device.kv_buffer_stats();
+  EXPECT_EQ(stats.allocated, 4 * 2);               // blocks 0-3: K and V each
+  EXPECT_EQ(stats.reused, (kBlocks - 4) * 2);      // every block from 4 on
+  EXPECT_EQ(stats.freed, 0);
+  EXPECT_EQ(stats.spare, 2u);                      // one clean pass's worth, no more
+  // Without a caller keeping the dropped blocks, nothing of the cache comes down.
+  const auto x = latent_block(c, 77);
+  transfers = {};
+  device.dit(x, 0.0f, dt, dm, kBlocks, true);
+  cpu.dit(x, 0.0f, ct, cm, kBlocks, true);
+  EXPECT_EQ(transfers.download_floats, output + state);
+  EXPECT_EQ(transfers.allocations, 0u);
+  EXPECT_EQ(host_view(device, dm), cm);
+}
+
+// Reused buffers and recordings: a branch back to an earlier boundary makes the same denoising
+// pass (same cache blocks, same ages) whose recording read buffers that now hold other blocks.
+// The recording must not be replayed.
+TEST(KvResidency, ARecordingIsNotReplayedOverReusedBuffers) {
+  auto model = test::random_model(
+      test::tiny_config({AttentionKind::softmax_kv, AttentionKind::hybrid}, /*window=*/2, /*sink=*/1),
+      41);
+  Transfers transfers;
+  auto backend = std::make_unique<SeparateMemoryDevice>(&transfers, true);
+  SeparateMemoryDevice* device_backend = backend.get();
+  Engine device(model, std::move(backend));
+  Engine cpu(model, make_cpu_backend());
+  MemoryState dm = device.empty_memory(), cm = cpu.empty_memory();
+  const TextContext dt = device.encode_prompt("snowy mountains");
+  const TextContext ct = cpu.encode_prompt("snowy mountains");
+  for (int64_t b = 0; b < 6; ++b) run_block(cpu, cm, ct, device, dm, dt, b);
+  device.download_kv_blocks(dm);  // a snapshot at block 6 (keeps the device identities)
+  const MemoryState device_at_6 = dm, cpu_at_6 = cm;
+  run_block(cpu, cm, ct, device, dm, dt, 6);
+  run_block(cpu, cm, ct, device, dm, dt, 7);  // reuses block 4's buffers, which block 6 read
+  dm = device_at_6;
+  cm = cpu_at_6;
+  const int replays_before = device_backend->replays;
+  run_block(cpu, cm, ct, device, dm, dt, 6);
+  run_block(cpu, cm, ct, device, dm, dt, 7);
+  EXPECT_EQ(host_view(device, dm), cm);
+  EXPECT_GT(device_backend->replays, replays_before);  // recordings still serve what they can
+  EXPECT_EQ(device.recording_stats().failed, 0);
+}
+
+// The same session on the CPU and on the pretend device (param: the kv window; 0 is a full cache):
+// generation, snapshots, snapshot files, branches, re-caches (undo and replay over blocks whose
+// host copy is pending) and a re-cache that fails midway all leave the CPU session's memory.
+class KvSession : public ::testing::TestWithParam<int> {};
+
+TEST_P(KvSession, SnapshotsBranchesAndRecachesMatchTheCpuSession) {
+  const int window = GetParam();
+  auto model = test::random_model(
+      test::tiny_config({AttentionKind::hybrid, AttentionKind::softmax_kv, AttentionKind::hybrid},
+                        window, window > 0 ? 1 : 0),
+      43);
+  const ModelConfig& c = model->config();
+  SessionOptions options;
+  options.seed = 9;
+  options.recache_history = 4;
+  Transfers transfers;
+  auto backend = std::make_unique<SeparateMemoryDevice>(&transfers, true);
+  SeparateMemoryDevice* device_backend = backend.get();
+  Session device(model, options, std::move(backend));
+  Session cpu(model, options);
+  auto generate = [&](int blocks) {
+    for (int i = 0; i < blocks; ++i) {
+      const BlockResult want = cpu.generate_next_block();
+      const BlockResult got = device.generate_next_block();
+      ASSERT_EQ(got.latents, want.latents) << "block " << want.block_index;
+      ASSERT_EQ(got.frames.size(), want.frames.size());
+      for (size_t f = 0; f < want.frames.size(); ++f) ASSERT_EQ(got.frames[f].rgb, want.frames[f].rgb);
+      // Pending blocks count: the accounting is the same as on the CPU.
+      EXPECT_EQ(device.memory_state_bytes(), cpu.memory_state_bytes());
+    }
+  };
+  for (Session* s : {&cpu, &device}) s->set_prompt("a red balloon at dusk");
+  generate(3);
+
+  // Block 3: what comes down is the passes' outputs, the two hybrid states and the frames, plus
+  // (windowed) the block the window drops, kept for undo. No new cache block.
+  transfers = {};
+  generate(1);
+  const size_t output = latent_block(c, 0).size(), n = block_floats(c);
+  const size_t state = static_cast<size_t>(c.heads) * c.head_dim() * c.head_dim();
+  const size_t frames = static_cast<size_t>(c.frames_per_block) * 3 * c.width * c.height;
+  EXPECT_EQ(transfers.download_floats,
+            (c.sigmas.size() + 1) * output + 2 * state + frames + (window > 0 ? 2 * n : 0));
+
+  // A snapshot is the CPU's memory; the pending blocks come down once.
+  transfers = {};
+  const MemoryState at_4 = device.snapshot();
+  EXPECT_EQ(at_4, cpu.snapshot());
+  EXPECT_EQ(transfers.download_floats, 2 * n * (window > 0 ? 3 : 4));  // sink + window, or all
+  transfers = {};
+  EXPECT_EQ(device.snapshot(), at_4);
+  EXPECT_EQ(transfers.downloads, 0u);
+  // Saved: byte for byte the CPU's file.
+  test::TempDir dir;
+  save_snapshot(dir.file("at_4.snap"), at_4);
+  EXPECT_EQ(serialize_snapshot(at_4), serialize_snapshot(cpu.snapshot()));
+
+  generate(2);  // blocks 4 and 5: pending again
+  for (Session* s : {&cpu, &device}) s->set_prompt("green forest at dawn", 2);
+  EXPECT_EQ(device.snapshot(), cpu.snapshot());
+  generate(2);  // blocks 6 and 7: pending
+
+  // A re-cache that fails in its second replayed clean pass: the first one has already taken
+  // blocks 6 and 7 out of the memory, and they exist only on the device. All must come back.
+  device_backend->fail_delta_updates_after = 2;  // the first replayed pass's two hybrid layers
+  EXPECT_THROW(device.set_prompt("birds over the sea", 2), Error);
+  device_backend->fail_delta_updates_after = -1;
+  EXPECT_EQ(device.prompt(), cpu.prompt());
+  generate(1);
+  EXPECT_EQ(device.snapshot(), cpu.snapshot());
+
+  // Branches: back to block 4's boundary from memory, then from the file (no device identities).
+  for (Session* s : {&cpu, &device}) s->restore(at_4);
+  generate(2);
+  EXPECT_EQ(device.snapshot(), cpu.snapshot());
+  const MemoryState from_file = load_snapshot(dir.file("at_4.snap"), model->id());
+  for (Session* s : {&cpu, &device}) s->restore(from_file);
+  generate(2);
+  EXPECT_EQ(device.snapshot(), cpu.snapshot());
+}
+
+std::string window_name(const ::testing::TestParamInfo<int>& param) {
+  return param.param == 0 ? "full_cache" : "window_" + std::to_string(param.param);
+}
+INSTANTIATE_TEST_SUITE_P(Cache, KvSession, ::testing::Values(0, 2), window_name);
 
 }  // namespace
 }  // namespace strand

@@ -17,6 +17,10 @@ struct KvBlock {
   // share it, since k and v never change once made; code that changes k or v in place must set
   // it back to 0. Not saved in snapshots and not compared.
   uint64_t device_id = 0;
+  // True while k and v are empty because the values live only in an engine's device copy (a
+  // clean pass on a GPU leaves its new block so). Only a Session's own memory holds such blocks:
+  // Session::snapshot() fills them in before it copies the memory out.
+  [[nodiscard]] bool host_copy_pending() const { return k.empty() && v.empty() && device_id != 0; }
   bool operator==(const KvBlock& other) const {
     return block_index == other.block_index && k == other.k && v == other.v;
   }

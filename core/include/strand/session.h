@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,7 +31,9 @@ struct Frame {
 struct BlockTimings {
   double denoise_ms = 0;   // all denoising passes of the DiT
   double clean_ms = 0;     // the clean pass (state update)
-  double decode_ms = 0;    // autoencoder decode of the block's frames
+  double decode_ms = 0;    // autoencoder decode of the block's frames (with overlap_decode: on
+                           // the decode thread, beside the clean pass, so total_ms can be less
+                           // than the sum of the stages)
   double text_ms = 0;      // prompt encoding, when the prompt changed
   double recache_ms = 0;   // re-cache replay, when requested
   double total_ms = 0;
@@ -56,6 +59,17 @@ struct SessionOptions {
   // On a GPU, record each kind of DiT pass once (a CUDA graph) and replay it: the same results
   // with one launch a pass instead of hundreds. Off: every op is launched one by one.
   bool record_passes = true;
+  // Decode block n's frames while the clean pass of block n runs (see generate_next_block): the
+  // decoder gets a backend of its own (make_backend again for the same device: on CUDA a second
+  // stream, cuBLAS handle and pinned staging, with only the decoder's weights) and a thread of its
+  // own. Unset: on for cuda, off for the CPU (there a second thread would only compete with the
+  // clean pass's threads). Frames are bitwise the same either way. Off whenever op_profile is set
+  // (op timing synchronises after every op and is not thread-safe) and for a Session given its
+  // backend (no second instance of it can be made).
+  std::optional<bool> overlap_decode{};
+  // For tests: when the decode is overlapped, wraps the decoder's backend once, when the session
+  // is built (fault injection).
+  std::function<std::unique_ptr<Backend>(std::unique_ptr<Backend>)> wrap_decoder_backend{};
 };
 
 // Prompts longer than this (bytes of UTF-8) are rejected.
@@ -72,6 +86,10 @@ using ProgressCallback = std::function<void(int step, int steps)>;
 class Session {
  public:
   Session(std::shared_ptr<const Model> model, SessionOptions options);
+  // Runs on `backend` instead of the one options.device, device_index, precision and op_profile
+  // would make (a custom device, or a test's pretend one).
+  Session(std::shared_ptr<const Model> model, SessionOptions options,
+          std::unique_ptr<Backend> backend);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -83,10 +101,20 @@ class Session {
   void set_prompt(std::string_view prompt, int recache_blocks = 0);
   [[nodiscard]] const std::string& prompt() const;
 
-  // Generates, decodes and commits the next block. Requires a prompt. Throws Error(cancelled) if
-  // cancel() was called: the flag is checked before each DiT pass and each decoded frame, the
-  // state stays at the last committed block, and the flag is cleared. A cancel that arrives after
-  // the last check (during the clean pass) is dropped when the block commits: the block is done.
+  // Generates, decodes and commits the next block. Requires a prompt. Order: the denoising passes,
+  // then the decode of the block's clean latents x0 and the clean pass over x0 (which writes the
+  // memory block n + 1 reads), then the commit (next_block = n + 1). Neither of the two middle
+  // stages reads what the other writes. Without overlap_decode they run one after the other
+  // (decode first). With it, the decode runs on the decode thread and its own backend while the
+  // clean pass runs here; the block commits only when both have finished. Nothing else overlaps:
+  // the denoising passes of block n + 1 start in the next call. If the decode fails (any error,
+  // e.g. Error(out_of_memory) or Error(device) from the decoder's backend), the clean pass is
+  // undone and that error is thrown; if the clean pass fails, the decode is waited for and the
+  // clean pass's error is thrown. Either way the memory stays at the last committed block.
+  // Throws Error(cancelled) if cancel() was called: the flag is checked before each DiT pass and
+  // before each frame's decode, the state stays at the last committed block, and the flag is
+  // cleared. A cancel that arrives after the last check is dropped when the block commits: the
+  // block is done.
   BlockResult generate_next_block();
 
   // Decodes clean latents of one block ([F, C, h, w], as in BlockResult::latents) to its frames,
@@ -98,10 +126,14 @@ class Session {
   // Thread-safe request to stop the current generate_next_block(), or the next one if none runs.
   void cancel();
 
-  // The memory at the current block boundary (a deep copy; cheap for hybrid models).
+  // The memory at the current block boundary (a deep copy; cheap for hybrid models). On a GPU
+  // the softmax_kv cache blocks made since the last snapshot are downloaded first (kept on the
+  // host from then on); a device failure there throws Error(device) and changes nothing.
   [[nodiscard]] MemoryState snapshot() const;
   // Bytes the memory holds now (MemoryState::size_bytes without copying it).
   [[nodiscard]] size_t memory_state_bytes() const;
+  // Whether generate_next_block overlaps the decode with the clean pass (see overlap_decode).
+  [[nodiscard]] bool overlaps_decode() const;
   // DiT passes replayed from a recording so far (see SessionOptions::record_passes; 0 on the CPU).
   [[nodiscard]] int64_t replayed_passes() const;
   // Continue from a snapshot. Error(model_mismatch) if it was made by another model.
