@@ -52,6 +52,7 @@ export BUILD="${BUILD_DIR:-$ROOT/build-cuda}"
 export MODELS="${MODELS_DIR:-/tmp/strand-gpu-models}"
 mkdir -p "$MODELS"
 export CLI="$BUILD/bin/strand-cli"
+export TINY="$ROOT/tests/data/strand-tiny-random.safetensors"  # the random test model (no text encoder needed)
 
 PY="${STRAND_PYTHON:-python3}"
 if ! "$PY" -c 'import torch' 2>/dev/null && [[ -x "$ROOT/.venv/bin/python" ]]; then
@@ -191,6 +192,25 @@ stage_gemm_microbench() {
   "$BUILD/bin/strand-bench-gemm" 20 | tee "$WORK/bench-gemm.log"
 }
 
+# compute-sanitizer on the kernels new since the last sanitizer run (SANITIZE_MEMCHECK and
+# SANITIZE_RACECHECK: gtest filters of strand_cuda_tests), half the stage's time each.
+export SANITIZE_MEMCHECK="${SANITIZE_MEMCHECK:-Precision/CudaOps.FeedForward/*:Precision/CudaOps.Norms/*:Precision/CudaOps.LayerNormModulate/*:Precision/CudaOps.GatedDeltaUpdateAndMemoryRead/*:LtGemmTest.*:Shapes/CudaDeltaRule.GroupedFp32*T901*:Shapes/CudaDeltaRule.GroupedFp32*T1100*:Shapes/CudaDeltaRule.GroupedTf32*T777*:CudaDeltaRuleGrouped.ResetInALaterGroupForgetsTheStart:CudaDecodeOverlap.*}"
+export SANITIZE_RACECHECK="${SANITIZE_RACECHECK:-Shapes/CudaDeltaRule.GroupedFp32*T901*:Shapes/CudaDeltaRule.GroupedFp32*T777*:Precision/CudaOps.Norms/*}"
+stage_sanitize() {
+  local cs
+  cs=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -n 1)
+  [[ -n "$cs" && -x "$cs" ]] || { echo "compute-sanitizer not found"; return 1; }
+  local half=$(( (STAGE_CAP - 4) / 2 )) rc=0
+  timeout "$half" "$cs" --tool memcheck --error-exitcode 9 "$BUILD/bin/strand_cuda_tests" \
+    --gtest_filter="$SANITIZE_MEMCHECK" > "$WORK/memcheck.log" 2>&1 || rc=$?
+  echo "memcheck exit $rc: $(grep -E 'ERROR SUMMARY|tests? (ran|passed)|FAILED' "$WORK/memcheck.log" | tr '\n' ' ')"
+  local rc2=0
+  timeout "$half" "$cs" --tool racecheck --error-exitcode 9 "$BUILD/bin/strand_cuda_tests" \
+    --gtest_filter="$SANITIZE_RACECHECK" > "$WORK/racecheck.log" 2>&1 || rc2=$?
+  echo "racecheck exit $rc2: $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY|tests? (ran|passed)|FAILED' "$WORK/racecheck.log" | tr '\n' ' ')"
+  (( rc == 0 && rc2 == 0 ))
+}
+
 # The text encoder of the trained model: the real one if it travelled, else a random stand-in of
 # the same shape (the encoder runs once per prompt: its weights do not change the DiT's speed).
 trained_encoder_dir() {
@@ -212,11 +232,11 @@ export -f trained_encoder_dir
 stage_small() {
   local rc=0 p
   for p in $PRECISIONS; do
-    "$CLI" bench --device "$DEVICE" --precision "$p" --blocks "$SMALL_BLOCKS" --warmup 2 \
-      --json "$WORK/small-tiny-$p.json" || rc=1
+    "$CLI" bench --model "$TINY" --device "$DEVICE" --precision "$p" --blocks "$SMALL_BLOCKS" \
+      --warmup 2 --json "$WORK/small-tiny-$p.json" || rc=1
     # The same with every op launched on its own (no CUDA graphs): what recording passes buys.
-    "$CLI" bench --device "$DEVICE" --precision "$p" --blocks "$SMALL_BLOCKS" --warmup 2 \
-      --no-graphs --json "$WORK/small-tiny-$p-nographs.json" || rc=1
+    "$CLI" bench --model "$TINY" --device "$DEVICE" --precision "$p" --blocks "$SMALL_BLOCKS" \
+      --warmup 2 --no-graphs --json "$WORK/small-tiny-$p-nographs.json" || rc=1
   done
   local trained=resources/models/strand-world-v1.safetensors
   if [[ -f "$trained" ]]; then
@@ -227,6 +247,11 @@ stage_small() {
       STRAND_MODELS_DIR="$enc" "$CLI" bench --model "$trained" --device "$DEVICE" \
         --precision "$p" --blocks "$SMALL_BLOCKS" --warmup 2 --json "$WORK/small-trained-$p.json" || rc=1
     done
+    # Decode run beside the clean pass (the default on a GPU) vs after it: what the overlap buys.
+    p="${PRECISIONS##* }"
+    STRAND_MODELS_DIR="$enc" "$CLI" bench --model "$trained" --device "$DEVICE" --precision "$p" \
+      --blocks "$SMALL_BLOCKS" --warmup 2 --no-overlap --json "$WORK/small-trained-$p-nooverlap.json" ||
+      rc=1
   fi
   return $rc
 }
@@ -294,7 +319,7 @@ stage_bf16_error() {
   return $rc
 }
 
-export -f stage_env stage_build stage_tests stage_roofline stage_attention_microbench stage_delta_microbench stage_gemm_microbench stage_small \
+export -f stage_env stage_build stage_tests stage_roofline stage_attention_microbench stage_delta_microbench stage_gemm_microbench stage_sanitize stage_small \
   stage_reference_check stage_models stage_ops stage_ops_hybrid stage_hybrid_long stage_hybrid_nographs stage_mixed_921 stage_kv_921 \
   stage_pytorch stage_bf16_error
 
@@ -328,6 +353,7 @@ run_stage pytorch 70 40 stage_pytorch
 run_stage mixed_921 100 35 stage_mixed_921
 run_stage kv_921 55 35 stage_kv_921
 run_stage bf16_error 150 60 stage_bf16_error
+run_stage sanitize 150 40 stage_sanitize
 
 [[ -n "$SMI_PID" ]] && kill "$SMI_PID" 2>/dev/null
 say "== report"
