@@ -350,8 +350,10 @@ TEST_F(CliExport, BadInputIsOneLineAndLeavesNothing) {
   expect_rejected({"export", "--project", p, "--preset", "prores", "--out", o, "--fps", "31.5"}, o);
   expect_rejected({"export", "--project", p, "--preset", "prores", "--out", o, "--size", "0x0"}, o);
   expect_rejected({"export", "--project", p, "--preset", "prores", "--out", o, "--out", o}, o);
-  expect_rejected({"export", "--project", p, "--preset", "prores", "--out", p + "/cache/x.mov"}, "",
-                  "inside the project");
+  if (strand::find_preset("prores").available) {  // else the preset is rejected first
+    expect_rejected({"export", "--project", p, "--preset", "prores", "--out", p + "/cache/x.mov"},
+                    "", "inside the project");
+  }
   expect_rejected({"export", "--project", p, "--list-presets"}, "");
 }
 
