@@ -72,10 +72,20 @@ int main(int argc, char** argv) {
       std::exit(1);
     }
   };
+  // As the backend does: an fp32 bias first, a bf16 copy of it when cuBLASLt offers no algorithm
+  // for an fp32 bias with this output type (bf16 outputs).
+  __nv_bfloat16* bias16 = nullptr;
+  CHECK_CUDA(cudaMalloc(&bias16, sizeof(__nv_bfloat16) * ffn));
+  cuda::to_bf16(bias, bias16, static_cast<size_t>(ffn), stream);
   auto lt_linear = [&](const __nv_bfloat16* in, int k, int n, void* out, cuda::LtType type,
                        cuda::LtEpilogue epilogue) {
-    if (lt.linear(in, wb, bias, cuda::LtType::fp32, out, type, rows, k, n, epilogue, workspace,
-                  cuda::kLtWorkspaceBytes, stream) != CUBLAS_STATUS_SUCCESS) {
+    cublasStatus_t st = lt.linear(in, wb, bias, cuda::LtType::fp32, out, type, rows, k, n, epilogue,
+                                  workspace, cuda::kLtWorkspaceBytes, stream);
+    if (st == CUBLAS_STATUS_NOT_SUPPORTED) {
+      st = lt.linear(in, wb, bias16, cuda::LtType::bf16, out, type, rows, k, n, epilogue, workspace,
+                     cuda::kLtWorkspaceBytes, stream);
+    }
+    if (st != CUBLAS_STATUS_SUCCESS) {
       std::fprintf(stderr, "cuBLASLt has no algorithm for %d x %d -> %d\n", rows, k, n);
       std::exit(1);
     }
