@@ -189,6 +189,11 @@ class DispatchBackend final : public Backend {
     cpu_->upsample_nearest_2x(hi.get(), c, h, w, ho.get());
     ho.write_back();
   }
+  void rms_norm_rows(const float* x, int x_stride, float* y, int rows, int dim,
+                     const float* weight, float eps) override {
+    if (native(Op::rms_norm)) return primary_->rms_norm_rows(x, x_stride, y, rows, dim, weight, eps);
+    Backend::rms_norm_rows(x, x_stride, y, rows, dim, weight, eps);  // copy, then the CPU's norm
+  }
   void feed_forward(const float* x, const float* w1, const float* b1, const float* w2,
                     const float* b2, float* hidden, float* y, int rows, int in, int mid,
                     int out) override {

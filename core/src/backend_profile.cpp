@@ -94,6 +94,11 @@ class ProfilingBackend final : public Backend {
     STRAND_TIMED(Op::layer_norm_modulate, layer_norm_modulate(x, y, r, d, sh, sc, g, gs, e),
                  (Cost{0, kF * (2.0 * r * d + 2.0 * groups * d), 0}), dims({{"r", r}, {"d", d}}));
   }
+  void rms_norm_rows(const float* x, int xs, float* y, int r, int d, const float* w,
+                     float e) override {
+    STRAND_TIMED(Op::rms_norm, rms_norm_rows(x, xs, y, r, d, w, e),
+                 (Cost{0, kF * (2.0 * r * d + d), 0}), dims({{"r", r}, {"d", d}}));
+  }
   void rms_norm(const float* x, float* y, int r, int d, const float* w, float e) override {
     STRAND_TIMED(Op::rms_norm, rms_norm(x, y, r, d, w, e), (Cost{0, kF * (2.0 * r * d + d), 0}),
                  dims({{"r", r}, {"d", d}}));

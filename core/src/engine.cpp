@@ -496,10 +496,8 @@ void Engine::self_attention_hybrid(int layer, const float* a, float* y, LayerMem
   int ps = 0;
   const float* projected = project(p, {"q", "k", "v", "mem_q", "mem_a", "mem_b", "mem_g"}, a, &ps);
   // 1. Intra-block softmax attention (v is read in place).
-  b.copy_2d(q, d, projected, ps, T, d);
-  b.rms_norm(q, q, T, d, w(p + "norm_q.weight"), kRmsEps);
-  b.copy_2d(k, d, projected + d, ps, T, d);
-  b.rms_norm(k, k, T, d, w(p + "norm_k.weight"), kRmsEps);
+  b.rms_norm_rows(projected, ps, q, T, d, w(p + "norm_q.weight"), kRmsEps);
+  b.rms_norm_rows(projected + d, ps, k, T, d, w(p + "norm_k.weight"), kRmsEps);
   const float* v = projected + 2 * static_cast<size_t>(d);
   b.rope_3d(q, T, H, dh, d, pos_t_.data(), pos_r_.data(), pos_c_.data(), c.rope_theta);
   b.rope_3d(k, T, H, dh, d, pos_t_.data(), pos_r_.data(), pos_c_.data(), c.rope_theta);
@@ -550,10 +548,8 @@ void Engine::self_attention_kv(int layer, const float* a, float* y, LayerMemory&
   float* o = buffer("sa.o", n);
   int ps = 0;
   const float* projected = project(p, {"q", "k", "v"}, a, &ps);
-  b.copy_2d(q, d, projected, ps, T, d);
-  b.rms_norm(q, q, T, d, w(p + "norm_q.weight"), kRmsEps);
-  b.copy_2d(k, d, projected + d, ps, T, d);
-  b.rms_norm(k, k, T, d, w(p + "norm_k.weight"), kRmsEps);
+  b.rms_norm_rows(projected, ps, q, T, d, w(p + "norm_q.weight"), kRmsEps);
+  b.rms_norm_rows(projected + d, ps, k, T, d, w(p + "norm_k.weight"), kRmsEps);
   b.copy_2d(v, d, projected + 2 * static_cast<size_t>(d), ps, T, d);  // cached contiguous
   b.rope_3d(q, T, H, dh, d, pos_t_.data(), pos_r_.data(), pos_c_.data(), c.rope_theta);
   // Keys: cached blocks then the current one, rotated with positions relative to this block.

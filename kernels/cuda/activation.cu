@@ -1,3 +1,5 @@
+#include <cstdint>
+
 #include "kernels/cuda/activation.h"
 #include "kernels/cuda/launch.cuh"
 
@@ -32,9 +34,29 @@ __global__ void elementwise_kernel(float* x, size_t n, F f) {
   }
 }
 
+// The same function on float4 (16-byte accesses): x 16-byte aligned, quads = n / 4; the caller
+// runs the scalar kernel on the n % 4 floats left.
+template <typename F>
+__global__ void elementwise_vector_kernel(float4* x, size_t quads, F f) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < quads;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const float4 v = x[i];
+    x[i] = make_float4(f(v.x), f(v.y), f(v.z), f(v.w));
+  }
+}
+
 template <typename F>
 void launch(float* x, size_t n, cudaStream_t stream) {
   if (n == 0) return;
+  if (reinterpret_cast<uintptr_t>(x) % 16 == 0 && n >= 4) {
+    const size_t quads = n / 4;
+    elementwise_vector_kernel<<<detail::grid_for(quads), detail::kThreads, 0, stream>>>(
+        reinterpret_cast<float4*>(x), quads, F{});
+    const size_t rest = n - 4 * quads;
+    if (rest == 0) return;
+    x += 4 * quads;
+    n = rest;
+  }
   elementwise_kernel<<<detail::grid_for(n), detail::kThreads, 0, stream>>>(x, n, F{});
 }
 

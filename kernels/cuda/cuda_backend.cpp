@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -60,6 +62,8 @@ enum ScratchSlot {
 // RoPE position sets kept on the device: an engine passes the same few arrays every pass, so
 // each distinct set is uploaded once (a softmax_kv layer adds one per cached block age).
 constexpr size_t kResidentPositionSets = 32;
+// RoPE angle tables kept per position set (one per head_dim / 2 and theta; a model uses one).
+constexpr size_t kRopeTablesPerSet = 4;
 
 // Everything the backend and its buffers share; buffers keep it alive, so a buffer may outlive
 // the backend object.
@@ -309,9 +313,91 @@ class Device {
     return s.data;
   }
 
+  // The RoPE angle table (cuda::rope_3d_table) of these positions for head_dim and theta, on the
+  // device. Made the first time the position values (compared by value, not by host address),
+  // head_dim / 2 and theta's bits are seen together, then reused while their position set stays
+  // resident: a call then reads the table instead of evaluating pow and sincos in double.
+  const float2* rope_angles(const int* pos_t, const int* pos_r, const int* pos_c, int tokens,
+                            int head_dim, float theta) {
+    PositionSet& set = position_set(pos_t, pos_r, pos_c, tokens);
+    const int pairs = head_dim / 2;
+    const auto theta_bits = std::bit_cast<uint32_t>(theta);
+    for (const RopeTable& table : set.tables) {
+      if (table.valid && table.pairs == pairs && table.theta_bits == theta_bits) {
+        return table.device;
+      }
+    }
+    // A recording would only capture the table's kernel, not run it: the table would be marked
+    // valid but hold nothing until a replay.
+    not_while_recording("computing RoPE angles");
+    const size_t entries = rope_table_entries(tokens, head_dim);
+    size_t slot = set.tables.size();
+    for (size_t i = 0; i < set.tables.size(); ++i) {
+      if (!set.tables[i].valid && set.tables[i].capacity >= entries) {
+        slot = i;
+        break;
+      }
+    }
+    if (slot == set.tables.size() && set.tables.size() >= kRopeTablesPerSet) {
+      slot = 0;  // the oldest: its values change under any recording that read them
+      set.tables[0].valid = false;
+      memory_reused();
+    }
+    if (slot == set.tables.size()) set.tables.emplace_back();
+    RopeTable& table = set.tables[slot];
+    if (table.capacity < entries) {
+      if (table.device != nullptr) {
+        memory_reused();
+        cudaFree(table.device);  // waits for queued work that may still read it
+      }
+      table.device = nullptr;
+      table.capacity = 0;
+      table.device = static_cast<float2*>(
+          allocate_bytes(entries * sizeof(float2), "caching RoPE angles"));
+      table.capacity = entries;
+    }
+    const int* positions = set.device;
+    const size_t n = static_cast<size_t>(tokens);
+    rope_3d_table(table.device, tokens, head_dim, positions, positions + n, positions + 2 * n,
+                  theta, stream_);
+    check(cudaGetLastError(), "computing RoPE angles");
+    table.valid = true;
+    table.pairs = pairs;
+    table.theta_bits = theta_bits;
+    // Most recent last, so that slot 0 is the one replaced past kRopeTablesPerSet.
+    std::rotate(set.tables.begin() + static_cast<std::ptrdiff_t>(slot),
+                set.tables.begin() + static_cast<std::ptrdiff_t>(slot) + 1, set.tables.end());
+    return set.tables.back().device;
+  }
+
+ private:
+  // The RoPE angles of one position set for one (head_dim / 2, theta).
+  struct RopeTable {
+    float2* device = nullptr;
+    size_t capacity = 0;  // float2 entries at `device`
+    bool valid = false;   // holds the angles of its set for pairs and theta_bits
+    int pairs = 0;
+    uint32_t theta_bits = 0;
+  };
+  struct PositionSet {
+    std::vector<int> values;  // t, then r, then c
+    int* device = nullptr;
+    size_t capacity = 0;           // ints at `device`
+    std::vector<RopeTable> tables;  // least recently made first
+  };
+
+  // Frees a set's device memory (waits for queued work that may still read it).
+  static void free_position_set(PositionSet& set) noexcept {
+    cudaFree(set.device);
+    set.device = nullptr;
+    for (RopeTable& table : set.tables) cudaFree(table.device);
+    set.tables.clear();
+  }
+
   // Device copy of three position arrays of `tokens` ints each (packed t, r, c), uploaded the
-  // first time these values are seen; least recently used sets are dropped past the limit.
-  const int* positions(const int* pos_t, const int* pos_r, const int* pos_c, int tokens) {
+  // first time these values are seen; least recently used sets are dropped past the limit. The
+  // set returned is the most recent (position_sets_.back()).
+  PositionSet& position_set(const int* pos_t, const int* pos_r, const int* pos_c, int tokens) {
     const size_t n = static_cast<size_t>(tokens);
     auto same = [&](const PositionSet& set) {
       return set.values.size() == 3 * n &&
@@ -326,7 +412,7 @@ class Device {
                     position_sets_.begin() + static_cast<std::ptrdiff_t>(i) + 1,
                     position_sets_.end());
       }
-      return position_sets_.back().device;
+      return position_sets_.back();
     }
     not_while_recording("uploading RoPE positions");
     PositionSet set;
@@ -336,15 +422,18 @@ class Device {
     set.values.insert(set.values.end(), pos_c, pos_c + n);
     if (position_sets_.size() >= kResidentPositionSets && position_sets_.front().capacity >= 3 * n) {
       // Reuse the least recently used set's memory: the upload is ordered on the one stream
-      // after every kernel that read the old values, so nothing waits.
+      // after every kernel that read the old values, so nothing waits. Its angle tables' memory
+      // too, marked invalid (rewritten in stream order when this set's angles are made).
       set.device = position_sets_.front().device;
       set.capacity = position_sets_.front().capacity;
+      set.tables = std::move(position_sets_.front().tables);
+      for (RopeTable& table : set.tables) table.valid = false;
       position_sets_.erase(position_sets_.begin());
       memory_reused();
     } else {
       if (position_sets_.size() >= kResidentPositionSets) {
         memory_reused();
-        cudaFree(position_sets_.front().device);  // waits for queued work that may still read it
+        free_position_set(position_sets_.front());
         position_sets_.erase(position_sets_.begin());
       }
       set.device = static_cast<int*>(allocate_bytes(3 * n * sizeof(int), "caching RoPE positions"));
@@ -353,13 +442,14 @@ class Device {
     try {
       upload_bytes(set.device, set.values.data(), 3 * n * sizeof(int));
     } catch (...) {
-      cudaFree(set.device);
+      free_position_set(set);
       throw;
     }
     position_sets_.push_back(std::move(set));
-    return position_sets_.back().device;
+    return position_sets_.back();
   }
 
+ public:
   // Host -> device through the pinned halves: returns once the source may be reused.
   void upload_bytes(void* device_dst, const void* host_src, size_t bytes) {
     not_while_recording("an upload");
@@ -413,11 +503,6 @@ class Device {
     void* data = nullptr;
     size_t bytes = 0;
   };
-  struct PositionSet {
-    std::vector<int> values;  // t, then r, then c
-    int* device = nullptr;
-    size_t capacity = 0;  // ints at `device`
-  };
 
   void drop_cached_in(const float* base, size_t count) {
     auto first = bf16_weights_.lower_bound(base);
@@ -449,7 +534,7 @@ class Device {
       if (s.data != nullptr) cudaFree(s.data);
       s = {};
     }
-    for (auto& set : position_sets_) cudaFree(set.device);
+    for (auto& set : position_sets_) free_position_set(set);
     position_sets_.clear();
     for (auto& event : half_done_) {
       if (event != nullptr) cudaEventDestroy(event);
@@ -683,6 +768,12 @@ class CudaBackend final : public Backend {
                               device_->stream());
     device_->after_launch("in layer_norm_modulate");
   }
+  void rms_norm_rows(const float* x, int x_stride, float* y, int rows, int dim, const float* weight,
+                     float eps) override {
+    device_->enter();
+    cuda::rms_norm(x, x_stride, y, rows, dim, weight, eps, device_->stream());
+    device_->after_launch("in rms_norm_rows");
+  }
   void rms_norm(const float* x, float* y, int rows, int dim, const float* weight,
                 float eps) override {
     device_->enter();
@@ -723,11 +814,10 @@ class CudaBackend final : public Backend {
   }
   void rope_3d(float* x, int tokens, int heads, int head_dim, int row_stride, const int* pos_t,
                const int* pos_r, const int* pos_c, float theta) override {
-    if (tokens <= 0) return;
+    if (tokens <= 0 || heads <= 0 || head_dim < 2) return;
     device_->enter();
-    const int* positions = device_->positions(pos_t, pos_r, pos_c, tokens);
-    cuda::rope_3d(x, tokens, heads, head_dim, row_stride, positions, positions + tokens,
-                  positions + 2 * static_cast<size_t>(tokens), theta, device_->stream());
+    const float2* angles = device_->rope_angles(pos_t, pos_r, pos_c, tokens, head_dim, theta);
+    cuda::rope_3d_apply(x, tokens, heads, head_dim, row_stride, angles, device_->stream());
     device_->after_launch("in rope_3d");
   }
   void attention(const float* q, int q_stride, const float* k, int k_stride, const float* v,

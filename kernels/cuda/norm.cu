@@ -12,10 +12,10 @@ namespace {
 template <int Mode>
 __global__ void row_norm_kernel(const float* x, float* y, int dim, const float* weight,
                                 const float* bias, int rows_per_group, int group_stride,
-                                float eps) {
+                                float eps, int x_stride) {
   __shared__ float scratch[32];
   const size_t row = blockIdx.x;
-  const float* xr = x + row * dim;
+  const float* xr = x + row * x_stride;
   float* yr = y + row * dim;
   float mean = 0.0f, inv = 0.0f;
   if constexpr (Mode == 2) {
@@ -65,11 +65,11 @@ __global__ void row_norm_kernel(const float* x, float* y, int dim, const float* 
 template <int Mode, int kVec>
 __global__ void row_norm_registers_kernel(const float* x, float* y, int dim, const float* weight,
                                           const float* bias, int rows_per_group,
-                                          int group_stride, float eps) {
+                                          int group_stride, float eps, int x_stride) {
   __shared__ float scratch[32];
   const size_t row = blockIdx.x;
   const int quads = dim / 4;
-  const auto* xr = reinterpret_cast<const float4*>(x + row * dim);
+  const auto* xr = reinterpret_cast<const float4*>(x + row * x_stride);
   auto* yr = reinterpret_cast<float4*>(y + row * dim);
   float4 v[kVec];
   float sum = 0.0f;
@@ -134,11 +134,37 @@ __global__ void row_norm_registers_kernel(const float* x, float* y, int dim, con
   }
 }
 
-// One warp per (row, head) vector.
-__global__ void l2_heads_kernel(float* x, int vectors, int head_dim, float eps) {
+// One warp per (row, head) vector, the vector in registers: kVec float4 a lane (head_dim % 4 == 0,
+// head_dim <= 128 * kVec, x 16-byte aligned), so DRAM sees one read and one write, a warp reading
+// 512 B of a 128-float head at once. The squares are summed per lane then across the warp.
+template <int kVec>
+__global__ void l2_heads_vector_kernel(float4* x, size_t vectors, int quads, float eps) {
   const int warps_per_block = blockDim.x >> 5;
   const size_t vec = static_cast<size_t>(blockIdx.x) * warps_per_block + (threadIdx.x >> 5);
-  if (vec >= static_cast<size_t>(vectors)) return;
+  if (vec >= vectors) return;  // the whole warp: vec is the same for its 32 lanes
+  const int lane = threadIdx.x & 31;
+  float4* v = x + vec * quads;
+  float4 r[kVec];
+  float sq = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kVec; ++i) {
+    const int j = lane + 32 * i;
+    r[i] = j < quads ? v[j] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    sq += r[i].x * r[i].x + r[i].y * r[i].y + r[i].z * r[i].z + r[i].w * r[i].w;
+  }
+  const float inv = 1.0f / sqrtf(detail::warp_sum(sq) + eps);
+#pragma unroll
+  for (int i = 0; i < kVec; ++i) {
+    const int j = lane + 32 * i;
+    if (j < quads) v[j] = make_float4(r[i].x * inv, r[i].y * inv, r[i].z * inv, r[i].w * inv);
+  }
+}
+
+// Any head_dim: one warp per (row, head) vector; the second pass re-reads it through L1.
+__global__ void l2_heads_kernel(float* x, size_t vectors, int head_dim, float eps) {
+  const int warps_per_block = blockDim.x >> 5;
+  const size_t vec = static_cast<size_t>(blockIdx.x) * warps_per_block + (threadIdx.x >> 5);
+  if (vec >= vectors) return;
   const int lane = threadIdx.x & 31;
   float* v = x + vec * head_dim;
   float sq = 0.0f;
@@ -154,9 +180,9 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 template <int Mode>
 bool launch_registers(const float* x, float* y, int rows, int dim, const float* weight,
                       const float* bias, int rows_per_group, int group_stride, float eps,
-                      cudaStream_t stream) {
+                      cudaStream_t stream, int x_stride) {
   constexpr int kMaxThreads = 256;
-  if (dim % 4 != 0 || group_stride % 4 != 0 || !aligned16(x) || !aligned16(y) ||
+  if (dim % 4 != 0 || x_stride % 4 != 0 || group_stride % 4 != 0 || !aligned16(x) || !aligned16(y) ||
       !aligned16(weight) || !aligned16(bias)) {
     return false;
   }
@@ -165,7 +191,8 @@ bool launch_registers(const float* x, float* y, int rows, int dim, const float* 
   if (vec > 8) return false;
   const int threads = std::max(32, ((quads + vec - 1) / vec + 31) / 32 * 32);
   auto launch = [&](auto kernel) {
-    kernel<<<rows, threads, 0, stream>>>(x, y, dim, weight, bias, rows_per_group, group_stride, eps);
+    kernel<<<rows, threads, 0, stream>>>(x, y, dim, weight, bias, rows_per_group, group_stride, eps,
+                                         x_stride);
   };
   switch (vec) {
     case 1: launch(row_norm_registers_kernel<Mode, 1>); break;
@@ -190,35 +217,54 @@ int threads_for(int dim) {
 void layer_norm(const float* x, float* y, int rows, int dim, const float* weight, const float* bias,
                 float eps, cudaStream_t stream) {
   if (rows <= 0 || dim <= 0) return;
-  if (launch_registers<0>(x, y, rows, dim, weight, bias, 1, 0, eps, stream)) return;
-  row_norm_kernel<0><<<rows, threads_for(dim), 0, stream>>>(x, y, dim, weight, bias, 1, 0, eps);
+  if (launch_registers<0>(x, y, rows, dim, weight, bias, 1, 0, eps, stream, dim)) return;
+  row_norm_kernel<0><<<rows, threads_for(dim), 0, stream>>>(x, y, dim, weight, bias, 1, 0, eps, dim);
 }
 
 void layer_norm_modulate(const float* x, float* y, int rows, int dim, const float* shift,
                          const float* scale, int rows_per_group, int group_stride, float eps,
                          cudaStream_t stream) {
   if (rows <= 0 || dim <= 0) return;
-  if (launch_registers<1>(x, y, rows, dim, shift, scale, rows_per_group, group_stride, eps, stream)) {
+  if (launch_registers<1>(x, y, rows, dim, shift, scale, rows_per_group, group_stride, eps, stream,
+                          dim)) {
     return;
   }
   row_norm_kernel<1><<<rows, threads_for(dim), 0, stream>>>(x, y, dim, shift, scale, rows_per_group,
-                                                            group_stride, eps);
+                                                            group_stride, eps, dim);
 }
 
 void rms_norm(const float* x, float* y, int rows, int dim, const float* weight, float eps,
               cudaStream_t stream) {
+  rms_norm(x, dim, y, rows, dim, weight, eps, stream);
+}
+
+void rms_norm(const float* x, int x_stride, float* y, int rows, int dim, const float* weight,
+              float eps, cudaStream_t stream) {
   if (rows <= 0 || dim <= 0) return;
-  if (launch_registers<2>(x, y, rows, dim, weight, nullptr, 1, 0, eps, stream)) return;
-  row_norm_kernel<2><<<rows, threads_for(dim), 0, stream>>>(x, y, dim, weight, nullptr, 1, 0, eps);
+  if (launch_registers<2>(x, y, rows, dim, weight, nullptr, 1, 0, eps, stream, x_stride)) return;
+  row_norm_kernel<2><<<rows, threads_for(dim), 0, stream>>>(x, y, dim, weight, nullptr, 1, 0, eps,
+                                                            x_stride);
 }
 
 void l2_normalize_heads(float* x, int rows, int heads, int head_dim, float eps,
                         cudaStream_t stream) {
   if (rows <= 0 || heads <= 0 || head_dim <= 0) return;
-  const int vectors = rows * heads;
+  const size_t vectors = static_cast<size_t>(rows) * static_cast<size_t>(heads);
   constexpr int kWarps = 8;
-  l2_heads_kernel<<<(vectors + kWarps - 1) / kWarps, kWarps * 32, 0, stream>>>(x, vectors, head_dim,
-                                                                               eps);
+  const auto blocks = static_cast<unsigned>((vectors + kWarps - 1) / kWarps);
+  const int quads = head_dim / 4;
+  if (head_dim % 4 == 0 && head_dim <= 512 && aligned16(x)) {
+    auto* x4 = reinterpret_cast<float4*>(x);
+    if (quads <= 32) {
+      l2_heads_vector_kernel<1><<<blocks, kWarps * 32, 0, stream>>>(x4, vectors, quads, eps);
+    } else if (quads <= 64) {
+      l2_heads_vector_kernel<2><<<blocks, kWarps * 32, 0, stream>>>(x4, vectors, quads, eps);
+    } else {
+      l2_heads_vector_kernel<4><<<blocks, kWarps * 32, 0, stream>>>(x4, vectors, quads, eps);
+    }
+    return;
+  }
+  l2_heads_kernel<<<blocks, kWarps * 32, 0, stream>>>(x, vectors, head_dim, eps);
 }
 
 }  // namespace strand::cuda

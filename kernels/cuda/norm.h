@@ -14,6 +14,9 @@ void layer_norm_modulate(const float* x, float* y, int rows, int dim, const floa
                          cudaStream_t stream);
 void rms_norm(const float* x, float* y, int rows, int dim, const float* weight, float eps,
               cudaStream_t stream);
+// The same with x's rows x_stride floats apart (y contiguous, not overlapping x).
+void rms_norm(const float* x, int x_stride, float* y, int rows, int dim, const float* weight,
+              float eps, cudaStream_t stream);
 void l2_normalize_heads(float* x, int rows, int heads, int head_dim, float eps,
                         cudaStream_t stream);
 

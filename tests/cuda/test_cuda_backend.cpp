@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <random>
@@ -204,6 +205,26 @@ TEST_P(CudaOps, Norms) {
   }
 }
 
+// rms_norm straight out of a wider matrix (the q/k parts of a fused projection): strides that allow
+// 16-byte loads (the register kernel) and one that does not (the scalar kernel).
+TEST_P(CudaOps, RmsNormRowsReadsAStridedInput) {
+  struct Shape {
+    int rows, dim, stride, offset;
+  };
+  for (const Shape s : {Shape{37, 128, 6 * 128 + 16, 128}, Shape{5, 24, 40, 8}, Shape{9, 24, 30, 3},
+                        Shape{4680 / 36, 1536, 6192, 1536}}) {
+    const auto x = random_values(static_cast<size_t>(s.rows) * s.stride + s.offset, 31, -2.0f, 3.0f);
+    const auto w = random_values(static_cast<size_t>(s.dim), 32, 0.5f, 1.5f);
+    std::vector<float> want(static_cast<size_t>(s.rows) * s.dim);
+    cpu_->rms_norm_rows(x.data() + s.offset, s.stride, want.data(), s.rows, s.dim, w.data(), 1e-6f);
+    DeviceArray dx(*gpu_, x), dw(*gpu_, w), dy(*gpu_, std::vector<float>(want.size(), 9.0f));
+    gpu_->rms_norm_rows(dx.get() + s.offset, s.stride, dy.get(), s.rows, s.dim, dw.get(), 1e-6f);
+    expect_close(Op::rms_norm, dy.fetch(), want,
+                 std::to_string(s.rows) + "x" + std::to_string(s.dim) + " stride " +
+                     std::to_string(s.stride) + " offset " + std::to_string(s.offset));
+  }
+}
+
 TEST_P(CudaOps, LayerNormModulate) {
   struct Shape {
     int rows, dim, rows_per_group, group_stride;
@@ -234,99 +255,254 @@ TEST_P(CudaOps, L2NormalizeHeads) {
   struct Shape {
     int rows, heads, head_dim;
   };
-  for (const Shape s : {Shape{7, 2, 12}, Shape{432, 4, 32}, Shape{10, 12, 128}, Shape{3, 1, 200}}) {
-    const auto x = random_values(static_cast<size_t>(s.rows) * s.heads * s.head_dim, 13);
+  // 16-byte path with 1, 2 and 4 float4 a lane (head_dim 12..512), the scalar kernel for head_dim
+  // not a multiple of 4, over 512, or x one float past a 16-byte boundary (offset 1).
+  struct Case {
+    Shape s;
+    int offset;
+  };
+  for (const Case c : {Case{{7, 2, 12}, 0}, Case{{432, 4, 32}, 0}, Case{{10, 12, 128}, 0},
+                       Case{{3, 1, 200}, 0}, Case{{5, 3, 256}, 0}, Case{{4, 2, 512}, 0},
+                       Case{{3, 2, 516}, 0}, Case{{9, 3, 30}, 0}, Case{{10, 12, 128}, 1},
+                       Case{{6, 5, 4}, 0}}) {
+    const Shape s = c.s;
+    const auto x = random_values(c.offset + static_cast<size_t>(s.rows) * s.heads * s.head_dim, 13);
     std::vector<float> want = x;
-    cpu_->l2_normalize_heads(want.data(), s.rows, s.heads, s.head_dim, 1e-6f);
+    cpu_->l2_normalize_heads(want.data() + c.offset, s.rows, s.heads, s.head_dim, 1e-6f);
     DeviceArray dx(*gpu_, x);
-    gpu_->l2_normalize_heads(dx.get(), s.rows, s.heads, s.head_dim, 1e-6f);
-    expect_close(
-        Op::l2_normalize_heads, dx.fetch(), want,
-        std::to_string(s.rows) + "x" + std::to_string(s.heads) + "x" + std::to_string(s.head_dim));
+    gpu_->l2_normalize_heads(dx.get() + c.offset, s.rows, s.heads, s.head_dim, 1e-6f);
+    expect_close(Op::l2_normalize_heads, dx.fetch(), want,
+                 std::to_string(s.rows) + "x" + std::to_string(s.heads) + "x" +
+                     std::to_string(s.head_dim) + ", offset " + std::to_string(c.offset));
   }
 }
 
 TEST_P(CudaOps, Activations) {
-  for (const size_t n : {size_t{1}, size_t{1000}, size_t{1} << 20}) {
+  // n = 1003: float4 body and a 3-float tail; offset 1: x not 16-byte aligned (scalar kernel).
+  struct Case {
+    size_t n, offset;
+  };
+  for (const Case c : {Case{1, 0}, Case{1000, 0}, Case{1003, 0}, Case{1003, 1},
+                       Case{size_t{1} << 20, 0}}) {
+    const size_t n = c.n, offset = c.offset;
     // Wide range: large negative inputs exercise the overflow-free sigmoid forms.
-    const auto x = random_values(n, 14, -12.0f, 12.0f);
+    const auto x = random_values(offset + n, 14, -12.0f, 12.0f);
     for (const Op op : {Op::gelu_tanh, Op::gelu_erf, Op::silu}) {
       std::vector<float> want = x;
       DeviceArray dx(*gpu_, x);
+      float* const w = want.data() + offset;
+      float* const d = dx.get() + offset;
       if (op == Op::gelu_tanh) {
-        cpu_->gelu_tanh(want.data(), n);
-        gpu_->gelu_tanh(dx.get(), n);
+        cpu_->gelu_tanh(w, n);
+        gpu_->gelu_tanh(d, n);
       } else if (op == Op::gelu_erf) {
-        cpu_->gelu_erf(want.data(), n);
-        gpu_->gelu_erf(dx.get(), n);
+        cpu_->gelu_erf(w, n);
+        gpu_->gelu_erf(d, n);
       } else {
-        cpu_->silu(want.data(), n);
-        gpu_->silu(dx.get(), n);
+        cpu_->silu(w, n);
+        gpu_->silu(d, n);
       }
-      expect_close(op, dx.fetch(), want, "n=" + std::to_string(n));
+      expect_close(op, dx.fetch(), want,
+                   "n=" + std::to_string(n) + ", offset " + std::to_string(offset));
     }
   }
 }
 
+// Both paths of each kernel: 16-byte accesses (dims and strides multiples of 4, pointers 16-byte
+// aligned) and the scalar fallback (dim 30, odd strides, pointers one float past alignment). The
+// whole buffer is compared, so a write outside the rows (or into the padding) fails too.
 TEST_P(CudaOps, GatedResiduals) {
-  const int rows = 30, dim = 48;
-  const size_t n = static_cast<size_t>(rows) * dim;
-  const auto x = random_values(n, 15), y = random_values(n, 16),
-             gate = random_values(4 * 2 * dim, 17);
   struct Case {
     const char* name;
+    int rows, dim;
     bool gated;
     int rows_per_group, group_stride;
+    size_t xy_offset, gate_offset;  // floats into the buffers
   };
-  for (const Case c : {Case{"plain add", false, rows, 0}, Case{"one gate", true, rows, 0},
-                       Case{"gate per 8 rows", true, 8, 2 * dim}}) {
+  for (const Case c : {Case{"plain add", 30, 48, false, 30, 0, 0, 0},
+                       Case{"one gate", 30, 48, true, 30, 0, 0, 0},
+                       Case{"gate per 8 rows", 30, 48, true, 8, 96, 0, 0},
+                       Case{"dim 30, gate per 8 rows", 30, 30, true, 8, 60, 0, 0},
+                       Case{"gate stride 97", 30, 48, true, 8, 97, 0, 0},
+                       Case{"x, y, gate unaligned", 30, 48, true, 8, 96, 1, 1},
+                       Case{"x, y unaligned, plain add", 30, 48, false, 30, 0, 1, 0},
+                       Case{"gate unaligned", 30, 48, true, 8, 96, 0, 1},
+                       Case{"9 x 1536, gate per 4 rows", 9, 1536, true, 4, 1536, 0, 0},
+                       Case{"9 x 1540 (385 float4 a row)", 9, 1540, true, 9, 0, 0, 0},
+                       Case{"600000 rows of 4 (row loop)", 600000, 4, true, 1000, 4, 0, 0}}) {
+    const size_t n = static_cast<size_t>(c.rows) * c.dim;
+    const int groups = (c.rows + c.rows_per_group - 1) / c.rows_per_group;
+    const size_t gate_size =
+        c.gate_offset + static_cast<size_t>(groups - 1) * c.group_stride + c.dim;
+    const auto x = random_values(c.xy_offset + n, 15), y = random_values(c.xy_offset + n, 16),
+               gate = random_values(gate_size, 17);
     std::vector<float> want = x;
-    cpu_->gated_residual(want.data(), y.data(), c.gated ? gate.data() : nullptr, rows, dim,
+    cpu_->gated_residual(want.data() + c.xy_offset, y.data() + c.xy_offset,
+                         c.gated ? gate.data() + c.gate_offset : nullptr, c.rows, c.dim,
                          c.rows_per_group, c.group_stride);
     DeviceArray dx(*gpu_, x), dy(*gpu_, y), dg(*gpu_, gate);
-    gpu_->gated_residual(dx.get(), dy.get(), c.gated ? dg.get() : nullptr, rows, dim,
+    gpu_->gated_residual(dx.get() + c.xy_offset, dy.get() + c.xy_offset,
+                         c.gated ? dg.get() + c.gate_offset : nullptr, c.rows, c.dim,
                          c.rows_per_group, c.group_stride);
     expect_close(Op::gated_residual, dx.fetch(), want, c.name);
   }
-  // Per-head gates with rows wider than the heads (row_stride > heads * head_dim).
-  const int heads = 3, head_dim = 8, stride = 40;
-  const auto hx = random_values(static_cast<size_t>(rows) * stride, 18);
-  const auto hy = random_values(static_cast<size_t>(rows) * stride, 19);
-  const auto hg = random_values(static_cast<size_t>(rows) * heads, 20);
-  std::vector<float> want = hx;
-  cpu_->gated_residual_heads(want.data(), hy.data(), hg.data(), rows, heads, head_dim, stride);
-  DeviceArray dx(*gpu_, hx), dy(*gpu_, hy), dg(*gpu_, hg);
-  gpu_->gated_residual_heads(dx.get(), dy.get(), dg.get(), rows, heads, head_dim, stride);
-  expect_close(Op::gated_residual_heads, dx.fetch(), want, "3 heads of 8, stride 40");
 }
 
+// Per-head gates, rows row_stride floats apart (>= heads * head_dim: the padding must stay).
+TEST_P(CudaOps, GatedResidualHeads) {
+  struct Case {
+    int rows, heads, head_dim, stride;
+    size_t offset;  // floats into x and y
+  };
+  for (const Case c : {Case{30, 3, 8, 40, 0}, Case{30, 3, 6, 20, 0}, Case{30, 3, 8, 42, 0},
+                       Case{30, 3, 8, 40, 1}, Case{20, 12, 128, 1536, 0},
+                       Case{7, 12, 128, 1540, 0}, Case{5, 12, 128, 1536, 3}}) {
+    const size_t n = c.offset + static_cast<size_t>(c.rows) * c.stride;
+    const auto x = random_values(n, 18), y = random_values(n, 19);
+    const auto gate = random_values(static_cast<size_t>(c.rows) * c.heads, 20);
+    std::vector<float> want = x;
+    cpu_->gated_residual_heads(want.data() + c.offset, y.data() + c.offset, gate.data(), c.rows,
+                               c.heads, c.head_dim, c.stride);
+    DeviceArray dx(*gpu_, x), dy(*gpu_, y), dg(*gpu_, gate);
+    gpu_->gated_residual_heads(dx.get() + c.offset, dy.get() + c.offset, dg.get(), c.rows, c.heads,
+                               c.head_dim, c.stride);
+    expect_close(Op::gated_residual_heads, dx.fetch(), want,
+                 std::to_string(c.rows) + " rows, " + std::to_string(c.heads) + " heads of " +
+                     std::to_string(c.head_dim) + ", stride " + std::to_string(c.stride) +
+                     ", offset " + std::to_string(c.offset));
+  }
+}
+
+// Positions of a frames x rows x cols grid, frames numbered from t_offset.
+struct RopePositions {
+  std::vector<int> t, r, c;
+  [[nodiscard]] int tokens() const { return static_cast<int>(t.size()); }
+};
+RopePositions rope_positions(int frames, int rows, int cols, int t_offset) {
+  RopePositions p;
+  for (int f = 0; f < frames; ++f)
+    for (int r = 0; r < rows; ++r)
+      for (int c = 0; c < cols; ++c) {
+        p.t.push_back(f + t_offset);
+        p.r.push_back(r);
+        p.c.push_back(c);
+      }
+  return p;
+}
+
+// Both paths: 16-byte (head_dim and stride multiples of 4, x aligned) and scalar (head_dim 10, 13,
+// 2; stride 38; x one float past alignment). The padding of wider rows must stay as it was.
 TEST_P(CudaOps, Rope3d) {
   struct Shape {
     int frames, rows, cols, heads, head_dim, extra_stride, t_offset;
+    float theta;
+    size_t offset;  // floats into x
   };
-  for (const Shape s : {Shape{3, 9, 16, 4, 32, 0, 0}, Shape{3, 9, 16, 4, 32, 8, -9},
-                        Shape{2, 4, 6, 2, 128, 0, -300}, Shape{1, 3, 3, 1, 10, 2, 5}}) {
-    std::vector<int> pt, pr, pc;
-    for (int f = 0; f < s.frames; ++f)
-      for (int r = 0; r < s.rows; ++r)
-        for (int c = 0; c < s.cols; ++c) {
-          pt.push_back(f + s.t_offset);
-          pr.push_back(r);
-          pc.push_back(c);
-        }
-    const int tokens = static_cast<int>(pt.size());
+  for (const Shape s :
+       {Shape{3, 9, 16, 4, 32, 0, 0, 10000.0f, 0}, Shape{3, 9, 16, 4, 32, 8, -9, 10000.0f, 0},
+        Shape{2, 4, 6, 2, 128, 0, -300, 10000.0f, 0}, Shape{1, 3, 3, 1, 10, 2, 5, 10000.0f, 0},
+        Shape{2, 3, 5, 3, 12, 2, 0, 10000.0f, 0}, Shape{2, 3, 5, 2, 13, 0, 4, 500.0f, 0},
+        Shape{1, 2, 2, 2, 2, 0, 1, 10000.0f, 0}, Shape{1, 3, 3, 3, 4, 0, 0, 10000.0f, 0},
+        Shape{1, 4, 4, 12, 128, 0, 0, 10000.0f, 1}, Shape{2, 6, 10, 12, 128, 0, -3, 10000.0f, 0},
+        Shape{2, 6, 10, 12, 128, 4, 7, 500.0f, 0}}) {
+    const RopePositions p = rope_positions(s.frames, s.rows, s.cols, s.t_offset);
+    const int tokens = p.tokens();
     const int stride = s.heads * s.head_dim + s.extra_stride;
-    const auto x = random_values(static_cast<size_t>(tokens) * stride, 21);
+    const auto x = random_values(s.offset + static_cast<size_t>(tokens) * stride, 21);
     std::vector<float> want = x;
-    cpu_->rope_3d(want.data(), tokens, s.heads, s.head_dim, stride, pt.data(), pr.data(), pc.data(),
-                  10000.0f);
+    cpu_->rope_3d(want.data() + s.offset, tokens, s.heads, s.head_dim, stride, p.t.data(),
+                  p.r.data(), p.c.data(), s.theta);
     DeviceArray dx(*gpu_, x);
-    gpu_->rope_3d(dx.get(), tokens, s.heads, s.head_dim, stride, pt.data(), pr.data(), pc.data(),
-                  10000.0f);
+    gpu_->rope_3d(dx.get() + s.offset, tokens, s.heads, s.head_dim, stride, p.t.data(), p.r.data(),
+                  p.c.data(), s.theta);
     expect_close(Op::rope_3d, dx.fetch(), want,
-                 std::to_string(tokens) + " tokens, dh " + std::to_string(s.head_dim) +
-                     ", t from " + std::to_string(s.t_offset));
+                 std::to_string(tokens) + " tokens, " + std::to_string(s.heads) + "x" +
+                     std::to_string(s.head_dim) + ", stride " + std::to_string(stride) +
+                     ", t from " + std::to_string(s.t_offset) + ", theta " +
+                     std::to_string(static_cast<int>(s.theta)) + ", offset " +
+                     std::to_string(s.offset));
   }
+}
+
+// The backend keeps each position set's angle table on the device, keyed by the position values,
+// head_dim / 2 and theta: sets, thetas and head sizes used alternately (twice round, so the second
+// round reads cached tables) and more thetas for one set than it keeps tables (4) must each give
+// the CPU's result.
+TEST_P(CudaOps, RopeAngleTablesAreKeyedByPositionsThetaAndHeadDim) {
+  const RopePositions a = rope_positions(2, 3, 4, 0), b = rope_positions(2, 3, 4, -9),
+                      c = rope_positions(3, 2, 4, 2);
+  struct Use {
+    const RopePositions* p;
+    float theta;
+    int head_dim;
+  };
+  const std::vector<Use> uses = {{&a, 10000.0f, 32}, {&b, 10000.0f, 32}, {&a, 500.0f, 32},
+                                 {&b, 500.0f, 32},   {&a, 10000.0f, 16}, {&c, 10000.0f, 32},
+                                 {&a, 10000.0f, 12}, {&a, 2000.0f, 32},  {&a, 50.0f, 32},
+                                 {&a, 7.0f, 32},     {&a, 10000.0f, 32}};
+  const int heads = 3;
+  for (int round = 0; round < 2; ++round) {
+    for (size_t i = 0; i < uses.size(); ++i) {
+      const Use& u = uses[i];
+      const int tokens = u.p->tokens(), stride = heads * u.head_dim;
+      const auto x =
+          random_values(static_cast<size_t>(tokens) * stride, 40 + static_cast<uint32_t>(i));
+      std::vector<float> want = x;
+      cpu_->rope_3d(want.data(), tokens, heads, u.head_dim, stride, u.p->t.data(), u.p->r.data(),
+                    u.p->c.data(), u.theta);
+      DeviceArray dx(*gpu_, x);
+      gpu_->rope_3d(dx.get(), tokens, heads, u.head_dim, stride, u.p->t.data(), u.p->r.data(),
+                    u.p->c.data(), u.theta);
+      const auto got = dx.fetch();
+      expect_close(Op::rope_3d, got, want,
+                   "round " + std::to_string(round) + ", use " + std::to_string(i));
+    }
+  }
+}
+
+// Equal position values uploaded again from other host arrays reuse the set and its angle table:
+// the call can then be recorded (a recording cannot upload positions or make a table), while a
+// theta never seen cannot (Error(unsupported), nothing recorded), and works right after.
+TEST_P(CudaOps, RopeReusesTheAngleTableOfEqualPositions) {
+  if (!gpu_->can_record()) GTEST_SKIP() << "this backend does not record";
+  const RopePositions first = rope_positions(2, 4, 5, -2);
+  const RopePositions again = first;  // same values, other host arrays
+  const int tokens = first.tokens(), heads = 2, head_dim = 32, stride = heads * head_dim;
+  const auto x = random_values(static_cast<size_t>(tokens) * stride, 50);
+  {
+    DeviceArray warm(*gpu_, x);
+    gpu_->rope_3d(warm.get(), tokens, heads, head_dim, stride, first.t.data(), first.r.data(),
+                  first.c.data(), 10000.0f);
+  }
+  std::vector<float> want = x;
+  cpu_->rope_3d(want.data(), tokens, heads, head_dim, stride, again.t.data(), again.r.data(),
+                again.c.data(), 10000.0f);
+  DeviceArray dx(*gpu_, x);
+  const uint64_t generation = gpu_->generation();
+  gpu_->begin_recording();
+  gpu_->rope_3d(dx.get(), tokens, heads, head_dim, stride, again.t.data(), again.r.data(),
+                again.c.data(), 10000.0f);
+  const auto recording = gpu_->end_recording();
+  gpu_->replay(*recording);
+  expect_close(Op::rope_3d, dx.fetch(), want, "recorded, positions re-uploaded");
+  EXPECT_EQ(gpu_->generation(), generation);
+
+  DeviceArray dy(*gpu_, x);
+  gpu_->begin_recording();
+  try {
+    gpu_->rope_3d(dy.get(), tokens, heads, head_dim, stride, again.t.data(), again.r.data(),
+                  again.c.data(), 321.0f);
+    ADD_FAILURE() << "a new angle table was made while recording";
+    gpu_->end_recording();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::unsupported) << e.what();
+  }
+  std::vector<float> want_new = x;
+  cpu_->rope_3d(want_new.data(), tokens, heads, head_dim, stride, again.t.data(), again.r.data(),
+                again.c.data(), 321.0f);
+  gpu_->rope_3d(dy.get(), tokens, heads, head_dim, stride, again.t.data(), again.r.data(),
+                again.c.data(), 321.0f);
+  expect_close(Op::rope_3d, dy.fetch(), want_new, "theta 321 after the refused recording");
 }
 
 TEST_P(CudaOps, Attention) {

@@ -156,7 +156,7 @@ stage_build() {
   cmake --preset cuda -B "$BUILD" || return 1
   local targets="strand-cli strand_core_tests strand_cuda_tests"
   local t
-  for t in strand-bench-attention strand-bench-delta-rule strand-bench-gemm; do
+  for t in strand-bench-attention strand-bench-delta-rule strand-bench-gemm strand-bench-elementwise; do
     if ninja -C "$BUILD" -t targets all 2>/dev/null | grep -q "^$t:"; then targets="$targets $t"; fi
   done
   cmake --build "$BUILD" -j "$(nproc)" --target $targets
@@ -192,9 +192,14 @@ stage_gemm_microbench() {
   "$BUILD/bin/strand-bench-gemm" 20 | tee "$WORK/bench-gemm.log"
 }
 
+stage_elementwise_microbench() {
+  [[ -x "$BUILD/bin/strand-bench-elementwise" ]] || { echo "strand-bench-elementwise not built"; return 0; }
+  "$BUILD/bin/strand-bench-elementwise" 50 | tee "$WORK/bench-elementwise.log"
+}
+
 # compute-sanitizer on the kernels new since the last sanitizer run (SANITIZE_MEMCHECK and
 # SANITIZE_RACECHECK: gtest filters of strand_cuda_tests), half the stage's time each.
-export SANITIZE_MEMCHECK="${SANITIZE_MEMCHECK:-Precision/CudaOps.FeedForward/*:Precision/CudaOps.Norms/*:Precision/CudaOps.LayerNormModulate/*:Precision/CudaOps.GatedDeltaUpdateAndMemoryRead/*:LtGemmTest.*:Shapes/CudaDeltaRule.GroupedFp32*T901*:Shapes/CudaDeltaRule.GroupedFp32*T1100*:Shapes/CudaDeltaRule.GroupedTf32*T777*:CudaDeltaRuleGrouped.ResetInALaterGroupForgetsTheStart:CudaDecodeOverlap.*}"
+export SANITIZE_MEMCHECK="${SANITIZE_MEMCHECK:-Precision/CudaOps.FeedForward/*:Precision/CudaOps.Norms/*:Precision/CudaOps.LayerNormModulate/*:Precision/CudaOps.GatedDeltaUpdateAndMemoryRead/*:LtGemmTest.*:Shapes/CudaDeltaRule.GroupedFp32*T901*:Shapes/CudaDeltaRule.GroupedFp32*T1100*:Shapes/CudaDeltaRule.GroupedTf32*T777*:CudaDeltaRuleGrouped.ResetInALaterGroupForgetsTheStart:CudaDecodeOverlap.*:Precision/CudaOps.GatedResidual*:Precision/CudaOps.Rope*:Precision/CudaOps.L2NormalizeHeads/*:Precision/CudaOps.Activations/*:Precision/CudaOps.MemoryGates/*}"
 export SANITIZE_RACECHECK="${SANITIZE_RACECHECK:-Shapes/CudaDeltaRule.GroupedFp32*T901*:Shapes/CudaDeltaRule.GroupedFp32*T777*:Precision/CudaOps.Norms/*}"
 stage_sanitize() {
   local cs
@@ -319,7 +324,7 @@ stage_bf16_error() {
   return $rc
 }
 
-export -f stage_env stage_build stage_tests stage_roofline stage_attention_microbench stage_delta_microbench stage_gemm_microbench stage_sanitize stage_small \
+export -f stage_env stage_build stage_tests stage_roofline stage_attention_microbench stage_delta_microbench stage_gemm_microbench stage_elementwise_microbench stage_sanitize stage_small \
   stage_reference_check stage_models stage_ops stage_ops_hybrid stage_hybrid_long stage_hybrid_nographs stage_mixed_921 stage_kv_921 \
   stage_pytorch stage_bf16_error
 
@@ -341,6 +346,7 @@ run_stage tests 75 20 stage_tests
 run_stage attention_microbench 25 10 stage_attention_microbench
 run_stage delta_microbench 25 10 stage_delta_microbench
 run_stage gemm_microbench 25 10 stage_gemm_microbench
+run_stage elementwise_microbench 20 5 stage_elementwise_microbench
 run_stage roofline 45 15 stage_roofline
 run_stage default_model 70 10 stage_small
 run_stage reference_check 30 10 stage_reference_check

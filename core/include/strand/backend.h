@@ -138,6 +138,14 @@ class Backend {
   // log1p(exp(x)).
   virtual void memory_gates(const float* raw, const float* a_log, const float* dt_bias,
                             float* alpha, float* beta, float* gamma, int tokens, int heads) = 0;
+  // rms_norm of rows read with a row stride (x_stride >= dim floats apart) into contiguous y
+  // [rows, dim]; y must not overlap x. The engine normalises q and k straight out of a fused
+  // projection's output this way. By default: copy_2d into y, then rms_norm in place.
+  virtual void rms_norm_rows(const float* x, int x_stride, float* y, int rows, int dim,
+                             const float* weight, float eps) {
+    copy_2d(y, dim, x, x_stride, rows, dim);
+    rms_norm(y, y, rows, dim, weight, eps);
+  }
   // The transformer's feed-forward: y = linear(gelu_tanh(linear(x, w1, b1)), w2, b2), x [rows,
   // in], w1 [mid, in], w2 [out, mid], y [rows, out] (y must not alias x). hidden [rows, mid] is
   // scratch from the caller; its contents afterwards are unspecified. A backend may fuse the
