@@ -116,12 +116,52 @@ def prune(full: Path, out: Path, float_dtype: str = "F16") -> dict:
     return info
 
 
+def expand(pruned: Path, out: Path, prompts: Iterable[str]) -> dict:
+    """The inverse, for a GPU machine that the full file cannot travel to: a file of the full
+    format (the C++ engine loads it) whose embedding rows outside the kept ids are zero. Only
+    prompts whose token ids were all kept encode as with the full encoder, so each of `prompts`
+    is checked and a ValueError names any id that was not kept. Floats keep the pruned file's
+    precision (F16 by default)."""
+    tensors, metadata = read_tensors(str(pruned))
+    if PRUNED_KEY not in metadata:
+        raise ValueError(f"{pruned} is not a pruned encoder")
+    info = json.loads(metadata[PRUNED_KEY])
+    config = json.loads(metadata[TEXT_CONFIG_KEY])
+    vocab = load_vocab(metadata[VOCAB_KEY])
+    tokenizer = WordPieceTokenizer(vocab, lowercase=bool(config.get("lowercase", True)),
+                                   max_positions=int(config["max_positions"]))
+    kept = np.asarray(tensors.pop(KEPT_KEY), dtype=np.int64)
+    kept_set = set(int(i) for i in kept)
+    for prompt in prompts:
+        missing = sorted(set(tokenizer.encode(prompt)) - kept_set)
+        if missing:
+            raise ValueError(f"prompt {prompt!r} needs token ids {missing}, not in {pruned.name}")
+    rows = tensors[WORD_KEY]
+    full = np.zeros((int(info["vocab_size"]), rows.shape[1]), dtype=rows.dtype)
+    full[kept] = rows
+    tensors[WORD_KEY] = full
+    metadata = dict(metadata)
+    del metadata[PRUNED_KEY]
+    metadata[TEXT_CONFIG_KEY] = json.dumps(dict(config, format="strand-text-encoder"))
+    write_tensors(str(out), tensors, metadata, str(info.get("float_dtype", "F16")))
+    return {"kept_rows": int(kept.size), "vocab_size": int(info["vocab_size"])}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--full", type=Path, default=DEFAULT_FULL, help=f"default: {DEFAULT_FULL}")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default: {DEFAULT_OUT}")
     p.add_argument("--f32", action="store_true", help="keep float32 (default: F16, for uploads)")
+    p.add_argument("--expand", type=Path, metavar="PRUNED",
+                   help="the inverse: write PRUNED back in the full format (zero rows outside the "
+                        "kept ids) to --out; each --prompt must use kept ids only")
+    p.add_argument("--prompt", action="append", default=[], help="with --expand: a prompt to check")
     args = p.parse_args(argv)
+    if args.expand is not None:
+        info = expand(args.expand, args.out, args.prompt)
+        print(f"wrote {args.out}: {info['kept_rows']} of {info['vocab_size']} embedding rows kept, "
+              f"{len(args.prompt)} prompt(s) checked")
+        return 0
     if not args.full.is_file():
         print(f"prune_text_encoder: {args.full} not found (python3 training/convert_minilm.py)",
               file=sys.stderr)

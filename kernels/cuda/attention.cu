@@ -1,18 +1,23 @@
 // Softmax attention on the GPU (see attention.h for the contract).
 //
-// Two kernels:
+// Three kernels:
 //  - flash_attention_bf16_kernel<D, BlockN>: FlashAttention-2 style. A CTA of 4 warps owns 128
 //    query rows of one head (32 rows per warp, so each K/V fragment read from shared memory feeds
 //    two m16 tiles); K/V tiles of BlockN keys are double-buffered with cp.async; Q K^T and P V
 //    run on mma.sync m16n8k16 bf16 with fp32 accumulators; the softmax statistics stay in fp32.
+//  - tuned_flash_kernel<D, BlockN, Warps, MTiles, MinBlocks>: the same method with separate K / V
+//    pipeline stages, lazy rescaling and an FFMA exponent, in several CTA shapes (see its comment).
+//    Which one runs is an AttentionVariant (attention.h); the defaults per shape are the
+//    kDefaultVariant* constants below.
 //  - attention_fp32_kernel: the exact path, a tiled online softmax with fp32 FMA and expf.
-// tools/gpu/emulate_attention.sh runs both kernels' source on the CPU (no GPU needed).
+// tools/gpu/emulate_attention.sh runs all three kernels' source on the CPU (no GPU needed).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
 #include "kernels/cuda/attention.h"
@@ -31,6 +36,13 @@ void check_launch(const char* what) {
   const cudaError_t status = cudaGetLastError();
   if (status != cudaSuccess) throw_cuda(ErrorKind::device, what, status);
 }
+
+// Default implementation per shape (default_attention_variant). To switch after a benchmark run,
+// change the one constant concerned: long key sequences at head dim 128 / 64, short ones.
+constexpr AttentionVariant kDefaultVariantD128 = AttentionVariant::baseline_n32;
+constexpr AttentionVariant kDefaultVariantD64 = AttentionVariant::baseline_n64;
+constexpr AttentionVariant kDefaultVariantShortKeys = AttentionVariant::baseline_n32;  // D 128 too
+constexpr int kShortKeys = 1024;  // tk at or below this counts as short (cross-attention: 512)
 
 // ---------------------------------------------------------------------------------------------
 // PTX wrappers (sm_80+ instructions, all valid on sm_90).
@@ -99,11 +111,9 @@ constexpr int kFlashWarps = 4;
 constexpr int kFlashThreads = kFlashWarps * 32;
 constexpr int kFlashRowsPerWarp = 32;                          // two m16 tiles
 constexpr int kFlashBlockM = kFlashWarps * kFlashRowsPerWarp;  // 128 query rows per CTA
-// Keys per tile (BlockN) when the caller does not choose: 64 at D = 64; at D = 128, 32 keeps the
-// 128 output accumulators, the 32 score accumulators and the fragments within 255 registers
-// (64 spills ~150 bytes per thread; both are built so that the benchmark can compare them).
-template <int D>
-constexpr int kDefaultFlashBlockN = D == 64 ? 64 : 32;
+// Keys per tile (BlockN): at D = 128, 32 keeps the 128 output accumulators, the 32 score
+// accumulators and the fragments within 255 registers (64 spills ~150 bytes per thread; both are
+// built, variants baseline_n32 / baseline_n64, so that the benchmark can compare them).
 
 template <int D, int BlockN>
 constexpr size_t flash_shared_bytes() {
@@ -378,6 +388,306 @@ __global__ void __launch_bounds__(kFlashThreads, 2) flash_attention_bf16_kernel(
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Tuned tensor-core kernel: the variants of AttentionVariant other than the baseline ones.
+// Same fragment layouts, swizzle and P-in-registers as flash_attention_bf16_kernel; it differs in:
+//  - Shape: Warps x MTiles m16 tiles of query rows per CTA (4 x 2 = 128 rows, 32 a warp, as the
+//    baseline; 8 x 1 = 128 rows, 16 a warp, half the accumulators per thread so that 64-key tiles
+//    fit in registers; 4 x 1 = 64 rows for short key sequences: more CTAs, less Q per key).
+//  - Pipeline: K and V of a tile are separate cp.async groups. K of tile j + 1 is requested at the
+//    top of iteration j (it streams in during S and P V of tile j), V of tile j + 1 just before
+//    P V of tile j (it streams in during P V of tile j and S of tile j + 1); the wait for V of
+//    tile j sits after the softmax, so a warp that finished its S early does its softmax instead
+//    of waiting at the barrier. Two barriers a tile, as before, and none at the end of the tile.
+//  - Lazy rescaling: the per-row offset subtracted in the exponent moves only when a tile's max
+//    exceeds it by more than kLazyRescaleLog2 (base 2). O and the row sum are then rescaled, which
+//    a warp skips entirely (warp-uniform branch) when none of its rows moved - after the first
+//    few tiles almost always. Exact: numerator and denominator use the same offsets, and
+//    probabilities stay within [0, 2^8], which fp32 sums and bf16 P (relative precision) hold.
+//  - One FFMA per score in the exponent: exp2(s * scale_log2 - offset) on the raw score; the row
+//    max is taken on raw scores (the min for a negative scale) and scaled once.
+constexpr float kLazyRescaleLog2 = 8.0f;
+
+template <int D, int BlockN, int Warps, int MTiles>
+struct TunedShape {
+  static constexpr int kThreads = Warps * 32;
+  static constexpr int kRowsPerWarp = MTiles * 16;
+  static constexpr int kBlockM = Warps * kRowsPerWarp;
+  // Q [BlockM][D] + K [2 stages][BlockN][D] + V [2 stages][BlockN][D], bf16.
+  static constexpr size_t kSharedBytes =
+      static_cast<size_t>(kBlockM + 4 * BlockN) * D * sizeof(bfloat16);
+};
+
+// load_tile_async for any thread count.
+template <int D, int Rows, int Threads>
+__device__ __forceinline__ void load_rows_async(bfloat16* tile, const bfloat16* slice,
+                                                int64_t stride, int row0, int limit, int thread) {
+  constexpr int kChunks = D / 8;
+  constexpr int kTotal = Rows * kChunks;
+  static_assert(kTotal % Threads == 0, "tile chunks must split evenly over the threads");
+#pragma unroll
+  for (int i = 0; i < kTotal / Threads; ++i) {
+    const int index = thread + i * Threads;
+    const int row = index / kChunks;
+    const int chunk = index % kChunks;
+    const int token = row0 + row;
+    const bool valid = token < limit;
+    const bfloat16* src = valid ? slice + static_cast<int64_t>(token) * stride + chunk * 8 : slice;
+    cp_async_16(shared_address(tile + swizzled<D>(row, chunk)), src, valid);
+  }
+}
+
+// Byte offset of the swizzled 16-byte chunk 2 kl + bit within a 128-byte span, given
+// lane_bits = bit ^ (row & 7).
+__device__ __forceinline__ uint32_t chunk_swizzle(int kl, uint32_t lane_bits) {
+  return ((static_cast<uint32_t>(kl) * 2u) ^ lane_bits) << 4;
+}
+
+template <int D, int BlockN, int Warps, int MTiles, int MinBlocks>
+__global__ void __launch_bounds__(Warps * 32, MinBlocks) tuned_flash_kernel(FlashParams p) {
+  static_assert(D == 64 || D == 128, "head dims 64 and 128");
+  static_assert(BlockN == 32 || BlockN == 64, "key tiles of 32 or 64");
+  static_assert(MTiles == 1 || MTiles == 2, "16 or 32 query rows a warp");
+  using Shape = TunedShape<D, BlockN, Warps, MTiles>;
+  constexpr int kThreads = Shape::kThreads;
+  constexpr int kBlockM = Shape::kBlockM;
+  constexpr int kDTiles = D / 8;         // n8 tiles of the output
+  constexpr int kKeyTiles = BlockN / 8;  // n8 tiles of the scores
+  extern __shared__ __align__(128) unsigned char shared_raw[];
+  bfloat16* q_tile = reinterpret_cast<bfloat16*>(shared_raw);
+  bfloat16* k_tiles = q_tile + kBlockM * D;
+  bfloat16* v_tiles = k_tiles + 2 * BlockN * D;
+
+  const int thread = static_cast<int>(threadIdx.x);
+  const int warp = thread / 32;
+  const int lane = thread % 32;
+  const int head = static_cast<int>(blockIdx.y);
+  const int m0 = static_cast<int>(blockIdx.x) * kBlockM;
+  const bfloat16* q = p.q + static_cast<int64_t>(head) * D;
+  const bfloat16* k = p.k + static_cast<int64_t>(head) * D;
+  const bfloat16* v = p.v + static_cast<int64_t>(head) * D;
+
+  // cp.async groups, oldest first: [Q, K0], [V0], then two per iteration j, [K j+1] and
+  // [V j+1] (empty past the last tile, so that the wait counts are constants).
+  load_rows_async<D, kBlockM, kThreads>(q_tile, q, p.q_stride, m0, p.tq, thread);
+  load_rows_async<D, BlockN, kThreads>(k_tiles, k, p.k_stride, 0, p.tk, thread);
+  cp_async_commit();
+  load_rows_async<D, BlockN, kThreads>(v_tiles, v, p.v_stride, 0, p.tk, thread);
+  cp_async_commit();
+
+  float o[MTiles][kDTiles][4];
+#pragma unroll
+  for (int mt = 0; mt < MTiles; ++mt)
+#pragma unroll
+    for (int nd = 0; nd < kDTiles; ++nd)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[mt][nd][e] = 0.0f;
+  // Per thread: rows g and g + 8 of each m16 tile. offset: the base-2 logit subtracted in the
+  // exponent (lazily tracks the row max); row_sum: this thread's partial sum (the quad's total is
+  // taken at the end).
+  float offset[MTiles][2], row_sum[MTiles][2];
+#pragma unroll
+  for (int mt = 0; mt < MTiles; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      offset[mt][h] = -INFINITY;
+      row_sum[mt][h] = 0.0f;
+    }
+
+  // Fragment addresses: as in flash_attention_bf16_kernel, except that the swizzled chunk offset
+  // ((2 kl) | bit) ^ (lane & 7) = (2 kl) ^ (bit ^ (lane & 7)) (2 kl has a clear low bit) is formed
+  // where it is used from one per-lane value: 2 registers instead of 8 (fewer spills at 128
+  // registers).
+  constexpr int kRowBytes = D * static_cast<int>(sizeof(bfloat16));
+  const uint32_t q_v_bits = static_cast<uint32_t>((lane >> 4) ^ (lane & 7));
+  const uint32_t k_bits = static_cast<uint32_t>(((lane >> 3) & 1) ^ (lane & 7));
+  const int warp_row0 = warp * Shape::kRowsPerWarp;
+  const uint32_t q_rows =
+      shared_address(q_tile) + static_cast<uint32_t>((warp_row0 + (lane & 15)) * kRowBytes);
+  const uint32_t k_rows = shared_address(k_tiles) +
+                          static_cast<uint32_t>(((lane & 7) + ((lane >> 4) << 3)) * kRowBytes);
+  const uint32_t v_rows =
+      shared_address(v_tiles) +
+      static_cast<uint32_t>(((lane & 7) + (((lane >> 3) & 1) << 3)) * kRowBytes);
+  constexpr uint32_t kStageBytes = BlockN * kRowBytes;
+
+  // Scale 0 (uniform weights) runs as the smallest normal float: the masked -inf stays -inf
+  // (-inf * 0 would be NaN) and exp2 of every real logit, below 2^-100, is exactly 1.
+  const float scale_log2 = p.scale_log2 == 0.0f ? 1.17549435e-38f : p.scale_log2;
+  const bool positive_scale = scale_log2 > 0.0f;
+  // A raw score that becomes -inf once scaled.
+  const float masked_score = positive_scale ? -INFINITY : INFINITY;
+
+  const int key_tiles = (p.tk + BlockN - 1) / BlockN;
+  for (int j = 0; j < key_tiles; ++j) {
+    const int stage = j & 1;
+    const bool more = j + 1 < key_tiles;
+    // K stage ^ 1 held tile j - 1, whose S every warp finished before the second barrier of
+    // iteration j - 1.
+    if (more) {
+      load_rows_async<D, BlockN, kThreads>(k_tiles + (stage ^ 1) * BlockN * D, k, p.k_stride,
+                                           (j + 1) * BlockN, p.tk, thread);
+    }
+    cp_async_commit();
+    cp_async_wait<2>();  // all but [V j] and [K j+1]: K of tile j is in
+    __syncthreads();
+    const uint32_t k_stage = k_rows + stage * kStageBytes;
+    const uint32_t v_stage = v_rows + stage * kStageBytes;
+
+    // S = Q K^T (raw, unscaled) for the warp's rows x BlockN keys.
+    float s[MTiles][kKeyTiles][4];
+#pragma unroll
+    for (int mt = 0; mt < MTiles; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < kKeyTiles; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[mt][nt][e] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      const uint32_t chunk_bytes = static_cast<uint32_t>((kk / 4) * 128);
+      uint32_t a[MTiles][4];
+#pragma unroll
+      for (int mt = 0; mt < MTiles; ++mt) {
+        ldmatrix_x4(a[mt], q_rows + static_cast<uint32_t>(mt * 16 * kRowBytes) + chunk_bytes +
+                               chunk_swizzle(kk % 4, q_v_bits));
+      }
+#pragma unroll
+      for (int np = 0; np < kKeyTiles / 2; ++np) {
+        uint32_t b[4];
+        ldmatrix_x4(b, k_stage + static_cast<uint32_t>(np * 16 * kRowBytes) + chunk_bytes +
+                           chunk_swizzle(kk % 4, k_bits));
+#pragma unroll
+        for (int mt = 0; mt < MTiles; ++mt) {
+          mma_bf16_16x8x16(s[mt][2 * np], a[mt], b[0], b[1]);
+          mma_bf16_16x8x16(s[mt][2 * np + 1], a[mt], b[2], b[3]);
+        }
+      }
+    }
+
+    // Keys past tk (zero-padded rows) only occur in the last tile.
+    const int key0 = j * BlockN;
+    if (key0 + BlockN > p.tk) {
+#pragma unroll
+      for (int mt = 0; mt < MTiles; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < kKeyTiles; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int key = key0 + nt * 8 + 2 * (lane & 3) + (e & 1);
+            if (key >= p.tk) s[mt][nt][e] = masked_score;
+          }
+    }
+
+    // Online softmax with lazy offsets. Every tile holds a real key, so tile_max is finite.
+    float correction[MTiles][2];
+    bool moved = false;
+#pragma unroll
+    for (int mt = 0; mt < MTiles; ++mt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float extreme = s[mt][0][2 * h];
+        if (positive_scale) {
+#pragma unroll
+          for (int nt = 0; nt < kKeyTiles; ++nt)
+            extreme = fmaxf(extreme, fmaxf(s[mt][nt][2 * h], s[mt][nt][2 * h + 1]));
+        } else {
+#pragma unroll
+          for (int nt = 0; nt < kKeyTiles; ++nt)
+            extreme = fminf(extreme, fminf(s[mt][nt][2 * h], s[mt][nt][2 * h + 1]));
+        }
+        float tile_max = extreme * scale_log2;
+        // The 4 threads of a quad share the row.
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+        const bool move = tile_max > offset[mt][h] + kLazyRescaleLog2;  // always on tile 0
+        // Exactly 1 when the offset stays (O is then left as it is).
+        correction[mt][h] = move ? fast_exp2(offset[mt][h] - tile_max) : 1.0f;
+        if (move) offset[mt][h] = tile_max;
+        moved = moved || move;
+        const float minus_offset = -offset[mt][h];
+        float tile_sum = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < kKeyTiles; ++nt)
+#pragma unroll
+          for (int e = 2 * h; e < 2 * h + 2; ++e) {
+            const float prob = fast_exp2(fmaf(s[mt][nt][e], scale_log2, minus_offset));
+            s[mt][nt][e] = prob;
+            tile_sum += prob;
+          }
+        row_sum[mt][h] = row_sum[mt][h] * correction[mt][h] + tile_sum;
+      }
+    if (__any_sync(0xffffffffu, moved)) {
+#pragma unroll
+      for (int mt = 0; mt < MTiles; ++mt)
+#pragma unroll
+        for (int nd = 0; nd < kDTiles; ++nd)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) o[mt][nd][e] *= correction[mt][e / 2];
+    }
+
+    // V stage ^ 1 held tile j - 1, whose P V every warp finished before the first barrier above.
+    if (more) {
+      load_rows_async<D, BlockN, kThreads>(v_tiles + (stage ^ 1) * BlockN * D, v, p.v_stride,
+                                           (j + 1) * BlockN, p.tk, thread);
+    }
+    cp_async_commit();
+    cp_async_wait<2>();  // all but [K j+1] and [V j+1]: V of tile j is in
+    __syncthreads();
+
+    // O += P V; the score accumulators of key tiles 2kk, 2kk+1 are the A fragment of 16 keys.
+#pragma unroll
+    for (int kk = 0; kk < BlockN / 16; ++kk) {
+      uint32_t a[MTiles][4];
+#pragma unroll
+      for (int mt = 0; mt < MTiles; ++mt) {
+        a[mt][0] = pack_bf16x2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+        a[mt][1] = pack_bf16x2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+        a[mt][2] = pack_bf16x2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+        a[mt][3] = pack_bf16x2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+      }
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, v_stage + static_cast<uint32_t>(kk * 16 * kRowBytes) +
+                                 static_cast<uint32_t>((dp / 4) * 128) +
+                                 chunk_swizzle(dp % 4, q_v_bits));
+#pragma unroll
+        for (int mt = 0; mt < MTiles; ++mt) {
+          mma_bf16_16x8x16(o[mt][2 * dp], a[mt], b[0], b[1]);
+          mma_bf16_16x8x16(o[mt][2 * dp + 1], a[mt], b[2], b[3]);
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();  // the trailing groups are empty; nothing is left in flight at exit
+
+  // Normalise and store fp32. Shuffles first: every lane takes part, rows past tq included.
+#pragma unroll
+  for (int mt = 0; mt < MTiles; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float total = row_sum[mt][h];
+      total += __shfl_xor_sync(0xffffffffu, total, 1);
+      total += __shfl_xor_sync(0xffffffffu, total, 2);
+      const float inv = 1.0f / total;
+      const int row = m0 + warp_row0 + mt * 16 + (lane >> 2) + 8 * h;
+      if (row >= p.tq) continue;
+      float* out_row = p.out + static_cast<int64_t>(row) * p.out_stride +
+                       static_cast<int64_t>(head) * D + 2 * (lane & 3);
+#pragma unroll
+      for (int nd = 0; nd < kDTiles; ++nd) {
+        const float x0 = o[mt][nd][2 * h] * inv;
+        const float x1 = o[mt][nd][2 * h + 1] * inv;
+        if (p.out_pairs) {
+          *reinterpret_cast<float2*>(out_row + nd * 8) = make_float2(x0, x1);
+        } else {
+          out_row[nd * 8] = x0;
+          out_row[nd * 8 + 1] = x1;
+        }
+      }
+    }
+}
+
 template <int D, int BlockN>
 void launch_flash(const FlashParams& params, int heads, cudaStream_t stream) {
   constexpr size_t shared_bytes = flash_shared_bytes<D, BlockN>();
@@ -395,6 +705,58 @@ void launch_flash(const FlashParams& params, int heads, cudaStream_t stream) {
                   static_cast<unsigned>(heads));
   flash_attention_bf16_kernel<D, BlockN><<<grid, kFlashThreads, shared_bytes, stream>>>(params);
   check_launch("flash attention launch");
+}
+
+template <int D, int BlockN, int Warps, int MTiles, int MinBlocks>
+void launch_tuned(const FlashParams& params, int heads, cudaStream_t stream) {
+  using Shape = TunedShape<D, BlockN, Warps, MTiles>;
+  constexpr size_t shared_bytes = Shape::kSharedBytes;
+  const auto kernel = tuned_flash_kernel<D, BlockN, Warps, MTiles, MinBlocks>;
+  cudaError_t status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(shared_bytes));
+  if (status != cudaSuccess) throw_cuda(ErrorKind::device, "shared memory opt-in", status);
+  status = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                cudaSharedmemCarveoutMaxShared);
+  if (status != cudaSuccess) throw_cuda(ErrorKind::device, "shared memory carveout", status);
+  const dim3 grid(static_cast<unsigned>((params.tq + Shape::kBlockM - 1) / Shape::kBlockM),
+                  static_cast<unsigned>(heads));
+  kernel<<<grid, Shape::kThreads, shared_bytes, stream>>>(params);
+  check_launch("flash attention launch");
+}
+
+template <int D>
+void launch_variant(AttentionVariant variant, const FlashParams& params, int heads,
+                    cudaStream_t stream) {
+  // MinBlocks (CTAs an SM must hold): 2 everywhere (2 x 96 KB of shared memory at D = 128 and
+  // 128 rows), except 64-row CTAs with 32-key tiles (48 KB): 4, which caps them at 128 registers.
+  switch (variant) {
+    case AttentionVariant::baseline_n32:
+      launch_flash<D, 32>(params, heads, stream);
+      break;
+    case AttentionVariant::baseline_n64:
+      launch_flash<D, 64>(params, heads, stream);
+      break;
+    case AttentionVariant::tuned_128x4_n32:
+      launch_tuned<D, 32, 4, 2, 2>(params, heads, stream);
+      break;
+    case AttentionVariant::tuned_128x4_n64:
+      launch_tuned<D, 64, 4, 2, 2>(params, heads, stream);
+      break;
+    case AttentionVariant::tuned_128x8_n64:
+      launch_tuned<D, 64, 8, 1, 2>(params, heads, stream);
+      break;
+    case AttentionVariant::tuned_128x8_n32:
+      launch_tuned<D, 32, 8, 1, 2>(params, heads, stream);
+      break;
+    case AttentionVariant::tuned_64x4_n64:
+      launch_tuned<D, 64, 4, 1, 2>(params, heads, stream);
+      break;
+    case AttentionVariant::tuned_64x4_n32:
+      launch_tuned<D, 32, 4, 1, 4>(params, heads, stream);
+      break;
+    case AttentionVariant::automatic:
+      break;  // resolved by the caller
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -585,8 +947,7 @@ void check_sizes(int q_stride, int k_stride, int v_stride, int out_stride, int t
 }
 
 // Softmax over no keys: the output rows are zeros, as on the CPU.
-void zero_output(float* out, int out_stride, int tq, int heads, int head_dim,
-                 cudaStream_t stream) {
+void zero_output(float* out, int out_stride, int tq, int heads, int head_dim, cudaStream_t stream) {
   const cudaError_t status =
       cudaMemset2DAsync(out, static_cast<size_t>(out_stride) * sizeof(float), 0,
                         static_cast<size_t>(heads) * head_dim * sizeof(float), tq, stream);
@@ -632,13 +993,85 @@ void convert_rows_to_bf16(const float* src, int src_stride, __nv_bfloat16* dst, 
   check_launch("bf16 conversion launch");
 }
 
+const char* attention_variant_name(AttentionVariant variant) {
+  switch (variant) {
+    case AttentionVariant::automatic:
+      return "automatic";
+    case AttentionVariant::baseline_n32:
+      return "baseline_n32";
+    case AttentionVariant::baseline_n64:
+      return "baseline_n64";
+    case AttentionVariant::tuned_128x4_n32:
+      return "tuned_128x4_n32";
+    case AttentionVariant::tuned_128x4_n64:
+      return "tuned_128x4_n64";
+    case AttentionVariant::tuned_128x8_n64:
+      return "tuned_128x8_n64";
+    case AttentionVariant::tuned_128x8_n32:
+      return "tuned_128x8_n32";
+    case AttentionVariant::tuned_64x4_n64:
+      return "tuned_64x4_n64";
+    case AttentionVariant::tuned_64x4_n32:
+      return "tuned_64x4_n32";
+  }
+  return "unknown";
+}
+
+namespace {
+
+// STRAND_ATTENTION_VARIANTS="d128=NAME,d64=NAME,short=NAME" (any subset; NAME as
+// attention_variant_name prints it) replaces the kDefaultVariant* constants for this process.
+// tools/gpu/parallel_run.sh sets it from the microbenchmark's fastest variants, so that one GPU
+// run measures the engine with them before they become the constants. Unknown names are ignored.
+struct VariantDefaults {
+  AttentionVariant d128 = kDefaultVariantD128, d64 = kDefaultVariantD64,
+                   short_keys = kDefaultVariantShortKeys;
+  VariantDefaults() {
+    const char* env = std::getenv("STRAND_ATTENTION_VARIANTS");
+    if (env == nullptr) return;
+    std::string text(env);
+    size_t start = 0;
+    while (start <= text.size()) {
+      const size_t end = std::min(text.find(',', start), text.size());
+      const std::string item = text.substr(start, end - start);
+      const size_t eq = item.find('=');
+      if (eq != std::string::npos) {
+        const std::string key = item.substr(0, eq), name = item.substr(eq + 1);
+        for (int i = 1; i < kAttentionVariantCount; ++i) {
+          const auto v = static_cast<AttentionVariant>(i);
+          if (name != attention_variant_name(v)) continue;
+          if (key == "d128") d128 = v;
+          if (key == "d64") d64 = v;
+          if (key == "short") short_keys = v;
+        }
+      }
+      start = end + 1;
+    }
+  }
+};
+
+const VariantDefaults& variant_defaults() {
+  static const VariantDefaults defaults;
+  return defaults;
+}
+
+}  // namespace
+
+AttentionVariant default_attention_variant(int /*tq*/, int tk, int /*heads*/, int head_dim) {
+  const VariantDefaults& d = variant_defaults();
+  if (tk <= kShortKeys && head_dim == 128) return d.short_keys;
+  return head_dim == 64 ? d.d64 : d.d128;
+}
+
 void attention_bf16(const __nv_bfloat16* q, int q_stride, const __nv_bfloat16* k, int k_stride,
                     const __nv_bfloat16* v, int v_stride, float* out, int out_stride, int tq,
                     int tk, int heads, int head_dim, float scale, cudaStream_t stream,
-                    int key_tile) {
+                    AttentionVariant variant) {
   check_sizes(q_stride, k_stride, v_stride, out_stride, tq, tk, heads, head_dim);
-  if (key_tile != 0 && key_tile != 32 && key_tile != 64) {
-    throw Error(ErrorKind::invalid_argument, "CUDA attention_bf16: key_tile must be 0, 32 or 64");
+  const int variant_index = static_cast<int>(variant);
+  if (variant_index < 0 || variant_index >= kAttentionVariantCount) {
+    throw Error(ErrorKind::invalid_argument,
+                "CUDA attention_bf16: unknown variant " + std::to_string(variant_index));
   }
   if (head_dim != 64 && head_dim != 128) {
     throw Error(ErrorKind::invalid_argument, "CUDA attention_bf16: head_dim must be 64 or 128");
@@ -667,13 +1100,12 @@ void attention_bf16(const __nv_bfloat16* q, int q_stride, const __nv_bfloat16* k
   params.tk = tk;
   params.scale_log2 = scale * 1.44269504088896341f;
   params.out_pairs = out_stride % 2 == 0 && aligned_to(out, 8);
-  if (key_tile == 0) key_tile = head_dim == 64 ? kDefaultFlashBlockN<64> : kDefaultFlashBlockN<128>;
+  if (variant == AttentionVariant::automatic)
+    variant = default_attention_variant(tq, tk, heads, head_dim);
   if (head_dim == 64) {
-    key_tile == 32 ? launch_flash<64, 32>(params, heads, stream)
-                   : launch_flash<64, 64>(params, heads, stream);
+    launch_variant<64>(variant, params, heads, stream);
   } else {
-    key_tile == 32 ? launch_flash<128, 32>(params, heads, stream)
-                   : launch_flash<128, 64>(params, heads, stream);
+    launch_variant<128>(variant, params, heads, stream);
   }
 }
 

@@ -39,14 +39,38 @@ void attention(const float* q, int q_stride, const float* k, int k_stride, const
                float scale, bool bf16, void* workspace, size_t workspace_bytes,
                cudaStream_t stream);
 
+// Implementations of the tensor-core kernel, selectable so that one benchmark run can time them
+// all (strand-bench-attention prints one line per shape and variant). They compute the same
+// function; results differ only by fp32 summation order. "RxW": R query rows a CTA split over W
+// warps (so R / W rows a warp); "nK": keys per shared-memory tile.
+enum class AttentionVariant : int {
+  automatic = 0,        // default_attention_variant() for the shape
+  baseline_n32 = 1,     // 128x4, n32: the original kernel (K and V in one cp.async group)
+  baseline_n64 = 2,     // 128x4, n64: the same, 64-key tiles (spills a little at head dim 128)
+  tuned_128x4_n32 = 3,  // tuned kernel (K/V in separate groups, lazy rescale, FFMA exponent)
+  tuned_128x4_n64 = 4,
+  tuned_128x8_n64 = 5,  // 16 rows a warp: half the accumulators, so 64-key tiles fit
+  tuned_128x8_n32 = 6,
+  tuned_64x4_n64 = 7,  // 64-row CTAs: twice the CTAs, for short key sequences / few rows
+  tuned_64x4_n32 = 8,
+};
+constexpr int kAttentionVariantCount = 9;  // automatic + 8 implementations
+
+// A short name for logs ("baseline_n32", ...); "unknown" outside the enum.
+const char* attention_variant_name(AttentionVariant variant);
+
+// The implementation attention() and attention_bf16(automatic) use for a shape (never automatic).
+AttentionVariant default_attention_variant(int tq, int tk, int heads, int head_dim);
+
 // The tensor-core kernel alone, on inputs already in bf16 (same layout and stride rules, strides in
 // elements). head_dim must be 64 or 128; q, k, v must be 16-byte aligned and their strides
-// multiples of 8 (each row segment is copied in 16-byte pieces). out stays fp32. key_tile: keys
-// per shared-memory tile, 32 or 64 (for benchmarks); 0 picks the default for the head dim.
+// multiples of 8 (each row segment is copied in 16-byte pieces). out stays fp32. variant: which
+// implementation (for benchmarks and tests); automatic picks default_attention_variant().
+// Throws invalid_argument for a variant outside the enum.
 void attention_bf16(const __nv_bfloat16* q, int q_stride, const __nv_bfloat16* k, int k_stride,
                     const __nv_bfloat16* v, int v_stride, float* out, int out_stride, int tq,
                     int tk, int heads, int head_dim, float scale, cudaStream_t stream,
-                    int key_tile = 0);
+                    AttentionVariant variant = AttentionVariant::automatic);
 
 // Rounds rows of an fp32 [rows, width] matrix (row stride src_stride) to a packed bf16 [rows,
 // width] matrix (row stride width): the conversion pass attention() runs before attention_bf16().

@@ -2,8 +2,10 @@
 // blocks, 12 heads x 128, rows of width heads * head_dim as the engine lays them out) against the
 // issue-6 target (>= 350 TFLOP/s on one H100 at head dim 128; PyTorch's flash backend ~300,
 // cuDNN ~490). One line per configuration:
-//   kernel : the tensor-core kernel alone on bf16 inputs (attention_bf16, default key tile; the
-//            line ends with both key-tile sizes, 32 and 64, for tuning the default)
+//   variant: each implementation of the tensor-core kernel alone on bf16 inputs (attention_bf16
+//            with an AttentionVariant), with its error against the fp32 path; "(default)" marks
+//            the one default_attention_variant() picks for the shape
+//   kernel : the default implementation alone (attention_bf16, variant automatic)
 //   fp32in : the whole bf16=true call from the engine's fp32 tensors (conversion + kernel)
 //   fp32   : the exact fp32 path (for scale)
 // TFLOP/s counts 4 * tq * tk * head_dim * heads (Q K^T and P V). Each bf16 result is also checked
@@ -27,7 +29,6 @@
 #include "tools/gpu/bench_timing.h"
 
 namespace {
-
 
 constexpr double kTargetTflops = 350.0;         // issue 6, head dim 128 on one H100
 constexpr double kH100DenseBf16Tflops = 989.4;  // H100 SXM datasheet, dense (wgmma) peak
@@ -88,14 +89,29 @@ void run(const Config& c, int repeats, cudaStream_t stream, bool with_fp32) {
   CHECK_CUDA(cudaMemcpy(want.data(), out_ref, q_elems * sizeof(float), cudaMemcpyDeviceToHost));
   const double err = rel_error(got, want);
 
-  // The kernel alone with each key-tile size; the default (key_tile 0) is what attention() uses.
-  double tile_ms[2] = {};
-  const int tiles[2] = {32, 64};
-  for (int i = 0; i < 2; ++i) {
-    tile_ms[i] = time_ms(stream, repeats, [&] {
+  // Every implementation alone (automatic = the default attention() uses), each checked against
+  // the fp32 path too: one line per variant, for choosing the defaults in attention.cu.
+  for (int index = 1; index < strand::cuda::kAttentionVariantCount; ++index) {
+    const auto variant = static_cast<strand::cuda::AttentionVariant>(index);
+    CHECK_CUDA(cudaMemset(out, 0, q_elems * sizeof(float)));
+    strand::cuda::attention_bf16(q16, width, k16, width, v16, width, out, width, c.tq, c.tk,
+                                 c.heads, c.head_dim, scale, stream, variant);
+    CHECK_CUDA(cudaStreamSynchronize(stream));
+    std::vector<float> variant_out(q_elems);
+    CHECK_CUDA(
+        cudaMemcpy(variant_out.data(), out, q_elems * sizeof(float), cudaMemcpyDeviceToHost));
+    const double variant_ms = time_ms(stream, repeats, [&] {
       strand::cuda::attention_bf16(q16, width, k16, width, v16, width, out, width, c.tq, c.tk,
-                                   c.heads, c.head_dim, scale, stream, tiles[i]);
+                                   c.heads, c.head_dim, scale, stream, variant);
     });
+    const bool is_default =
+        variant == strand::cuda::default_attention_variant(c.tq, c.tk, c.heads, c.head_dim);
+    std::printf(
+        "variant %-14s tq=%d tk=%d heads=%d dh=%d | %-16s %.3f ms %6.1f TFLOP/s | rel_err vs fp32 "
+        "%.2e%s\n",
+        c.what, c.tq, c.tk, c.heads, c.head_dim, strand::cuda::attention_variant_name(variant),
+        variant_ms, tflop / (variant_ms * 1e-3), rel_error(variant_out, want),
+        is_default ? " (default)" : "");
   }
   const double kernel_ms = time_ms(stream, repeats, [&] {
     strand::cuda::attention_bf16(q16, width, k16, width, v16, width, out, width, c.tq, c.tk,
@@ -118,13 +134,14 @@ void run(const Config& c, int repeats, cudaStream_t stream, bool with_fp32) {
   const char* verdict =
       c.head_dim == 128 ? (kernel_tflops >= kTargetTflops ? "MEETS" : "BELOW") : "n/a";
   std::printf(
-      "attention %-14s tq=%d tk=%d heads=%d dh=%d | kernel %.3f ms %.1f TFLOP/s (%.0f%% of dense "
-      "bf16 peak; target %.0f: %s) | fp32in %.3f ms %.1f TFLOP/s (convert %.3f ms) | bf16 vs fp32 "
-      "rel_err %.2e | key tile 32: %.1f, 64: %.1f TFLOP/s\n",
+      "attention %-14s tq=%d tk=%d heads=%d dh=%d | kernel %.3f ms %.1f TFLOP/s (%s; %.0f%% of "
+      "dense bf16 peak; target %.0f: %s) | fp32in %.3f ms %.1f TFLOP/s (convert %.3f ms) | bf16 vs "
+      "fp32 rel_err %.2e\n",
       c.what, c.tq, c.tk, c.heads, c.head_dim, kernel_ms, kernel_tflops,
+      strand::cuda::attention_variant_name(
+          strand::cuda::default_attention_variant(c.tq, c.tk, c.heads, c.head_dim)),
       100.0 * kernel_tflops / kH100DenseBf16Tflops, kTargetTflops, verdict, full_ms,
-      tflop / (full_ms * 1e-3), convert_ms, err, tflop / (tile_ms[0] * 1e-3),
-      tflop / (tile_ms[1] * 1e-3));
+      tflop / (full_ms * 1e-3), convert_ms, err);
   std::printf(
       "attention %-14s roofline floors (H100 SXM datasheet): compute %.3f ms, memory %.3f ms\n",
       c.what, compute_floor_ms, memory_floor_ms);
@@ -160,6 +177,7 @@ int main(int argc, char** argv) {
       {4680, 4680, 24, 64, "hybrid-24x64"},   // same width 1536 with dh 64
       {4680, 14040, 12, 128, "kv-3-blocks"},  // softmax_kv layer, 2 cached blocks + current
       {1560, 1560, 12, 128, "small-block"},   // shorter blocks: wave-quantisation check
+      {4680, 512, 12, 128, "cross-prompt"},   // cross-attention to 512 prompt tokens
   };
   bool first = true;
   for (const Config& c : configs) {

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/attention.h"
@@ -229,17 +230,30 @@ TEST(CudaAttention, Bf16WithinTwiceTheInputRoundingError) {
 }
 
 // The tensor-core kernel on bf16 inputs in a strided layout (stride = width + 8, the alignment it
-// needs), with each key-tile size, against the CPU on the same rounded values: only P's rounding
-// and summation order differ.
-TEST(CudaAttention, Bf16KernelOnBf16Inputs) {
+// needs), with each implementation (AttentionVariant, automatic included), against the CPU on the
+// same rounded values: only P's rounding and summation order differ. Shapes: tq not a multiple of
+// 64 or 128 rows, tk not a multiple of the key tile, tk = 1, head dims 64 / 128, a peaked softmax
+// whose row max grows over the key tiles (the tuned kernels' lazy rescaling), a negative scale.
+class CudaAttentionVariant : public ::testing::TestWithParam<int> {};
+
+TEST_P(CudaAttentionVariant, Bf16KernelOnBf16Inputs) {
   SKIP_WITHOUT_GPU();
-  const std::vector<Case> cases = {{100, 100, 3, 64, 8, 8, 8, 0},
-                                   {77, 300, 2, 128, 8, 16, 8, 5},
-                                   {300, 129, 2, 128, 8, 8, 8, 2}};
+  const auto variant = static_cast<strand::cuda::AttentionVariant>(GetParam());
+  const std::vector<Case> cases = {
+      {100, 100, 3, 64, 8, 8, 8, 0},           {77, 300, 2, 128, 8, 16, 8, 5},
+      {300, 129, 2, 128, 8, 8, 8, 2},          {70, 1, 1, 128, 8, 8, 8, 1},
+      {129, 1000, 1, 64, 8, 8, 8, 2},          {200, 700, 2, 128, 8, 8, 8, 0, 4.0f, 3.0f},
+      {65, 90, 1, 64, 8, 8, 8, 2, -2.0f, 1.0f}};
   uint32_t seed = 200;
   for (const Case& c : cases) {
     SCOPED_TRACE(describe(c));
-    const Problem p(c, seed++);
+    Problem p(c, seed++);
+    if (c.scale_factor > 1.0f) {
+      // Later keys larger: the row max keeps growing over the key tiles.
+      for (int t = 0; t < c.tk; ++t)
+        for (int i = 0; i < p.k_stride; ++i)
+          p.k[static_cast<size_t>(t) * p.k_stride + i] *= 0.2f + 2.0f * t / c.tk;
+    }
     const std::vector<float> ref = p.values(p.cpu_reference(true));
     auto to_bits = [](const std::vector<float>& x) {
       std::vector<uint16_t> bits(x.size());
@@ -250,25 +264,31 @@ TEST(CudaAttention, Bf16KernelOnBf16Inputs) {
     const std::vector<float> out_init(static_cast<size_t>(c.tq) * p.out_stride, kSentinel);
     DeviceArray<float> out(out_init.size());
     ASSERT_TRUE(q.upload(to_bits(p.q)) && k.upload(to_bits(p.k)) && v.upload(to_bits(p.v)));
-    for (const int key_tile : {0, 32, 64}) {
-      SCOPED_TRACE(key_tile);
-      ASSERT_TRUE(out.upload(out_init));
-      strand::cuda::attention_bf16(reinterpret_cast<const __nv_bfloat16*>(q.get()), p.q_stride,
-                                   reinterpret_cast<const __nv_bfloat16*>(k.get()), p.k_stride,
-                                   reinterpret_cast<const __nv_bfloat16*>(v.get()), p.v_stride,
-                                   out.get(), p.out_stride, c.tq, c.tk, c.heads, c.head_dim,
-                                   p.scale, nullptr, key_tile);
-      ASSERT_CUDA(cudaDeviceSynchronize());
-      const std::vector<float> gpu = out.download();
-      EXPECT_EQ(p.touched_padding(gpu), 0);
-      const double err = rel_error(p.values(gpu), ref);
-      // P in bf16: each probability off by at most 2^-9 relative, ~1.1e-3 rms, averaging down.
-      EXPECT_LT(err, 4e-3);
-      std::printf("bf16k %-62s key_tile %d rel_err %.2e vs CPU on bf16 inputs\n",
-                  describe(c).c_str(), key_tile, err);
-    }
+    ASSERT_TRUE(out.upload(out_init));
+    strand::cuda::attention_bf16(reinterpret_cast<const __nv_bfloat16*>(q.get()), p.q_stride,
+                                 reinterpret_cast<const __nv_bfloat16*>(k.get()), p.k_stride,
+                                 reinterpret_cast<const __nv_bfloat16*>(v.get()), p.v_stride,
+                                 out.get(), p.out_stride, c.tq, c.tk, c.heads, c.head_dim, p.scale,
+                                 nullptr, variant);
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    const std::vector<float> gpu = out.download();
+    EXPECT_EQ(p.touched_padding(gpu), 0);
+    const std::vector<float> values = p.values(gpu);
+    ASSERT_TRUE(all_finite(values));
+    const double err = rel_error(values, ref);
+    // P in bf16: each probability off by at most 2^-9 relative, ~1.1e-3 rms, averaging down.
+    EXPECT_LT(err, 4e-3);
+    std::printf("bf16k %-62s %-16s rel_err %.2e vs CPU on bf16 inputs\n", describe(c).c_str(),
+                strand::cuda::attention_variant_name(variant), err);
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(AllVariants, CudaAttentionVariant,
+                         ::testing::Range(0, strand::cuda::kAttentionVariantCount),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return std::string(strand::cuda::attention_variant_name(
+                               static_cast<strand::cuda::AttentionVariant>(info.param)));
+                         });
 
 TEST(CudaAttention, NoKeysGivesZeros) {
   SKIP_WITHOUT_GPU();
@@ -308,6 +328,13 @@ TEST(CudaAttention, BadArgumentsThrow) {
                                            96, 1.0f, nullptr);
             }),
             invalid);
+  EXPECT_EQ(
+      kind_of([&] {  // no such implementation
+        strand::cuda::attention_bf16(
+            nullptr, 64, nullptr, 64, nullptr, 64, none, 64, 4, 4, 1, 64, 1.0f, nullptr,
+            static_cast<strand::cuda::AttentionVariant>(strand::cuda::kAttentionVariantCount));
+      }),
+      invalid);
   EXPECT_EQ(kind_of([&] {  // bf16 strides must be multiples of 8
               strand::cuda::attention_bf16(nullptr, 68, nullptr, 64, nullptr, 64, none, 64, 4, 4, 1,
                                            64, 1.0f, nullptr);

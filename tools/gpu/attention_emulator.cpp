@@ -51,8 +51,7 @@ struct CtaCtx {
 };
 thread_local CtaCtx* cta;
 thread_local int emu_lane;
-bool g_early_copies = false;
-int g_bn = 32;  // perform cp.async at issue (true) or as late as allowed (false)
+bool g_early_copies = false;  // perform cp.async at issue (true) or as late as allowed (false)
 
 unsigned char* emu_shared() {
   return cta->smem.data();
@@ -73,6 +72,16 @@ float __shfl_xor_sync(unsigned, float x, int offset) {
   const float y = w.f[emu_lane ^ offset][0];
   w.bar.arrive_and_wait();
   return y;
+}
+
+int __any_sync(unsigned, int predicate) {
+  WarpCtx& w = my_warp();
+  w.u[emu_lane][0] = predicate != 0;
+  w.bar.arrive_and_wait();
+  int any = 0;
+  for (int l = 0; l < 32; ++l) any |= static_cast<int>(w.u[l][0]);
+  w.bar.arrive_and_wait();
+  return any;
 }
 
 uint32_t shared_address(const void* p) {
@@ -202,7 +211,9 @@ uint32_t pack_bf16x2(float low, float high) {
 
 namespace emu {
 using bfloat16 = __nv_bfloat16;
+using std::fmaf;
 using std::fmaxf;
+using std::fminf;
 #include "kernels.inc"
 }  // namespace emu
 
@@ -268,9 +279,70 @@ std::vector<double> reference(const std::vector<float>& q, int qs, const std::ve
 struct Case {
   int tq, tk, heads, D, pad, out_pad;
   float scale_factor, amp;
+  bool ramp = false;  // key j scaled by 0.2 + 2 j / tk: the row max keeps growing over the tiles
 };
 
-int run_case(const Case& c, bool flash) {
+// The kernel variants of kernels/cuda/attention.h (AttentionVariant 1..8), by their template
+// arguments: the baseline kernel <D, BlockN>, the tuned one <D, BlockN, Warps, MTiles, MinBlocks>.
+struct Variant {
+  const char* name;
+  bool tuned;
+  int block_n, warps, m_tiles, min_blocks;
+};
+const Variant kVariants[] = {
+    {"baseline_n32", false, 32, 4, 2, 2},   {"baseline_n64", false, 64, 4, 2, 2},
+    {"tuned_128x4_n32", true, 32, 4, 2, 2}, {"tuned_128x4_n64", true, 64, 4, 2, 2},
+    {"tuned_128x8_n64", true, 64, 8, 1, 2}, {"tuned_128x8_n32", true, 32, 8, 1, 2},
+    {"tuned_64x4_n64", true, 64, 4, 1, 2},  {"tuned_64x4_n32", true, 32, 4, 1, 4},
+};
+
+template <int D, int BN, int W, int MT, int MB>
+void launch_tuned(const emu::FlashParams& p, int heads) {
+  using Shape = emu::TunedShape<D, BN, W, MT>;
+  launch(&emu::tuned_flash_kernel<D, BN, W, MT, MB>, p,
+         (p.tq + Shape::kBlockM - 1) / Shape::kBlockM, heads, Shape::kThreads, Shape::kSharedBytes);
+}
+
+template <int D>
+void launch_variant(const Variant& v, const emu::FlashParams& p, int heads) {
+  if (!v.tuned) {
+    const int grid_x = (p.tq + emu::kFlashBlockM - 1) / emu::kFlashBlockM;
+    if (v.block_n == 32)
+      launch(&emu::flash_attention_bf16_kernel<D, 32>, p, grid_x, heads, emu::kFlashThreads,
+             emu::flash_shared_bytes<D, 32>());
+    else
+      launch(&emu::flash_attention_bf16_kernel<D, 64>, p, grid_x, heads, emu::kFlashThreads,
+             emu::flash_shared_bytes<D, 64>());
+    return;
+  }
+  const int key = v.block_n * 1000 + v.warps * 100 + v.m_tiles * 10 + v.min_blocks;
+  switch (key) {
+    case 32422:
+      launch_tuned<D, 32, 4, 2, 2>(p, heads);
+      break;
+    case 64422:
+      launch_tuned<D, 64, 4, 2, 2>(p, heads);
+      break;
+    case 64812:
+      launch_tuned<D, 64, 8, 1, 2>(p, heads);
+      break;
+    case 32812:
+      launch_tuned<D, 32, 8, 1, 2>(p, heads);
+      break;
+    case 64412:
+      launch_tuned<D, 64, 4, 1, 2>(p, heads);
+      break;
+    case 32414:
+      launch_tuned<D, 32, 4, 1, 4>(p, heads);
+      break;
+    default:
+      std::fprintf(stderr, "no such variant\n");
+      std::abort();
+  }
+}
+
+int run_case(const Case& c, const Variant* variant) {
+  const bool flash = variant != nullptr;
   const int width = c.heads * c.D, qs = width + c.pad, ks = width + 2 * c.pad, vs = width + c.pad,
             os = width + c.out_pad;
   std::mt19937 rng(c.tq * 7 + c.tk);
@@ -281,6 +353,11 @@ int run_case(const Case& c, bool flash) {
     return x;
   };
   auto q = fill(c.tq, qs), k = fill(c.tk, ks), v = fill(c.tk, vs);
+  if (c.ramp)
+    for (int j = 0; j < c.tk; ++j)
+      for (int x = 0; x < ks; ++x)
+        k[static_cast<size_t>(j) * ks + x] =
+            round_bf16(k[static_cast<size_t>(j) * ks + x] * (0.2f + 2.0f * j / c.tk));
   const float scale = c.scale_factor / std::sqrt(float(c.D));
   std::vector<float> out(static_cast<size_t>(c.tq) * os, 777.0f);
   if (flash) {
@@ -303,20 +380,10 @@ int run_case(const Case& c, bool flash) {
     p.tk = c.tk;
     p.scale_log2 = scale * 1.44269504088896341f;
     p.out_pairs = os % 2 == 0;
-    const int grid_x = (c.tq + emu::kFlashBlockM - 1) / emu::kFlashBlockM;
-    const int t = emu::kFlashThreads;
-    if (c.D == 64 && g_bn == 32)
-      launch(&emu::flash_attention_bf16_kernel<64, 32>, p, grid_x, c.heads, t,
-             emu::flash_shared_bytes<64, 32>());
-    else if (c.D == 64)
-      launch(&emu::flash_attention_bf16_kernel<64, 64>, p, grid_x, c.heads, t,
-             emu::flash_shared_bytes<64, 64>());
-    else if (g_bn == 32)
-      launch(&emu::flash_attention_bf16_kernel<128, 32>, p, grid_x, c.heads, t,
-             emu::flash_shared_bytes<128, 32>());
+    if (c.D == 64)
+      launch_variant<64>(*variant, p, c.heads);
     else
-      launch(&emu::flash_attention_bf16_kernel<128, 64>, p, grid_x, c.heads, t,
-             emu::flash_shared_bytes<128, 64>());
+      launch_variant<128>(*variant, p, c.heads);
   } else {
     emu::ExactParams p{};
     p.q = q.data();
@@ -351,34 +418,49 @@ int run_case(const Case& c, bool flash) {
   const double err = std::sqrt(diff / norm);
   const bool ok = nonfinite == 0 && pad_touched == 0 && err < (flash ? 4e-3 : 1e-5);
   std::printf(
-      "%s %-5s tq=%d tk=%d heads=%d D=%d pad=%d out_pad=%d scale*%g amp=%g bn=%d copies=%s: "
-      "rel_err %.2e "
-      "nonfinite %d pad_touched %d\n",
-      ok ? "OK  " : "FAIL", flash ? "flash" : "fp32", c.tq, c.tk, c.heads, c.D, c.pad, c.out_pad,
-      c.scale_factor, c.amp, g_bn, g_early_copies ? "early" : "late", err, nonfinite, pad_touched);
+      "%s %-15s tq=%d tk=%d heads=%d D=%d pad=%d out_pad=%d scale*%g amp=%g%s copies=%s: "
+      "rel_err %.2e nonfinite %d pad_touched %d\n",
+      ok ? "OK  " : "FAIL", flash ? variant->name : "fp32", c.tq, c.tk, c.heads, c.D, c.pad,
+      c.out_pad, c.scale_factor, c.amp, c.ramp ? " ramp" : "", g_early_copies ? "early" : "late",
+      err, nonfinite, pad_touched);
   return ok ? 0 : 1;
 }
 
 int main(int argc, char** argv) {
-  const bool quick = argc > 1;
+  // Usage: attention_emulator [quick | variant-name...]: quick runs one shape per variant; names
+  // restrict the run to those variants.
+  const bool quick = argc > 1 && std::strcmp(argv[1], "quick") == 0;
+  std::vector<const Variant*> selected;
+  for (const Variant& v : kVariants) {
+    bool wanted = argc == 1 || quick;
+    for (int i = 1; i < argc; ++i) wanted = wanted || std::strcmp(argv[i], v.name) == 0;
+    if (wanted) selected.push_back(&v);
+  }
   int failures = 0;
+  // Tile edges: tq past a 64- or 128-row CTA, tk not a key-tile multiple, tk = 1, strided rows
+  // (pad) and odd output strides, head dims 64 and 128, peaked softmaxes (scale*4, amp 3), a
+  // growing row max (ramp: the lazy offsets move several times), negative and zero scales.
   const std::vector<Case> cases = {
-      {130, 65, 1, 128, 8, 3, 1, 1}, {77, 100, 2, 64, 8, 0, 1, 1},  {1, 1, 1, 64, 0, 1, 1, 1},
-      {129, 200, 1, 64, 0, 2, 4, 3}, {40, 97, 1, 128, 16, 0, 4, 3},
+      {130, 65, 1, 128, 8, 3, 1, 1},       {77, 100, 2, 64, 8, 0, 1, 1},
+      {1, 1, 1, 64, 0, 1, 1, 1},           {129, 200, 1, 64, 0, 2, 4, 3},
+      {40, 97, 1, 128, 16, 0, 4, 3},       {70, 1, 1, 128, 8, 1, 1, 1},
+      {66, 230, 1, 128, 0, 0, 6, 3, true}, {50, 90, 1, 64, 8, 2, -3, 2},
+      {20, 40, 1, 128, 0, 0, 0, 1},
   };
-  for (int bn : {32, 64})
+  for (const Variant* v : selected)
     for (bool early : {false, true}) {
       g_early_copies = early;
-      g_bn = bn;
-      for (const Case& c : cases) {
-        failures += run_case(c, true);
-        if (quick) break;
-      }
+      // Early copies (no pipelining hazards visible) on the first two shapes only: the late
+      // mode is the one that catches a missing wait or barrier.
+      const size_t count = quick ? 1 : early ? 2 : cases.size();
+      for (size_t i = 0; i < count; ++i) failures += run_case(cases[i], v);
     }
   g_early_copies = false;
-  failures += run_case({45, 70, 2, 32, 1, 1, 1, 1}, false);
-  failures += run_case({33, 40, 1, 80, 3, 2, 4, 3}, false);
-  failures += run_case({40, 65, 1, 128, 0, 0, 1, 1}, false);
+  if (argc == 1) {
+    failures += run_case({45, 70, 2, 32, 1, 1, 1, 1}, nullptr);
+    failures += run_case({33, 40, 1, 80, 3, 2, 4, 3}, nullptr);
+    failures += run_case({40, 65, 1, 128, 0, 0, 1, 1}, nullptr);
+  }
   std::printf("%d failures\n", failures);
   return failures != 0;
 }

@@ -2,9 +2,10 @@
 # Runs the real device code of kernels/cuda/attention.cu on the CPU (no GPU needed): slices the
 # kernels out of the source, compiles them against tools/gpu/attention_emulator.cpp (PTX semantics
 # of ldmatrix / mma.m16n8k16 / cp.async from the PTX ISA tables, one std::thread per CUDA thread)
-# and checks every kernel variant against a double-precision reference. Takes about a minute on two
-# cores; `emulate_attention.sh quick` runs one shape.
-# Usage: tools/gpu/emulate_attention.sh [quick]
+# and checks every kernel variant (AttentionVariant) against a double-precision reference. Takes a
+# few minutes on two cores; `emulate_attention.sh quick` runs one shape per variant, and variant
+# names (e.g. `emulate_attention.sh tuned_128x8_n64`) restrict the run to those variants.
+# Usage: tools/gpu/emulate_attention.sh [quick | variant-name...]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 work="$(mktemp -d)"

@@ -6,8 +6,9 @@
 #          all softmax_kv), bf16 error;
 #   GPUs 2-3: training (training/gpu_run.sh, HYBRID_ONLY=1: the hybrid model, DDP on 2 GPUs).
 # Everything shares one build and one folder of generated 1.3B-shape models, made first on GPU 0.
-# Results come back as at most 6 files in $OUT, re-packed every minute so a cut run still returns
-# what it had: bench-a.tar.gz, bench-b.tar.gz, train.tar.gz, hybrid.safetensors, run.log.
+# Results come back as at most 7 files in $OUT, re-packed every minute so a cut run still returns
+# what it had: bench-a.tar.gz, bench-b.tar.gz, train.tar.gz, hybrid.safetensors, longrun.tar.gz
+# (LONGRUN_GPU set), run.log.
 #
 #   OUT=/path TRAIN_MIN=8.3 DEADLINE_S=520 bash tools/gpu/parallel_run.sh
 # STAGES_A / STAGES_B override the stage lists of the two halves (bench_all.sh's ONLY_STAGES);
@@ -32,6 +33,9 @@ pack() {
   done
   (cd "$STAGING/train" && tar -czf "$OUT/.train.tmp" --exclude='*.safetensors' .) &&
     mv -f "$OUT/.train.tmp" "$OUT/train.tar.gz"
+  if [[ -d "$STAGING/longrun" ]]; then
+    (cd "$STAGING/longrun" && tar -czf "$OUT/.longrun.tmp" .) && mv -f "$OUT/.longrun.tmp" "$OUT/longrun.tar.gz"
+  fi
   if [[ -f "$STAGING/train/hybrid.safetensors" ]]; then
     cp "$STAGING/train/hybrid.safetensors" "$OUT/.hybrid.tmp" && mv -f "$OUT/.hybrid.tmp" "$OUT/hybrid.safetensors"
   fi
@@ -53,6 +57,25 @@ fi
 say "build + models on GPU 0"
 CUDA_VISIBLE_DEVICES=0 ONLY_STAGES="env build models" DEADLINE_S=200 OUT="$STAGING/a/prep" \
   bash tools/gpu/bench_all.sh > /dev/null 2>&1
+# Attention kernel variants (kernels/cuda/attention.cu): time them all once on GPU 0, then run
+# every stage with the fastest per shape class (STRAND_ATTENTION_VARIANTS), so that one run
+# measures the engine with them. ATTENTION_PICK=0 keeps the kernel's own defaults.
+BUILD_PATH="${BUILD_DIR:-build-cuda}"
+if [[ "${ATTENTION_PICK:-1}" == 1 && -x "$BUILD_PATH/bin/strand-bench-attention" ]]; then
+  CUDA_VISIBLE_DEVICES=0 "$BUILD_PATH/bin/strand-bench-attention" 10 > "$STAGING/a/attention-variants.log" 2>&1
+  STRAND_ATTENTION_VARIANTS=$(python3 tools/gpu/pick_attention_variants.py "$STAGING/a/attention-variants.log" 2>/dev/null)
+  export STRAND_ATTENTION_VARIANTS
+  say "attention variants: ${STRAND_ATTENTION_VARIANTS:-kernel defaults}"
+fi
+# LONGRUN_GPU: issue 3's 10000-frame long run of the bundled model (tools/gpu/long_run_gpu.sh).
+LR_PID=""
+if [[ -n "${LONGRUN_GPU:-}" ]]; then
+  mkdir -p "$STAGING/longrun"
+  say "long run on GPU $LONGRUN_GPU"
+  CUDA_VISIBLE_DEVICES="$LONGRUN_GPU" OUT="$STAGING/longrun" BUILD="$BUILD_PATH" \
+    bash tools/gpu/long_run_gpu.sh > "$STAGING/longrun/long_run.log" 2>&1 &
+  LR_PID=$!
+fi
 pack
 LEFT=$(( DEADLINE_S - ($(date +%s) - T0) ))
 say "benchmarks: ${LEFT}s left"
@@ -68,7 +91,8 @@ if ((GPUS >= 2)) && [[ ",$TRAIN_GPUS," != *",1,"* ]]; then
   B_PID=$!
 fi
 while kill -0 "$A_PID" 2>/dev/null || { [[ -n "$B_PID" ]] && kill -0 "$B_PID" 2>/dev/null; } ||
-      { [[ -n "$TRAIN_PID" ]] && kill -0 "$TRAIN_PID" 2>/dev/null; }; do
+      { [[ -n "$TRAIN_PID" ]] && kill -0 "$TRAIN_PID" 2>/dev/null; } ||
+      { [[ -n "$LR_PID" ]] && kill -0 "$LR_PID" 2>/dev/null; }; do
   sleep 20
   (( ($(date +%s) - T0) % 60 < 20 )) && pack
 done

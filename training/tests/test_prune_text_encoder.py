@@ -109,3 +109,33 @@ def test_other_words_fail_loudly_and_models_name_the_full_file(files):
     cfg = modelio.make_config({}, text.config)
     assert json.loads(modelio._config_json(cfg, text.encoder_file))["text"]["encoder_file"] \
         == FULL.name
+
+
+def test_expand_restores_the_full_format_for_kept_prompts_and_refuses_others(files, tmp_path):
+    """--expand (for a GPU machine the full file cannot reach): the full format, the kept rows as
+    pruned, zeros elsewhere, and the same hidden states as the F16-rounded full encoder on a
+    generated prompt; a prompt with an id that was not kept is refused by name."""
+    out, info, full_tensors, full_meta = files
+    expanded = tmp_path / "expanded.safetensors"
+    prompt = "snowy mountains at dusk"
+    result = prune.expand(out, expanded, [prompt])
+    assert result["kept_rows"] == info["kept_rows"]
+    tensors, meta = read_tensors(str(expanded))
+    assert json.loads(meta["strand.text_config"])["format"] == "strand-text-encoder"
+    assert prune.PRUNED_KEY not in meta and prune.KEPT_KEY not in tensors
+    assert meta["strand.vocab"] == full_meta["strand.vocab"]
+    word = tensors[prune.WORD_KEY]
+    full_word = f16_rounded({"w": full_tensors[prune.WORD_KEY]})["w"]
+    assert word.shape == full_word.shape
+    kept = np.nonzero(word.any(axis=1))[0]
+    assert len(kept) == info["kept_rows"]
+    np.testing.assert_array_equal(word[kept], full_word[kept])
+    assert not np.delete(word, kept, axis=0).any()
+    full16, cfg, vocab = encoder_from_tensors(f16_rounded(full_tensors), full_meta)
+    mine, _, _ = encoder_from_tensors(tensors, meta)
+    tok = WordPieceTokenizer(vocab, lowercase=True, max_positions=int(cfg["max_positions"]))
+    with torch.no_grad():
+        x = torch.tensor(tok.encode(prompt))
+        assert torch.equal(mine(x), full16(x))
+    with pytest.raises(ValueError, match="not in"):
+        prune.expand(out, tmp_path / "x.safetensors", ["a zebra plays the xylophone"])
