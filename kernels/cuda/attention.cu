@@ -142,16 +142,16 @@ __device__ __forceinline__ int swizzled(int row, int chunk) {
 }
 
 // Starts the async copy of rows [row0, row0 + Rows) of a [tokens][D] slice (row stride `stride`)
-// into a swizzled shared tile; rows at or past `limit` become zeros.
-template <int D, int Rows>
-__device__ __forceinline__ void load_tile_async(bfloat16* tile, const bfloat16* slice,
+// into a swizzled shared tile, spread over Threads threads; rows at or past `limit` become zeros.
+template <int D, int Rows, int Threads>
+__device__ __forceinline__ void load_rows_async(bfloat16* tile, const bfloat16* slice,
                                                 int64_t stride, int row0, int limit, int thread) {
   constexpr int kChunks = D / 8;
   constexpr int kTotal = Rows * kChunks;
-  static_assert(kTotal % kFlashThreads == 0, "tile chunks must split evenly over the threads");
+  static_assert(kTotal % Threads == 0, "tile chunks must split evenly over the threads");
 #pragma unroll
-  for (int i = 0; i < kTotal / kFlashThreads; ++i) {
-    const int index = thread + i * kFlashThreads;
+  for (int i = 0; i < kTotal / Threads; ++i) {
+    const int index = thread + i * Threads;
     const int row = index / kChunks;
     const int chunk = index % kChunks;
     const int token = row0 + row;
@@ -159,6 +159,202 @@ __device__ __forceinline__ void load_tile_async(bfloat16* tile, const bfloat16* 
     const bfloat16* src = valid ? slice + static_cast<int64_t>(token) * stride + chunk * 8 : slice;
     cp_async_16(shared_address(tile + swizzled<D>(row, chunk)), src, valid);
   }
+}
+
+// Byte offset of the swizzled 16-byte chunk 2 kl + bit within a 128-byte span, given
+// lane_bits = bit ^ (row & 7).
+__device__ __forceinline__ uint32_t chunk_swizzle(int kl, uint32_t lane_bits) {
+  return ((static_cast<uint32_t>(kl) * 2u) ^ lane_bits) << 4;
+}
+
+// The CTA's dynamic shared memory: Q [BlockM][D], then K and V [2 stages][BlockN][D] each, bf16.
+struct FlashTiles {
+  bfloat16* q;
+  bfloat16* k;
+  bfloat16* v;
+};
+
+template <int D, int BlockM, int BlockN>
+__device__ __forceinline__ FlashTiles flash_tiles(unsigned char* shared_raw) {
+  FlashTiles tiles;
+  tiles.q = reinterpret_cast<bfloat16*>(shared_raw);
+  tiles.k = tiles.q + BlockM * D;
+  tiles.v = tiles.k + 2 * BlockN * D;
+  return tiles;
+}
+
+// What both tensor-core kernels derive from the launch: the thread's place and the head's slices.
+struct FlashCta {
+  int thread, warp, lane, head;
+  int m0;  // first query row of the CTA
+  const bfloat16* q;
+  const bfloat16* k;
+  const bfloat16* v;
+};
+
+template <int D, int BlockM>
+__device__ __forceinline__ FlashCta flash_cta(const FlashParams& p) {
+  FlashCta cta;
+  cta.thread = static_cast<int>(threadIdx.x);
+  cta.warp = cta.thread / 32;
+  cta.lane = cta.thread % 32;
+  cta.head = static_cast<int>(blockIdx.y);
+  cta.m0 = static_cast<int>(blockIdx.x) * BlockM;
+  cta.q = p.q + static_cast<int64_t>(cta.head) * D;
+  cta.k = p.k + static_cast<int64_t>(cta.head) * D;
+  cta.v = p.v + static_cast<int64_t>(cta.head) * D;
+  return cta;
+}
+
+// Zeroes MTiles x Tiles mma accumulators.
+template <int MTiles, int Tiles>
+__device__ __forceinline__ void zero_accumulators(float (&acc)[MTiles][Tiles][4]) {
+#pragma unroll
+  for (int mt = 0; mt < MTiles; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < Tiles; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.0f;
+}
+
+// Per thread: rows g and g + 8 of each m16 tile. The reference logit (the row max, or the lazy
+// offset that tracks it) starts at -inf; row_sum, this thread's partial sum (the quad's total is
+// taken at the end), at 0.
+template <int MTiles>
+__device__ __forceinline__ void init_row_stats(float (&reference)[MTiles][2],
+                                               float (&row_sum)[MTiles][2]) {
+#pragma unroll
+  for (int mt = 0; mt < MTiles; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      reference[mt][h] = -INFINITY;
+      row_sum[mt][h] = 0.0f;
+    }
+}
+
+// Shared byte addresses of the lane's ldmatrix rows in the Q tile (from the warp's first row) and
+// in stage 0 of the K and V tiles. Every ldmatrix row address has row % 8 == lane % 8.
+// Q (A operand): lanes 0-15 rows 0-15 at dims +0..7, lanes 16-31 the same rows at dims +8..15
+// (matrices a0..a3 in order). V (B operand of P V, loaded transposed): lanes 0-7 keys +0..7
+// dims +0..7, lanes 8-15 keys +8..15 dims +0..7, lanes 16-31 the same at dims +8..15. Both
+// take the high-chunk bit from lane / 16.
+// K (B operand of Q K^T, rows = keys = n, columns = dims = k, i.e. B column-major as mma wants):
+// lanes 0-7 keys +0..7 dims +0..7, lanes 8-15 keys +0..7 dims +8..15, lanes 16-23 keys +8..15
+// dims +0..7, lanes 24-31 keys +8..15 dims +8..15: b0, b1 of key tile 2np, then of 2np + 1.
+struct FragmentRows {
+  uint32_t q, k, v;
+};
+
+template <int D>
+__device__ __forceinline__ FragmentRows fragment_rows(const bfloat16* q_tile,
+                                                      const bfloat16* k_tiles,
+                                                      const bfloat16* v_tiles, int warp_row0,
+                                                      int lane) {
+  constexpr int kRowBytes = D * static_cast<int>(sizeof(bfloat16));
+  FragmentRows rows;
+  rows.q = shared_address(q_tile) + static_cast<uint32_t>((warp_row0 + (lane & 15)) * kRowBytes);
+  rows.k = shared_address(k_tiles) +
+           static_cast<uint32_t>(((lane & 7) + ((lane >> 4) << 3)) * kRowBytes);
+  rows.v = shared_address(v_tiles) +
+           static_cast<uint32_t>(((lane & 7) + (((lane >> 3) & 1) << 3)) * kRowBytes);
+  return rows;
+}
+
+// S = Q K^T (raw, unscaled) for the warp's MTiles m16 tiles x KeyTiles n8 key tiles. q_swizzle(kl)
+// and k_swizzle(kl) give the lane's swizzled byte offset of chunk 2 kl (+ its lane bit) within a
+// 128-byte span: dims kk*16.. are chunks 2kk, 2kk+1, i.e. bytes (kk / 4) * 128 plus that part.
+template <int D, int MTiles, int KeyTiles, typename QSwizzle, typename KSwizzle>
+__device__ __forceinline__ void qk_scores(float (&s)[MTiles][KeyTiles][4], uint32_t q_rows,
+                                          uint32_t k_stage, QSwizzle q_swizzle,
+                                          KSwizzle k_swizzle) {
+  constexpr int kRowBytes = D * static_cast<int>(sizeof(bfloat16));
+  zero_accumulators(s);
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const uint32_t chunk_bytes = static_cast<uint32_t>((kk / 4) * 128);
+    uint32_t a[MTiles][4];
+#pragma unroll
+    for (int mt = 0; mt < MTiles; ++mt) {
+      ldmatrix_x4(a[mt], q_rows + static_cast<uint32_t>(mt * 16 * kRowBytes) + chunk_bytes +
+                             q_swizzle(kk % 4));
+    }
+#pragma unroll
+    for (int np = 0; np < KeyTiles / 2; ++np) {
+      uint32_t b[4];
+      ldmatrix_x4(b, k_stage + static_cast<uint32_t>(np * 16 * kRowBytes) + chunk_bytes +
+                         k_swizzle(kk % 4));
+#pragma unroll
+      for (int mt = 0; mt < MTiles; ++mt) {
+        mma_bf16_16x8x16(s[mt][2 * np], a[mt], b[0], b[1]);
+        mma_bf16_16x8x16(s[mt][2 * np + 1], a[mt], b[2], b[3]);
+      }
+    }
+  }
+}
+
+// O += P V. The score accumulators of key tiles 2kk and 2kk+1 (probabilities by now) are exactly
+// the A fragment of a 16-key step (a0: row g keys lo, a1: row g+8 keys lo, a2/a3: keys hi).
+// v_swizzle as q_swizzle of qk_scores.
+template <int D, int MTiles, int KeyTiles, typename VSwizzle>
+__device__ __forceinline__ void accumulate_pv(float (&o)[MTiles][D / 8][4],
+                                              const float (&s)[MTiles][KeyTiles][4],
+                                              uint32_t v_stage, VSwizzle v_swizzle) {
+  constexpr int kRowBytes = D * static_cast<int>(sizeof(bfloat16));
+#pragma unroll
+  for (int kk = 0; kk < KeyTiles / 2; ++kk) {
+    uint32_t a[MTiles][4];
+#pragma unroll
+    for (int mt = 0; mt < MTiles; ++mt) {
+      a[mt][0] = pack_bf16x2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+      a[mt][1] = pack_bf16x2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+      a[mt][2] = pack_bf16x2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+      a[mt][3] = pack_bf16x2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+    }
+#pragma unroll
+    for (int dp = 0; dp < D / 16; ++dp) {
+      uint32_t b[4];
+      ldmatrix_x4_trans(b, v_stage + static_cast<uint32_t>(kk * 16 * kRowBytes) +
+                               static_cast<uint32_t>((dp / 4) * 128) + v_swizzle(dp % 4));
+#pragma unroll
+      for (int mt = 0; mt < MTiles; ++mt) {
+        mma_bf16_16x8x16(o[mt][2 * dp], a[mt], b[0], b[1]);
+        mma_bf16_16x8x16(o[mt][2 * dp + 1], a[mt], b[2], b[3]);
+      }
+    }
+  }
+}
+
+// Normalise O by the row sums and store it as fp32. Shuffles first: every lane takes part, rows
+// past tq included.
+template <int D, int MTiles>
+__device__ __forceinline__ void store_normalised(const FlashParams& p,
+                                                 const float (&o)[MTiles][D / 8][4],
+                                                 const float (&row_sum)[MTiles][2],
+                                                 const FlashCta& cta, int warp_row0) {
+#pragma unroll
+  for (int mt = 0; mt < MTiles; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float total = row_sum[mt][h];
+      total += __shfl_xor_sync(0xffffffffu, total, 1);
+      total += __shfl_xor_sync(0xffffffffu, total, 2);
+      const float inv = 1.0f / total;
+      const int row = cta.m0 + warp_row0 + mt * 16 + (cta.lane >> 2) + 8 * h;
+      if (row >= p.tq) continue;
+      float* out_row = p.out + static_cast<int64_t>(row) * p.out_stride +
+                       static_cast<int64_t>(cta.head) * D + 2 * (cta.lane & 3);
+#pragma unroll
+      for (int nd = 0; nd < D / 8; ++nd) {
+        const float x0 = o[mt][nd][2 * h] * inv;
+        const float x1 = o[mt][nd][2 * h + 1] * inv;
+        if (p.out_pairs) {
+          *reinterpret_cast<float2*>(out_row + nd * 8) = make_float2(x0, x1);
+        } else {
+          out_row[nd * 8] = x0;
+          out_row[nd * 8 + 1] = x1;
+        }
+      }
+    }
 }
 
 // Grid: x = query tile of 128 rows, y = head. Fragment layouts follow the PTX ISA for
@@ -171,55 +367,33 @@ __global__ void __launch_bounds__(kFlashThreads, 2) flash_attention_bf16_kernel(
   constexpr int kDTiles = D / 8;               // n8 tiles of the output
   constexpr int kKeyTiles = kFlashBlockN / 8;  // n8 tiles of the scores
   extern __shared__ __align__(128) unsigned char shared_raw[];
-  bfloat16* q_tile = reinterpret_cast<bfloat16*>(shared_raw);
-  bfloat16* k_tiles = q_tile + kFlashBlockM * D;
-  bfloat16* v_tiles = k_tiles + 2 * kFlashBlockN * D;
+  const FlashTiles tiles = flash_tiles<D, kFlashBlockM, kFlashBlockN>(shared_raw);
+  bfloat16* q_tile = tiles.q;
+  bfloat16* k_tiles = tiles.k;
+  bfloat16* v_tiles = tiles.v;
 
-  const int thread = static_cast<int>(threadIdx.x);
-  const int warp = thread / 32;
-  const int lane = thread % 32;
-  const int head = static_cast<int>(blockIdx.y);
-  const int m0 = static_cast<int>(blockIdx.x) * kFlashBlockM;
-  const bfloat16* q = p.q + static_cast<int64_t>(head) * D;
-  const bfloat16* k = p.k + static_cast<int64_t>(head) * D;
-  const bfloat16* v = p.v + static_cast<int64_t>(head) * D;
+  const FlashCta cta = flash_cta<D, kFlashBlockM>(p);
+  const int thread = cta.thread;
+  const int lane = cta.lane;
 
-  load_tile_async<D, kFlashBlockM>(q_tile, q, p.q_stride, m0, p.tq, thread);
+  load_rows_async<D, kFlashBlockM, kFlashThreads>(q_tile, cta.q, p.q_stride, cta.m0, p.tq, thread);
   cp_async_commit();
-  load_tile_async<D, kFlashBlockN>(k_tiles, k, p.k_stride, 0, p.tk, thread);
-  load_tile_async<D, kFlashBlockN>(v_tiles, v, p.v_stride, 0, p.tk, thread);
+  load_rows_async<D, kFlashBlockN, kFlashThreads>(k_tiles, cta.k, p.k_stride, 0, p.tk, thread);
+  load_rows_async<D, kFlashBlockN, kFlashThreads>(v_tiles, cta.v, p.v_stride, 0, p.tk, thread);
   cp_async_commit();
 
   float o[2][kDTiles][4];
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-    for (int nd = 0; nd < kDTiles; ++nd)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) o[mt][nd][e] = 0.0f;
-  // Per thread: rows g and g + 8 of each of the warp's two m16 tiles, in base-2 logit units.
+  zero_accumulators(o);
+  // In base-2 logit units.
   float row_max[2][2], row_sum[2][2];
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      row_max[mt][h] = -INFINITY;
-      row_sum[mt][h] = 0.0f;  // this thread's partial sum; the quad's total is taken at the end
-    }
+  init_row_stats(row_max, row_sum);
 
-  // Fragment addresses. Every ldmatrix row address has row % 8 == lane % 8, and the logical chunk
-  // is (an even compile-time offset) | (a per-lane bit), so its swizzled position splits into a
-  // per-lane part for each of the 4 values of (offset % 8), precomputed here, plus compile-time
-  // row and chunk offsets that become ldmatrix immediates: 8 address registers instead of one
-  // per (step, tile) pair.
+  // Fragment addresses (fragment_rows). The logical chunk of an ldmatrix row address is (an even
+  // compile-time offset) | (a per-lane bit), so its swizzled position splits into a per-lane part
+  // for each of the 4 values of (offset % 8), precomputed here, plus compile-time row and chunk
+  // offsets that become ldmatrix immediates: 8 address registers instead of one per (step, tile)
+  // pair.
   constexpr int kRowBytes = D * static_cast<int>(sizeof(bfloat16));
-  // Q (A operand): lanes 0-15 rows 0-15 at dims +0..7, lanes 16-31 the same rows at dims +8..15
-  // (matrices a0..a3 in order). V (B operand of P V, loaded transposed): lanes 0-7 keys +0..7
-  // dims +0..7, lanes 8-15 keys +8..15 dims +0..7, lanes 16-31 the same at dims +8..15. Both
-  // take the high-chunk bit from lane / 16.
-  // K (B operand of Q K^T, rows = keys = n, columns = dims = k, i.e. B column-major as mma wants):
-  // lanes 0-7 keys +0..7 dims +0..7, lanes 8-15 keys +0..7 dims +8..15, lanes 16-23 keys +8..15
-  // dims +0..7, lanes 24-31 keys +8..15 dims +8..15: b0, b1 of key tile 2np, then of 2np + 1.
   uint32_t lo_hi_swizzle[4];  // for Q and V: chunk bit from lane / 16
   uint32_t k_swizzle[4];      // for K: chunk bit from (lane / 8) % 2
 #pragma unroll
@@ -227,14 +401,10 @@ __global__ void __launch_bounds__(kFlashThreads, 2) flash_attention_bf16_kernel(
     lo_hi_swizzle[kl] = static_cast<uint32_t>((((kl * 2) | (lane >> 4)) ^ (lane & 7)) << 4);
     k_swizzle[kl] = static_cast<uint32_t>((((kl * 2) | ((lane >> 3) & 1)) ^ (lane & 7)) << 4);
   }
-  const int warp_row0 = warp * kFlashRowsPerWarp;
-  const uint32_t q_rows =
-      shared_address(q_tile) + static_cast<uint32_t>((warp_row0 + (lane & 15)) * kRowBytes);
-  const uint32_t k_rows = shared_address(k_tiles) +
-                          static_cast<uint32_t>(((lane & 7) + ((lane >> 4) << 3)) * kRowBytes);
-  const uint32_t v_rows =
-      shared_address(v_tiles) +
-      static_cast<uint32_t>(((lane & 7) + (((lane >> 3) & 1) << 3)) * kRowBytes);
+  const auto q_v_swizzle_of = [&](int kl) { return lo_hi_swizzle[kl]; };
+  const auto k_swizzle_of = [&](int kl) { return k_swizzle[kl]; };
+  const int warp_row0 = cta.warp * kFlashRowsPerWarp;
+  const FragmentRows rows = fragment_rows<D>(q_tile, k_tiles, v_tiles, warp_row0, lane);
   constexpr uint32_t kStageBytes = kFlashBlockN * kRowBytes;
 
   const int key_tiles = (p.tk + kFlashBlockN - 1) / kFlashBlockN;
@@ -242,49 +412,24 @@ __global__ void __launch_bounds__(kFlashThreads, 2) flash_attention_bf16_kernel(
     const int stage = j & 1;
     if (j + 1 < key_tiles) {
       // The other stage was last read in iteration j - 1, which ended with a barrier.
-      load_tile_async<D, kFlashBlockN>(k_tiles + (stage ^ 1) * kFlashBlockN * D, k, p.k_stride,
-                                       (j + 1) * kFlashBlockN, p.tk, thread);
-      load_tile_async<D, kFlashBlockN>(v_tiles + (stage ^ 1) * kFlashBlockN * D, v, p.v_stride,
-                                       (j + 1) * kFlashBlockN, p.tk, thread);
+      load_rows_async<D, kFlashBlockN, kFlashThreads>(k_tiles + (stage ^ 1) * kFlashBlockN * D,
+                                                      cta.k, p.k_stride, (j + 1) * kFlashBlockN,
+                                                      p.tk, thread);
+      load_rows_async<D, kFlashBlockN, kFlashThreads>(v_tiles + (stage ^ 1) * kFlashBlockN * D,
+                                                      cta.v, p.v_stride, (j + 1) * kFlashBlockN,
+                                                      p.tk, thread);
       cp_async_commit();
       cp_async_wait<1>();  // everything but the prefetch just issued: Q and tile j
     } else {
       cp_async_wait<0>();
     }
     __syncthreads();
-    const uint32_t k_stage = k_rows + stage * kStageBytes;
-    const uint32_t v_stage = v_rows + stage * kStageBytes;
+    const uint32_t k_stage = rows.k + stage * kStageBytes;
+    const uint32_t v_stage = rows.v + stage * kStageBytes;
 
-    // S = Q K^T for the warp's 32 rows x 64 keys.
+    // S = Q K^T for the warp's 32 rows x BlockN keys.
     float s[2][kKeyTiles][4];
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < kKeyTiles; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[mt][nt][e] = 0.0f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      // Dims kk*16.. are chunks 2kk, 2kk+1: bytes (kk / 4) * 128 plus the swizzled part.
-      const uint32_t chunk_bytes = static_cast<uint32_t>((kk / 4) * 128);
-      uint32_t a[2][4];
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-        ldmatrix_x4(a[mt], q_rows + static_cast<uint32_t>(mt * 16 * kRowBytes) + chunk_bytes +
-                               lo_hi_swizzle[kk % 4]);
-      }
-#pragma unroll
-      for (int np = 0; np < kKeyTiles / 2; ++np) {
-        uint32_t b[4];
-        ldmatrix_x4(b, k_stage + static_cast<uint32_t>(np * 16 * kRowBytes) + chunk_bytes +
-                           k_swizzle[kk % 4]);
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-          mma_bf16_16x8x16(s[mt][2 * np], a[mt], b[0], b[1]);
-          mma_bf16_16x8x16(s[mt][2 * np + 1], a[mt], b[2], b[3]);
-        }
-      }
-    }
+    qk_scores<D>(s, rows.q, k_stage, q_v_swizzle_of, k_swizzle_of);
 
     // Scale into base-2 units, then mask the keys past tk (zero-padded, so their dot products are
     // 0, not garbage). Scaling first keeps the mask right for any sign of scale.
@@ -334,58 +479,11 @@ __global__ void __launch_bounds__(kFlashThreads, 2) flash_attention_bf16_kernel(
         }
       }
 
-      // O += P V. The score accumulators of key tiles 2kk and 2kk+1 are exactly the A fragment of
-      // a 16-key step (a0: row g keys lo, a1: row g+8 keys lo, a2/a3: keys hi).
-#pragma unroll
-    for (int kk = 0; kk < kFlashBlockN / 16; ++kk) {
-      uint32_t a[2][4];
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-        a[mt][0] = pack_bf16x2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-        a[mt][1] = pack_bf16x2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-        a[mt][2] = pack_bf16x2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-        a[mt][3] = pack_bf16x2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
-      }
-#pragma unroll
-      for (int dp = 0; dp < D / 16; ++dp) {
-        uint32_t b[4];
-        ldmatrix_x4_trans(b, v_stage + static_cast<uint32_t>(kk * 16 * kRowBytes) +
-                                 static_cast<uint32_t>((dp / 4) * 128) + lo_hi_swizzle[dp % 4]);
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-          mma_bf16_16x8x16(o[mt][2 * dp], a[mt], b[0], b[1]);
-          mma_bf16_16x8x16(o[mt][2 * dp + 1], a[mt], b[2], b[3]);
-        }
-      }
-    }
+    accumulate_pv<D>(o, s, v_stage, q_v_swizzle_of);
     __syncthreads();  // this stage is overwritten by the prefetch of iteration j + 1
   }
 
-  // Normalise and store fp32. Shuffles first: every lane takes part, rows past tq included.
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float total = row_sum[mt][h];
-      total += __shfl_xor_sync(0xffffffffu, total, 1);
-      total += __shfl_xor_sync(0xffffffffu, total, 2);
-      const float inv = 1.0f / total;
-      const int row = m0 + warp_row0 + mt * 16 + (lane >> 2) + 8 * h;
-      if (row >= p.tq) continue;
-      float* out_row = p.out + static_cast<int64_t>(row) * p.out_stride +
-                       static_cast<int64_t>(head) * D + 2 * (lane & 3);
-#pragma unroll
-      for (int nd = 0; nd < kDTiles; ++nd) {
-        const float x0 = o[mt][nd][2 * h] * inv;
-        const float x1 = o[mt][nd][2 * h + 1] * inv;
-        if (p.out_pairs) {
-          *reinterpret_cast<float2*>(out_row + nd * 8) = make_float2(x0, x1);
-        } else {
-          out_row[nd * 8] = x0;
-          out_row[nd * 8 + 1] = x1;
-        }
-      }
-    }
+  store_normalised<D>(p, o, row_sum, cta, warp_row0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -418,31 +516,6 @@ struct TunedShape {
       static_cast<size_t>(kBlockM + 4 * BlockN) * D * sizeof(bfloat16);
 };
 
-// load_tile_async for any thread count.
-template <int D, int Rows, int Threads>
-__device__ __forceinline__ void load_rows_async(bfloat16* tile, const bfloat16* slice,
-                                                int64_t stride, int row0, int limit, int thread) {
-  constexpr int kChunks = D / 8;
-  constexpr int kTotal = Rows * kChunks;
-  static_assert(kTotal % Threads == 0, "tile chunks must split evenly over the threads");
-#pragma unroll
-  for (int i = 0; i < kTotal / Threads; ++i) {
-    const int index = thread + i * Threads;
-    const int row = index / kChunks;
-    const int chunk = index % kChunks;
-    const int token = row0 + row;
-    const bool valid = token < limit;
-    const bfloat16* src = valid ? slice + static_cast<int64_t>(token) * stride + chunk * 8 : slice;
-    cp_async_16(shared_address(tile + swizzled<D>(row, chunk)), src, valid);
-  }
-}
-
-// Byte offset of the swizzled 16-byte chunk 2 kl + bit within a 128-byte span, given
-// lane_bits = bit ^ (row & 7).
-__device__ __forceinline__ uint32_t chunk_swizzle(int kl, uint32_t lane_bits) {
-  return ((static_cast<uint32_t>(kl) * 2u) ^ lane_bits) << 4;
-}
-
 template <int D, int BlockN, int Warps, int MTiles, int MinBlocks>
 __global__ void __launch_bounds__(Warps * 32, MinBlocks) tuned_flash_kernel(FlashParams p) {
   static_assert(D == 64 || D == 128, "head dims 64 and 128");
@@ -454,45 +527,28 @@ __global__ void __launch_bounds__(Warps * 32, MinBlocks) tuned_flash_kernel(Flas
   constexpr int kDTiles = D / 8;         // n8 tiles of the output
   constexpr int kKeyTiles = BlockN / 8;  // n8 tiles of the scores
   extern __shared__ __align__(128) unsigned char shared_raw[];
-  bfloat16* q_tile = reinterpret_cast<bfloat16*>(shared_raw);
-  bfloat16* k_tiles = q_tile + kBlockM * D;
-  bfloat16* v_tiles = k_tiles + 2 * BlockN * D;
+  const FlashTiles tiles = flash_tiles<D, kBlockM, BlockN>(shared_raw);
+  bfloat16* q_tile = tiles.q;
+  bfloat16* k_tiles = tiles.k;
+  bfloat16* v_tiles = tiles.v;
 
-  const int thread = static_cast<int>(threadIdx.x);
-  const int warp = thread / 32;
-  const int lane = thread % 32;
-  const int head = static_cast<int>(blockIdx.y);
-  const int m0 = static_cast<int>(blockIdx.x) * kBlockM;
-  const bfloat16* q = p.q + static_cast<int64_t>(head) * D;
-  const bfloat16* k = p.k + static_cast<int64_t>(head) * D;
-  const bfloat16* v = p.v + static_cast<int64_t>(head) * D;
+  const FlashCta cta = flash_cta<D, kBlockM>(p);
+  const int thread = cta.thread;
+  const int lane = cta.lane;
 
   // cp.async groups, oldest first: [Q, K0], [V0], then two per iteration j, [K j+1] and
   // [V j+1] (empty past the last tile, so that the wait counts are constants).
-  load_rows_async<D, kBlockM, kThreads>(q_tile, q, p.q_stride, m0, p.tq, thread);
-  load_rows_async<D, BlockN, kThreads>(k_tiles, k, p.k_stride, 0, p.tk, thread);
+  load_rows_async<D, kBlockM, kThreads>(q_tile, cta.q, p.q_stride, cta.m0, p.tq, thread);
+  load_rows_async<D, BlockN, kThreads>(k_tiles, cta.k, p.k_stride, 0, p.tk, thread);
   cp_async_commit();
-  load_rows_async<D, BlockN, kThreads>(v_tiles, v, p.v_stride, 0, p.tk, thread);
+  load_rows_async<D, BlockN, kThreads>(v_tiles, cta.v, p.v_stride, 0, p.tk, thread);
   cp_async_commit();
 
   float o[MTiles][kDTiles][4];
-#pragma unroll
-  for (int mt = 0; mt < MTiles; ++mt)
-#pragma unroll
-    for (int nd = 0; nd < kDTiles; ++nd)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) o[mt][nd][e] = 0.0f;
-  // Per thread: rows g and g + 8 of each m16 tile. offset: the base-2 logit subtracted in the
-  // exponent (lazily tracks the row max); row_sum: this thread's partial sum (the quad's total is
-  // taken at the end).
+  zero_accumulators(o);
+  // offset: the base-2 logit subtracted in the exponent (lazily tracks the row max).
   float offset[MTiles][2], row_sum[MTiles][2];
-#pragma unroll
-  for (int mt = 0; mt < MTiles; ++mt)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      offset[mt][h] = -INFINITY;
-      row_sum[mt][h] = 0.0f;
-    }
+  init_row_stats(offset, row_sum);
 
   // Fragment addresses: as in flash_attention_bf16_kernel, except that the swizzled chunk offset
   // ((2 kl) | bit) ^ (lane & 7) = (2 kl) ^ (bit ^ (lane & 7)) (2 kl has a clear low bit) is formed
@@ -501,14 +557,10 @@ __global__ void __launch_bounds__(Warps * 32, MinBlocks) tuned_flash_kernel(Flas
   constexpr int kRowBytes = D * static_cast<int>(sizeof(bfloat16));
   const uint32_t q_v_bits = static_cast<uint32_t>((lane >> 4) ^ (lane & 7));
   const uint32_t k_bits = static_cast<uint32_t>(((lane >> 3) & 1) ^ (lane & 7));
-  const int warp_row0 = warp * Shape::kRowsPerWarp;
-  const uint32_t q_rows =
-      shared_address(q_tile) + static_cast<uint32_t>((warp_row0 + (lane & 15)) * kRowBytes);
-  const uint32_t k_rows = shared_address(k_tiles) +
-                          static_cast<uint32_t>(((lane & 7) + ((lane >> 4) << 3)) * kRowBytes);
-  const uint32_t v_rows =
-      shared_address(v_tiles) +
-      static_cast<uint32_t>(((lane & 7) + (((lane >> 3) & 1) << 3)) * kRowBytes);
+  const auto q_v_swizzle_of = [&](int kl) { return chunk_swizzle(kl, q_v_bits); };
+  const auto k_swizzle_of = [&](int kl) { return chunk_swizzle(kl, k_bits); };
+  const int warp_row0 = cta.warp * Shape::kRowsPerWarp;
+  const FragmentRows rows = fragment_rows<D>(q_tile, k_tiles, v_tiles, warp_row0, lane);
   constexpr uint32_t kStageBytes = BlockN * kRowBytes;
 
   // Scale 0 (uniform weights) runs as the smallest normal float: the masked -inf stays -inf
@@ -525,44 +577,18 @@ __global__ void __launch_bounds__(Warps * 32, MinBlocks) tuned_flash_kernel(Flas
     // K stage ^ 1 held tile j - 1, whose S every warp finished before the second barrier of
     // iteration j - 1.
     if (more) {
-      load_rows_async<D, BlockN, kThreads>(k_tiles + (stage ^ 1) * BlockN * D, k, p.k_stride,
+      load_rows_async<D, BlockN, kThreads>(k_tiles + (stage ^ 1) * BlockN * D, cta.k, p.k_stride,
                                            (j + 1) * BlockN, p.tk, thread);
     }
     cp_async_commit();
     cp_async_wait<2>();  // all but [V j] and [K j+1]: K of tile j is in
     __syncthreads();
-    const uint32_t k_stage = k_rows + stage * kStageBytes;
-    const uint32_t v_stage = v_rows + stage * kStageBytes;
+    const uint32_t k_stage = rows.k + stage * kStageBytes;
+    const uint32_t v_stage = rows.v + stage * kStageBytes;
 
     // S = Q K^T (raw, unscaled) for the warp's rows x BlockN keys.
     float s[MTiles][kKeyTiles][4];
-#pragma unroll
-    for (int mt = 0; mt < MTiles; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < kKeyTiles; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[mt][nt][e] = 0.0f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      const uint32_t chunk_bytes = static_cast<uint32_t>((kk / 4) * 128);
-      uint32_t a[MTiles][4];
-#pragma unroll
-      for (int mt = 0; mt < MTiles; ++mt) {
-        ldmatrix_x4(a[mt], q_rows + static_cast<uint32_t>(mt * 16 * kRowBytes) + chunk_bytes +
-                               chunk_swizzle(kk % 4, q_v_bits));
-      }
-#pragma unroll
-      for (int np = 0; np < kKeyTiles / 2; ++np) {
-        uint32_t b[4];
-        ldmatrix_x4(b, k_stage + static_cast<uint32_t>(np * 16 * kRowBytes) + chunk_bytes +
-                           chunk_swizzle(kk % 4, k_bits));
-#pragma unroll
-        for (int mt = 0; mt < MTiles; ++mt) {
-          mma_bf16_16x8x16(s[mt][2 * np], a[mt], b[0], b[1]);
-          mma_bf16_16x8x16(s[mt][2 * np + 1], a[mt], b[2], b[3]);
-        }
-      }
-    }
+    qk_scores<D>(s, rows.q, k_stage, q_v_swizzle_of, k_swizzle_of);
 
     // Keys past tk (zero-padded rows) only occur in the last tile.
     const int key0 = j * BlockN;
@@ -627,101 +653,52 @@ __global__ void __launch_bounds__(Warps * 32, MinBlocks) tuned_flash_kernel(Flas
 
     // V stage ^ 1 held tile j - 1, whose P V every warp finished before the first barrier above.
     if (more) {
-      load_rows_async<D, BlockN, kThreads>(v_tiles + (stage ^ 1) * BlockN * D, v, p.v_stride,
+      load_rows_async<D, BlockN, kThreads>(v_tiles + (stage ^ 1) * BlockN * D, cta.v, p.v_stride,
                                            (j + 1) * BlockN, p.tk, thread);
     }
     cp_async_commit();
     cp_async_wait<2>();  // all but [K j+1] and [V j+1]: V of tile j is in
     __syncthreads();
 
-    // O += P V; the score accumulators of key tiles 2kk, 2kk+1 are the A fragment of 16 keys.
-#pragma unroll
-    for (int kk = 0; kk < BlockN / 16; ++kk) {
-      uint32_t a[MTiles][4];
-#pragma unroll
-      for (int mt = 0; mt < MTiles; ++mt) {
-        a[mt][0] = pack_bf16x2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-        a[mt][1] = pack_bf16x2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-        a[mt][2] = pack_bf16x2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-        a[mt][3] = pack_bf16x2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
-      }
-#pragma unroll
-      for (int dp = 0; dp < D / 16; ++dp) {
-        uint32_t b[4];
-        ldmatrix_x4_trans(b, v_stage + static_cast<uint32_t>(kk * 16 * kRowBytes) +
-                                 static_cast<uint32_t>((dp / 4) * 128) +
-                                 chunk_swizzle(dp % 4, q_v_bits));
-#pragma unroll
-        for (int mt = 0; mt < MTiles; ++mt) {
-          mma_bf16_16x8x16(o[mt][2 * dp], a[mt], b[0], b[1]);
-          mma_bf16_16x8x16(o[mt][2 * dp + 1], a[mt], b[2], b[3]);
-        }
-      }
-    }
+    accumulate_pv<D>(o, s, v_stage, q_v_swizzle_of);
   }
   cp_async_wait<0>();  // the trailing groups are empty; nothing is left in flight at exit
 
-  // Normalise and store fp32. Shuffles first: every lane takes part, rows past tq included.
-#pragma unroll
-  for (int mt = 0; mt < MTiles; ++mt)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float total = row_sum[mt][h];
-      total += __shfl_xor_sync(0xffffffffu, total, 1);
-      total += __shfl_xor_sync(0xffffffffu, total, 2);
-      const float inv = 1.0f / total;
-      const int row = m0 + warp_row0 + mt * 16 + (lane >> 2) + 8 * h;
-      if (row >= p.tq) continue;
-      float* out_row = p.out + static_cast<int64_t>(row) * p.out_stride +
-                       static_cast<int64_t>(head) * D + 2 * (lane & 3);
-#pragma unroll
-      for (int nd = 0; nd < kDTiles; ++nd) {
-        const float x0 = o[mt][nd][2 * h] * inv;
-        const float x1 = o[mt][nd][2 * h + 1] * inv;
-        if (p.out_pairs) {
-          *reinterpret_cast<float2*>(out_row + nd * 8) = make_float2(x0, x1);
-        } else {
-          out_row[nd * 8] = x0;
-          out_row[nd * 8 + 1] = x1;
-        }
-      }
-    }
+  store_normalised<D>(p, o, row_sum, cta, warp_row0);
 }
 
-template <int D, int BlockN>
-void launch_flash(const FlashParams& params, int heads, cudaStream_t stream) {
-  constexpr size_t shared_bytes = flash_shared_bytes<D, BlockN>();
-  // Above 48 KB dynamic shared memory must be opted into; the carveout hint lets two CTAs share
-  // an SM (2 x 96 KB for D = 128).
-  cudaError_t status = cudaFuncSetAttribute(flash_attention_bf16_kernel<D, BlockN>,
-                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(shared_bytes));
-  if (status != cudaSuccess) throw_cuda(ErrorKind::device, "shared memory opt-in", status);
-  status = cudaFuncSetAttribute(flash_attention_bf16_kernel<D, BlockN>,
-                                cudaFuncAttributePreferredSharedMemoryCarveout,
-                                cudaSharedmemCarveoutMaxShared);
-  if (status != cudaSuccess) throw_cuda(ErrorKind::device, "shared memory carveout", status);
-  const dim3 grid(static_cast<unsigned>((params.tq + kFlashBlockM - 1) / kFlashBlockM),
-                  static_cast<unsigned>(heads));
-  flash_attention_bf16_kernel<D, BlockN><<<grid, kFlashThreads, shared_bytes, stream>>>(params);
-  check_launch("flash attention launch");
-}
-
-template <int D, int BlockN, int Warps, int MTiles, int MinBlocks>
-void launch_tuned(const FlashParams& params, int heads, cudaStream_t stream) {
-  using Shape = TunedShape<D, BlockN, Warps, MTiles>;
-  constexpr size_t shared_bytes = Shape::kSharedBytes;
-  const auto kernel = tuned_flash_kernel<D, BlockN, Warps, MTiles, MinBlocks>;
+// Launches a tensor-core kernel of Threads threads a CTA over its query tiles of BlockM rows x
+// heads. Above 48 KB dynamic shared memory must be opted into; the carveout hint lets two CTAs
+// share an SM (2 x 96 KB for D = 128 and 128 rows). (Host code starts here: the emulator's slice
+// of the device code, tools/gpu/slice_attention_kernels.py, ends before the first launch_flash*.)
+template <int Threads, int BlockM>
+void launch_flash_kernel(void (*kernel)(FlashParams), size_t shared_bytes,
+                         const FlashParams& params, int heads, cudaStream_t stream) {
   cudaError_t status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(shared_bytes));
   if (status != cudaSuccess) throw_cuda(ErrorKind::device, "shared memory opt-in", status);
   status = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
                                 cudaSharedmemCarveoutMaxShared);
   if (status != cudaSuccess) throw_cuda(ErrorKind::device, "shared memory carveout", status);
-  const dim3 grid(static_cast<unsigned>((params.tq + Shape::kBlockM - 1) / Shape::kBlockM),
+  const dim3 grid(static_cast<unsigned>((params.tq + BlockM - 1) / BlockM),
                   static_cast<unsigned>(heads));
-  kernel<<<grid, Shape::kThreads, shared_bytes, stream>>>(params);
+  kernel<<<grid, Threads, shared_bytes, stream>>>(params);
   check_launch("flash attention launch");
+}
+
+template <int D, int BlockN>
+void launch_flash(const FlashParams& params, int heads, cudaStream_t stream) {
+  launch_flash_kernel<kFlashThreads, kFlashBlockM>(flash_attention_bf16_kernel<D, BlockN>,
+                                                   flash_shared_bytes<D, BlockN>(), params, heads,
+                                                   stream);
+}
+
+template <int D, int BlockN, int Warps, int MTiles, int MinBlocks>
+void launch_tuned(const FlashParams& params, int heads, cudaStream_t stream) {
+  using Shape = TunedShape<D, BlockN, Warps, MTiles>;
+  launch_flash_kernel<Shape::kThreads, Shape::kBlockM>(
+      tuned_flash_kernel<D, BlockN, Warps, MTiles, MinBlocks>, Shape::kSharedBytes, params, heads,
+      stream);
 }
 
 template <int D>

@@ -148,6 +148,18 @@ void step_both(Session& a, Session& b, int count) {
   }
 }
 
+// The next block of `s` must end in a cancel that leaves the memory as it was before the call.
+void expect_cancel_keeps_memory(Session& s) {
+  const MemoryState before = s.snapshot();
+  try {
+    (void)s.generate_next_block();
+    FAIL() << "expected a cancel";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::cancelled);
+  }
+  EXPECT_EQ(s.snapshot(), before);
+}
+
 TEST(DecodeOverlap, OnlyWhereAskedOnTheCpu) {
   const auto model = test_model();
   EXPECT_FALSE(Session(model, SessionOptions{}).overlaps_decode());
@@ -238,17 +250,10 @@ TEST(DecodeOverlap, CancelBeforeADitPassKeepsTheLastCommittedBlock) {
   Session s(model, overlapped(5));
   s.set_prompt(kPromptA);
   expect_same_block(s.generate_next_block(), reference.generate_next_block());
-  const MemoryState before = s.snapshot();
   s.set_progress_callback([&](int step, int) {
     if (step == 1) s.cancel();
   });
-  try {
-    (void)s.generate_next_block();
-    FAIL() << "expected a cancel";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::cancelled);
-  }
-  EXPECT_EQ(s.snapshot(), before);
+  expect_cancel_keeps_memory(s);
   s.set_progress_callback({});
   expect_same_block(s.generate_next_block(), reference.generate_next_block());
 }
@@ -266,15 +271,8 @@ TEST(DecodeOverlap, CancelSeenByTheDecodeThreadUndoesTheCleanPass) {
   session = &s;
   s.set_prompt(kPromptA);
   expect_same_block(s.generate_next_block(), reference.generate_next_block());
-  const MemoryState before = s.snapshot();
   cancel_in_decode = true;  // during the first frame's decode, while the clean pass runs
-  try {
-    (void)s.generate_next_block();
-    FAIL() << "expected a cancel";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::cancelled);
-  }
-  EXPECT_EQ(s.snapshot(), before);
+  expect_cancel_keeps_memory(s);
   expect_same_block(s.generate_next_block(), reference.generate_next_block());  // flag cleared
 }
 

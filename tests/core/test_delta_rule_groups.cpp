@@ -6,73 +6,18 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cmath>
-#include <random>
 #include <string>
 #include <vector>
 
+#include "delta_rule_inputs.h"
 #include "kernels/cpu/delta_rule.h"
+#include "parity.h"
 
-namespace strand {
+// In the namespace of the shared inputs (delta_rule_inputs.h) and of rel_error (parity.h).
+namespace strand::test::delta_rule {
 namespace {
 
 using Vec = std::vector<float>;
-
-double rel_error(const Vec& a, const Vec& b) {
-  double diff = 0, ref = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    const double x = a[i], y = b[i];
-    diff += (x - y) * (x - y);
-    ref += y * y;
-  }
-  return a.size() == b.size() ? std::sqrt(diff / std::max(ref, 1e-30)) : 1e30;
-}
-
-struct Inputs {
-  int tokens, heads, dk, dv, ks, vs;
-  Vec k, v, alpha, beta, s0;
-};
-
-// As the model makes them: L2-normalised keys, alpha in (0.9, 1) (harsh: [0, 1) with exact zeros),
-// beta in (0, 2); padded row strides.
-Inputs make_inputs(int tokens, int heads, int dk, int dv, int pad, bool harsh, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  Inputs in{tokens, heads, dk, dv, heads * dk + pad, heads * dv + 2 * pad, {}, {}, {}, {}, {}};
-  in.k.resize(static_cast<size_t>(tokens) * in.ks);
-  for (auto& x : in.k) x = normal(rng);
-  for (int t = 0; t < tokens; ++t) {
-    for (int h = 0; h < heads; ++h) {
-      float* kv = &in.k[static_cast<size_t>(t) * in.ks + static_cast<size_t>(h) * dk];
-      double ss = 0.0;
-      for (int i = 0; i < dk; ++i) ss += static_cast<double>(kv[i]) * static_cast<double>(kv[i]);
-      for (int i = 0; i < dk; ++i) kv[i] = static_cast<float>(static_cast<double>(kv[i]) / std::sqrt(ss + 1e-6));
-    }
-  }
-  in.v.resize(static_cast<size_t>(tokens) * in.vs);
-  for (auto& x : in.v) x = normal(rng);
-  std::uniform_real_distribution<float> a_dist(harsh ? 0.0f : 0.9f, 1.0f);
-  std::uniform_real_distribution<float> b_dist(0.0f, 2.0f);
-  std::uniform_real_distribution<float> s_dist(-0.5f, 0.5f);
-  in.alpha.resize(static_cast<size_t>(tokens) * heads);
-  in.beta.resize(in.alpha.size());
-  for (auto& x : in.alpha) x = a_dist(rng);
-  if (harsh) {
-    for (size_t i = 0; i < in.alpha.size(); i += 37) in.alpha[i] = 0.0f;
-  }
-  for (auto& x : in.beta) x = b_dist(rng);
-  in.s0.resize(static_cast<size_t>(heads) * dk * dv);
-  for (auto& x : in.s0) x = s_dist(rng);
-  return in;
-}
-
-Vec sequential(const Inputs& in) {
-  Vec s = in.s0;
-  cpu::gated_delta_update_sequential(s.data(), in.k.data(), in.ks, in.v.data(), in.vs,
-                                     in.alpha.data(), in.beta.data(), in.tokens, in.heads, in.dk,
-                                     in.dv);
-  return s;
-}
 
 Vec grouped(const Inputs& in, int groups, const Vec& s0) {
   Vec s = s0;
@@ -101,7 +46,7 @@ TEST(DeltaRuleGroups, GroupedMatchesSequential) {
   for (const Case& c : kCases) {
     const Inputs in = make_inputs(c.tokens, c.heads, c.dk, c.dv, c.pad, c.harsh,
                                   static_cast<unsigned>(c.tokens * 7 + c.dk + c.dv + c.groups));
-    const double err = rel_error(grouped(in, c.groups, in.s0), sequential(in));
+    const double err = rel_error(grouped(in, c.groups, in.s0), cpu_sequential(in));
     EXPECT_LE(err, 1e-5) << "T" << c.tokens << " h" << c.heads << " dk" << c.dk << " dv" << c.dv
                          << " groups " << c.groups << (c.harsh ? " harsh" : "");
   }
@@ -121,7 +66,7 @@ TEST(DeltaRuleGroups, GroupCountOnlyChangesRounding) {
 // dropped it (every run from zero) would be caught by the tolerance above.
 TEST(DeltaRuleGroups, StartingStateIsCarriedThroughEveryRun) {
   const Inputs in = make_inputs(44, 2, 64, 32, 0, false, 21);  // 6 chunks of 8, the last of 4
-  const Vec want = sequential(in);
+  const Vec want = cpu_sequential(in);
   for (const int groups : {2, 3, 4, 6}) {
     Vec got = in.s0;
     cpu::gated_delta_update_grouped(got.data(), in.k.data(), in.ks, in.v.data(), in.vs,
@@ -131,7 +76,7 @@ TEST(DeltaRuleGroups, StartingStateIsCarriedThroughEveryRun) {
   }
   Inputs zero_start = in;
   std::fill(zero_start.s0.begin(), zero_start.s0.end(), 0.0f);
-  EXPECT_GT(rel_error(sequential(zero_start), want), 1e-2);
+  EXPECT_GT(rel_error(cpu_sequential(zero_start), want), 1e-2);
 }
 
 // A full reset (alpha == 0 at one token of every head) inside a later run: the final state cannot
@@ -146,12 +91,12 @@ TEST(DeltaRuleGroups, ResetInsideALaterRunIsExact) {
   const Vec a = grouped(in, 3, in.s0);
   const Vec b = grouped(in, 3, other_start);
   EXPECT_EQ(a, b);
-  EXPECT_LE(rel_error(a, sequential(in)), 1e-5);
+  EXPECT_LE(rel_error(a, cpu_sequential(in)), 1e-5);
   // ... and the sequential rule agrees that the reset wiped the start.
   Inputs tail = in;
   tail.s0 = other_start;
-  EXPECT_LE(rel_error(a, sequential(tail)), 1e-5);
+  EXPECT_LE(rel_error(a, cpu_sequential(tail)), 1e-5);
 }
 
 }  // namespace
-}  // namespace strand
+}  // namespace strand::test::delta_rule

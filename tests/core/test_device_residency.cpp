@@ -392,6 +392,23 @@ void run_block(Engine& cpu, MemoryState& cm, const TextContext& ct, Engine& devi
   ASSERT_EQ(cpu_dropped, device_dropped) << "block " << index;  // kept for undo: on the host
 }
 
+// A pretend device engine (recording on, transfers counted) beside a CPU engine on one model, each
+// with empty memory and the prompt encoded, constructed in that order. The tests bind the members
+// to local names: auto& [transfers, device, cpu, dm, cm, dt, ct] = rig.
+struct DeviceBesideCpu {
+  DeviceBesideCpu(const std::shared_ptr<const Model>& model, const std::string& prompt)
+      : device(model, std::make_unique<SeparateMemoryDevice>(&transfers, true)),
+        cpu(model, make_cpu_backend()),
+        dm(device.empty_memory()),
+        cm(cpu.empty_memory()),
+        dt(device.encode_prompt(prompt)),
+        ct(cpu.encode_prompt(prompt)) {}
+  Transfers transfers;
+  Engine device, cpu;
+  MemoryState dm, cm;
+  TextContext dt, ct;
+};
+
 // A full cache (window 0), as in the 22 hybrid + 8 softmax_kv model: generation downloads each
 // pass's output and the hybrid states, never a cache block; a snapshot then downloads each block
 // once, and the next one nothing.
@@ -400,11 +417,8 @@ TEST(KvResidency, FullCacheBlocksStayOnTheDeviceUntilASnapshotReadsThem) {
       test::tiny_config({AttentionKind::hybrid, AttentionKind::softmax_kv, AttentionKind::softmax_kv}),
       31);
   const ModelConfig& c = model->config();
-  Transfers transfers;
-  Engine device(model, std::make_unique<SeparateMemoryDevice>(&transfers, true));
-  Engine cpu(model, make_cpu_backend());
-  MemoryState dm = device.empty_memory(), cm = cpu.empty_memory();
-  const TextContext dt = device.encode_prompt("a red balloon"), ct = cpu.encode_prompt("a red balloon");
+  DeviceBesideCpu rig(model, "a red balloon");
+  auto& [transfers, device, cpu, dm, cm, dt, ct] = rig;
   const size_t n = block_floats(c), state = dm.layers[0].state.size();
   const size_t output = latent_block(c, 0).size(), passes = c.sigmas.size() + 1;
   constexpr size_t kBlocks = 6;
@@ -449,11 +463,8 @@ TEST(KvResidency, AWindowedCacheInSteadyStateAllocatesNothing) {
       test::tiny_config({AttentionKind::hybrid, AttentionKind::softmax_kv}, /*window=*/2, /*sink=*/1),
       37);
   const ModelConfig& c = model->config();
-  Transfers transfers;
-  Engine device(model, std::make_unique<SeparateMemoryDevice>(&transfers, true));
-  Engine cpu(model, make_cpu_backend());
-  MemoryState dm = device.empty_memory(), cm = cpu.empty_memory();
-  const TextContext dt = device.encode_prompt("dusk"), ct = cpu.encode_prompt("dusk");
+  DeviceBesideCpu rig(model, "dusk");
+  auto& [transfers, device, cpu, dm, cm, dt, ct] = rig;
   const size_t n = block_floats(c), state = dm.layers[0].state.size();
   const size_t output = latent_block(c, 0).size(), passes = c.sigmas.size() + 1;
   constexpr int64_t kBlocks = 10;

@@ -16,22 +16,17 @@
 #include "kernels/cuda/delta_rule.h"
 #include "kernels/cuda/device.h"
 #include "strand/error.h"
+#include "tests/core/delta_rule_inputs.h"
+#include "tests/core/parity.h"
 
 namespace strand::cuda {
 namespace {
 
 using Vec = std::vector<float>;
-
-// ||a - b|| / ||b||, as the CPU kernel tests measure it.
-double rel_error(const Vec& a, const Vec& b) {
-  double diff = 0, ref = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    const double x = a[i], y = b[i];
-    diff += (x - y) * (x - y);
-    ref += y * y;
-  }
-  return a.size() == b.size() ? std::sqrt(diff / std::max(ref, 1e-30)) : 1e30;
-}
+using test::rel_error;
+using test::delta_rule::cpu_sequential;
+using test::delta_rule::Inputs;
+using test::delta_rule::make_inputs;
 
 void check_cuda(cudaError_t e, const char* what) {
   ASSERT_EQ(e, cudaSuccess) << what << ": " << cudaGetErrorString(e);
@@ -60,52 +55,6 @@ class DeviceVec {
   float* ptr_ = nullptr;
   size_t size_;
 };
-
-struct Inputs {
-  int tokens, heads, dk, dv, ks, vs;
-  Vec k, v, alpha, beta, s0;
-};
-
-Inputs make_inputs(int tokens, int heads, int dk, int dv, int pad, bool harsh, unsigned seed,
-                   float alpha_low = 0.9f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  Inputs in{tokens, heads, dk, dv, heads * dk + pad, heads * dv + 2 * pad, {}, {}, {}, {}, {}};
-  in.k.resize(static_cast<size_t>(tokens) * in.ks);
-  for (auto& x : in.k) x = normal(rng);
-  for (int t = 0; t < tokens; ++t) {
-    for (int h = 0; h < heads; ++h) {
-      float* kv = &in.k[static_cast<size_t>(t) * in.ks + static_cast<size_t>(h) * dk];
-      double ss = 0.0;
-      for (int i = 0; i < dk; ++i) ss += static_cast<double>(kv[i]) * static_cast<double>(kv[i]);
-      for (int i = 0; i < dk; ++i)
-        kv[i] = static_cast<float>(static_cast<double>(kv[i]) / std::sqrt(ss + 1e-6));
-    }
-  }
-  in.v.resize(static_cast<size_t>(tokens) * in.vs);
-  for (auto& x : in.v) x = normal(rng);
-  std::uniform_real_distribution<float> a_dist(harsh ? 0.0f : alpha_low, 1.0f);
-  std::uniform_real_distribution<float> b_dist(0.0f, 2.0f);
-  std::uniform_real_distribution<float> s_dist(-0.5f, 0.5f);
-  in.alpha.resize(static_cast<size_t>(tokens) * heads);
-  in.beta.resize(in.alpha.size());
-  for (auto& x : in.alpha) x = a_dist(rng);
-  if (harsh) {
-    for (size_t i = 0; i < in.alpha.size(); i += 37) in.alpha[i] = 0.0f;
-  }
-  for (auto& x : in.beta) x = b_dist(rng);
-  in.s0.resize(static_cast<size_t>(heads) * dk * dv);
-  for (auto& x : in.s0) x = s_dist(rng);
-  return in;
-}
-
-Vec cpu_sequential(const Inputs& in) {
-  Vec s = in.s0;
-  cpu::gated_delta_update_sequential(s.data(), in.k.data(), in.ks, in.v.data(), in.vs,
-                                     in.alpha.data(), in.beta.data(), in.tokens, in.heads, in.dk,
-                                     in.dv);
-  return s;
-}
 
 // chunked_*: the automatic schedule (what the engine runs); single_*: the one-pass kernel;
 // grouped_*: the grouped schedule with the `groups` of gpu_update (0: the automatic count).
@@ -250,28 +199,43 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaDeltaRule, ::testing::ValuesIn(kShapes),
                            return shape_name(p.param);
                          });
 
+// Folds `calls` consecutive blocks of `tokens` tokens of `in` into one device state, each with
+// update_block(s, k, v, alpha, beta) (device pointers, the inputs at the block's first token), and
+// into the CPU sequential state; compares the two every `check_every` calls and after the last.
+// Returns the worst error.
+template <typename UpdateBlock>
+double worst_error_of_repeated_updates(const Inputs& in, int calls, int tokens, int check_every,
+                                       UpdateBlock update_block) {
+  DeviceVec s(in.s0), k(in.k), v(in.v), alpha(in.alpha), beta(in.beta);
+  Vec cpu = in.s0;
+  double worst = 0.0;
+  for (int call = 0; call < calls; ++call) {
+    const size_t t0 = static_cast<size_t>(call) * tokens;
+    update_block(s.get(), k.get() + t0 * in.ks, v.get() + t0 * in.vs, alpha.get() + t0 * in.heads,
+                 beta.get() + t0 * in.heads);
+    cpu::gated_delta_update_sequential(
+        cpu.data(), in.k.data() + t0 * in.ks, in.ks, in.v.data() + t0 * in.vs, in.vs,
+        in.alpha.data() + t0 * in.heads, in.beta.data() + t0 * in.heads, tokens, in.heads, in.dk,
+        in.dv);
+    if (call % check_every == check_every - 1 || call == calls - 1) {
+      check_cuda(cudaDeviceSynchronize(), "update");
+      worst = std::max(worst, rel_error(s.download(), cpu));
+    }
+  }
+  return worst;
+}
+
 // Many consecutive blocks folded into one device state (as the engine does per clean pass), with
 // slow decay so old errors are not forgotten: the state must stay as accurate as one call.
 TEST(CudaDeltaRuleLong, RepeatedUpdatesStayAccurate) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   const int calls = 60, tokens = 250, heads = 2, dk = 64, dv = 64;
   const Inputs in = make_inputs(calls * tokens, heads, dk, dv, 0, false, 1234, 0.995f);
-  DeviceVec s(in.s0), k(in.k), v(in.v), alpha(in.alpha), beta(in.beta);
-  Vec cpu = in.s0;
-  double worst = 0.0;
-  for (int call = 0; call < calls; ++call) {
-    const size_t t0 = static_cast<size_t>(call) * tokens;
-    gated_delta_update(s.get(), k.get() + t0 * in.ks, in.ks, v.get() + t0 * in.vs, in.vs,
-                       alpha.get() + t0 * heads, beta.get() + t0 * heads, tokens, heads, dk, dv,
-                       nullptr);
-    cpu::gated_delta_update_sequential(
-        cpu.data(), in.k.data() + t0 * in.ks, in.ks, in.v.data() + t0 * in.vs, in.vs,
-        in.alpha.data() + t0 * heads, in.beta.data() + t0 * heads, tokens, heads, dk, dv);
-    if (call % 10 == 9 || call == calls - 1) {
-      check_cuda(cudaDeviceSynchronize(), "update");
-      worst = std::max(worst, rel_error(s.download(), cpu));
-    }
-  }
+  const double worst = worst_error_of_repeated_updates(
+      in, calls, tokens, 10,
+      [&](float* s, const float* k, const float* v, const float* alpha, const float* beta) {
+        gated_delta_update(s, k, in.ks, v, in.vs, alpha, beta, tokens, heads, dk, dv, nullptr);
+      });
   std::printf("  %d calls x %d tokens: worst error %.3g\n", calls, tokens, worst);
   EXPECT_LE(worst, 1e-4);
 }
@@ -302,22 +266,12 @@ TEST(CudaDeltaRuleLong, RepeatedGroupedUpdatesStayAccurate) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   const int calls = 20, tokens = 700, heads = 2, dk = 64, dv = 64;
   const Inputs in = make_inputs(calls * tokens, heads, dk, dv, 0, false, 4321, 0.995f);
-  DeviceVec s(in.s0), k(in.k), v(in.v), alpha(in.alpha), beta(in.beta);
-  Vec cpu = in.s0;
-  double worst = 0.0;
-  for (int call = 0; call < calls; ++call) {
-    const size_t t0 = static_cast<size_t>(call) * tokens;
-    gated_delta_update(s.get(), k.get() + t0 * in.ks, in.ks, v.get() + t0 * in.vs, in.vs,
-                       alpha.get() + t0 * heads, beta.get() + t0 * heads, tokens, heads, dk, dv,
-                       nullptr, DeltaPrecision::fp32, DeltaSchedule::grouped, 3);
-    cpu::gated_delta_update_sequential(
-        cpu.data(), in.k.data() + t0 * in.ks, in.ks, in.v.data() + t0 * in.vs, in.vs,
-        in.alpha.data() + t0 * heads, in.beta.data() + t0 * heads, tokens, heads, dk, dv);
-    if (call % 5 == 4) {
-      check_cuda(cudaDeviceSynchronize(), "update");
-      worst = std::max(worst, rel_error(s.download(), cpu));
-    }
-  }
+  const double worst = worst_error_of_repeated_updates(
+      in, calls, tokens, 5,
+      [&](float* s, const float* k, const float* v, const float* alpha, const float* beta) {
+        gated_delta_update(s, k, in.ks, v, in.vs, alpha, beta, tokens, heads, dk, dv, nullptr,
+                           DeltaPrecision::fp32, DeltaSchedule::grouped, 3);
+      });
   std::printf("  %d grouped calls x %d tokens: worst error %.3g\n", calls, tokens, worst);
   EXPECT_LE(worst, 1e-4);
 }
