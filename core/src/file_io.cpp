@@ -102,6 +102,28 @@ void write_file_atomic(const std::string& path, std::span<const uint8_t> bytes) 
   fsync_directory(dir, path);
 }
 
+void write_file_unsynced(const std::string& path, std::span<const uint8_t> bytes) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw_io(path, "cannot create file", errno);
+  try {
+    write_all(fd, bytes, path);
+    if (close_fd(&fd) != 0) throw_io(path, "close failed", errno);
+  } catch (...) {
+    if (fd >= 0) close_fd(&fd);
+    ::unlink(path.c_str());
+    throw;
+  }
+}
+
+void sync_file_system(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(ErrorKind::io, path + ": cannot open to sync it: " + std::strerror(errno));
+  const int result = ::syncfs(fd);
+  const int saved = errno;
+  ::close(fd);
+  if (result != 0) throw Error(ErrorKind::io, path + ": syncfs failed: " + std::strerror(saved));
+}
+
 void sync_to_disk(const std::string& path, bool is_directory) {
   const int fd = ::open(path.c_str(), (is_directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
   if (fd < 0) {
