@@ -158,3 +158,35 @@ TEST(FileIo, ReadsFilesWhoseSizeIsUnknown) {
   const std::string text(status.begin(), status.end());
   EXPECT_NE(text.find("Name:"), std::string::npos);
 }
+
+// write_file_unsynced (files of a staging folder, synced as a whole by sync_file_system): the
+// bytes round-trip, an existing file is replaced, and a write that fails mid-file (RLIMIT_FSIZE,
+// like a full disk) is an io error that leaves no partial file behind.
+TEST(FileIo, UnsyncedWritesRoundTripAndAFailedOneLeavesNothing) {
+  TempDir dir;
+  const std::string path = dir.file("frame_000000.png");
+  strand::write_file_unsynced(path, bytes_of("first"));
+  strand::write_file_unsynced(path, bytes_of("second, longer"));
+  EXPECT_EQ(slurp(path), bytes_of("second, longer"));
+  strand::sync_file_system(dir.path().string());
+  EXPECT_EQ(kind_of_failure([&] { strand::sync_file_system(dir.file("missing")); }),
+            strand::ErrorKind::io);
+  EXPECT_EQ(kind_of_failure([&] { strand::write_file_unsynced(dir.file("no/such/dir"), bytes_of("x")); }),
+            strand::ErrorKind::io);
+
+  struct rlimit previous {};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &previous), 0);
+  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit limited = previous;
+  limited.rlim_cur = 4096;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &limited), 0);
+  std::string message;
+  const auto kind = kind_of_failure(
+      [&] { strand::write_file_unsynced(dir.file("big.png"), std::vector<uint8_t>(100'000, 1)); },
+      &message);
+  ::setrlimit(RLIMIT_FSIZE, &previous);
+  std::signal(SIGXFSZ, old_handler);
+  EXPECT_EQ(kind, strand::ErrorKind::io);
+  EXPECT_NE(message.find("write"), std::string::npos) << message;
+  EXPECT_EQ(dir.entries(), std::vector<std::string>{"frame_000000.png"});
+}
