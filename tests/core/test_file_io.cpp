@@ -44,6 +44,23 @@ strand::ErrorKind kind_of_failure(const std::function<void()>& action, std::stri
   return strand::ErrorKind::invalid_argument;
 }
 
+// Runs `action` with writes limited to 4096 bytes a file (RLIMIT_FSIZE: write() then fails with
+// EFBIG mid-file, like a full disk; SIGXFSZ ignored so the process survives) and returns the kind
+// of the strand::Error it throws, its message in `message`.
+strand::ErrorKind kind_under_file_size_limit(const std::function<void()>& action,
+                                             std::string* message) {
+  struct rlimit previous {};
+  EXPECT_EQ(::getrlimit(RLIMIT_FSIZE, &previous), 0);
+  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit limited = previous;
+  limited.rlim_cur = 4096;
+  EXPECT_EQ(::setrlimit(RLIMIT_FSIZE, &limited), 0);
+  const auto kind = kind_of_failure(action, message);
+  ::setrlimit(RLIMIT_FSIZE, &previous);
+  std::signal(SIGXFSZ, old_handler);
+  return kind;
+}
+
 }  // namespace
 
 TEST(FileIo, WriteThenReadRoundTrips) {
@@ -128,17 +145,9 @@ TEST(FileIo, DiskFullKeepsOriginalAndRemovesTemp) {
   const std::vector<uint8_t> original = bytes_of("original content");
   strand::write_file_atomic(path, original);
 
-  struct rlimit previous {};
-  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &previous), 0);
-  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
-  struct rlimit limited = previous;
-  limited.rlim_cur = 4096;
-  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &limited), 0);
   std::string message;
-  const auto kind =
-      kind_of_failure([&] { strand::write_file_atomic(path, std::vector<uint8_t>(100'000, 0xAB)); }, &message);
-  ::setrlimit(RLIMIT_FSIZE, &previous);
-  std::signal(SIGXFSZ, old_handler);
+  const auto kind = kind_under_file_size_limit(
+      [&] { strand::write_file_atomic(path, std::vector<uint8_t>(100'000, 0xAB)); }, &message);
 
   EXPECT_EQ(kind, strand::ErrorKind::io);
   EXPECT_NE(message.find("write"), std::string::npos) << message;
@@ -174,18 +183,10 @@ TEST(FileIo, UnsyncedWritesRoundTripAndAFailedOneLeavesNothing) {
   EXPECT_EQ(kind_of_failure([&] { strand::write_file_unsynced(dir.file("no/such/dir"), bytes_of("x")); }),
             strand::ErrorKind::io);
 
-  struct rlimit previous {};
-  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &previous), 0);
-  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
-  struct rlimit limited = previous;
-  limited.rlim_cur = 4096;
-  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &limited), 0);
   std::string message;
-  const auto kind = kind_of_failure(
+  const auto kind = kind_under_file_size_limit(
       [&] { strand::write_file_unsynced(dir.file("big.png"), std::vector<uint8_t>(100'000, 1)); },
       &message);
-  ::setrlimit(RLIMIT_FSIZE, &previous);
-  std::signal(SIGXFSZ, old_handler);
   EXPECT_EQ(kind, strand::ErrorKind::io);
   EXPECT_NE(message.find("write"), std::string::npos) << message;
   EXPECT_EQ(dir.entries(), std::vector<std::string>{"frame_000000.png"});
