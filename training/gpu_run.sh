@@ -8,10 +8,14 @@
 #   $OUT/kv-full.safetensors   softmax_kv baseline, full cache      (>= 2 GPUs)
 #   $OUT/kv-win4.safetensors   softmax_kv baseline, window 4 blocks (>= 4 GPUs)
 #   $OUT/logs.tar.gz           losses.json, loss curves (PNG), held_out.json, full logs per run
+#   $OUT/<run>.train.log, $OUT/<run>.losses.json   each run's log and losses, copied every few
+#                              seconds while it trains (there even when the slot is cut short)
 # GPU split: with G >= 4 GPUs the hybrid model trains data-parallel on G-2 of them and each
 # baseline on one; with G = 2 or 3 the hybrid takes G-1 and only the full-cache baseline runs;
 # with one GPU only the hybrid trains. The baselines start from $RESUME's autoencoder
-# (--init-from) and a fresh DiT. Stages: dit (teacher forcing), then selfforce.
+# (--init-from) and a fresh DiT. Stages: dec only when DEC_MIN > 0 (the decoder alone, subject-weighted; the encoder
+# and so the DiT's latents unchanged), dit (teacher forcing), then selfforce; the DiT stages'
+# loss is weighted SUBJECT_WEIGHT times on the latent cells that show a subject.
 # Models are exported every CKPT_MIN minutes and copied into $OUT as they appear, and a watchdog
 # stops training before the deadline, so a slot cut short still returns weights.
 #
@@ -21,7 +25,9 @@
 #            its loss history, continued by the new run]
 #   ENCODER [.deps/gpu-train/text-encoder-minilm-l6-v2.pruned.safetensors; made by
 #            training/prune_text_encoder.py; the exported models name the full encoder file]
-#   DIT_SHARE [0.7] share of the training minutes for the dit stage (rest: selfforce)
+#   DIT_SHARE [0.7] share of the training minutes after the dec stage for dit (rest: selfforce)
+#   DEC_MIN [0]     minutes of the dec stage (0: none; 1.0 tries it: check with ae_ceiling.py)
+#   SUBJECT_WEIGHT [6] loss weight of subject cells / pixels (1: the unweighted recipe of runs 1-7)
 #   HYBRID_ONLY [0] 1: every GPU trains the hybrid model (no baselines)
 #   CKPT_MIN [1.5]  EXTRA_ARGS [] more train.py options for every run (e.g. for a CPU dry run:
 #   "--max-steps 2 --pool 2 --batch 2")
@@ -35,6 +41,8 @@ RESUME="${RESUME:-$ROOT/resources/models/strand-world-v1.safetensors}"
 LOSSES="${LOSSES:-$ROOT/training/checkpoints/strand-world-v1.losses.json}"
 ENCODER="${ENCODER:-$ROOT/.deps/gpu-train/text-encoder-minilm-l6-v2.pruned.safetensors}"
 DIT_SHARE="${DIT_SHARE:-0.7}"
+DEC_MIN="${DEC_MIN:-0}"
+SUBJECT_WEIGHT="${SUBJECT_WEIGHT:-6}"
 CKPT_MIN="${CKPT_MIN:-1.5}"
 EXTRA_ARGS="${EXTRA_ARGS:-}"
 PY="${STRAND_PYTHON:-python3}"
@@ -51,17 +59,26 @@ say "$GPUS GPU(s), $(nproc) CPU cores, budget $TOTAL_MIN min, work folder $WORK"
 
 # Minutes: ~1.3 for start-up (imports, CUDA/NCCL, clip pools, batch probe) and the final packing,
 # the rest split between the stages. The watchdog stops everything 25 s before the deadline.
-read -r DIT_MIN SF_MIN KILL_S < <(awk -v t="$TOTAL_MIN" -v s="$DIT_SHARE" 'BEGIN {
+# The dec stage takes DEC_MIN, at most a quarter of the training minutes.
+read -r DEC_MIN DIT_MIN SF_MIN KILL_S < <(awk -v t="$TOTAL_MIN" -v s="$DIT_SHARE" -v d="$DEC_MIN" 'BEGIN {
   train = t - 1.3; if (train < 0.1) train = 0.1
-  printf "%.2f %.2f %d\n", train * s, train * (1 - s), t * 60 - 25 }')
-say "stage minutes: dit $DIT_MIN, selfforce $SF_MIN; watchdog at ${KILL_S}s"
+  if (d > train / 4) d = train / 4; if (d < 0) d = 0
+  rest = train - d
+  printf "%.2f %.2f %.2f %d\n", d, rest * s, rest * (1 - s), t * 60 - 25 }')
+STAGES="dit,selfforce"
+STAGE_MIN="dit=$DIT_MIN,selfforce=$SF_MIN"
+if awk -v d="$DEC_MIN" 'BEGIN { exit !(d > 0) }'; then
+  STAGES="dec,$STAGES"; STAGE_MIN="dec=$DEC_MIN,$STAGE_MIN"
+fi
+say "stages $STAGES, minutes $STAGE_MIN; subject weight $SUBJECT_WEIGHT; watchdog at ${KILL_S}s"
 
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-8}" PYTHONUNBUFFERED=1
 # NVLink multicast stays off: on shared hosts it can take GPUs out of service.
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
 COMMON=(--text-encoder "$ENCODER" --require-text-encoder --require-world
-        --stage dit,selfforce --stage-minutes "dit=$DIT_MIN,selfforce=$SF_MIN"
+        --stage "$STAGES" --stage-minutes "$STAGE_MIN" --subject-weight "$SUBJECT_WEIGHT"
         --batch 0 --lr-batch-ref 128 --warmup 30 --clip-blocks 4 --selfforce-blocks 6
+        --ae-batch 64 --ae-clips 16
         --checkpoint-minutes "$CKPT_MIN" --log-every 5 --print-every 4)
 # shellcheck disable=SC2206
 EXTRA=($EXTRA_ARGS)
@@ -122,7 +139,8 @@ else
   run kv-win4 "" 1 --init-from "$RESUME" --layers softmax_kv --window 4 --name strand-world-v1-kv-win4 --device cpu
 fi
 
-# Copies each run's latest export into $OUT (rename in place: a cut never leaves half a file).
+# Copies each run's latest export, log and losses into $OUT (rename in place: a cut never
+# leaves half a file).
 collect() {
   local name src
   for name in "${NAMES[@]}"; do
@@ -130,6 +148,10 @@ collect() {
     if [[ -f "$src" && ( ! -f "$OUT/$name.safetensors" || "$src" -nt "$OUT/$name.safetensors" ) ]]; then
       cp "$src" "$OUT/.$name.tmp" && mv -f "$OUT/.$name.tmp" "$OUT/$name.safetensors"
     fi
+    for src in train.log losses.json; do
+      [[ -f "$WORK/$name/$src" ]] &&
+        cp "$WORK/$name/$src" "$OUT/.$name.$src.tmp" && mv -f "$OUT/.$name.$src.tmp" "$OUT/$name.$src"
+    done
   done
 }
 pack() {

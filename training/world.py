@@ -50,6 +50,10 @@ SEA_SHORE_Y = 108.0             # coast: sea between the horizon and the shore
 # stay below 54, mountains below ~40); car bodies fill the road between ROAD_TOP and ROAD_BOTTOM.
 SKY_ZONE_Y = 40.0
 TRANSITION_S = 1.5              # attribute changes blend over this long
+# render_schedule_with_subject_mask: a pixel belongs to a subject when the subject changes its
+# colour by more than this (sum over R, G, B in 0-255): anti-aliased edges count, uint8 rounding
+# does not.
+SUBJECT_MASK_MIN_DIFF = 12
 MOUNTAIN_PARALLAX = 0.3
 CAMERA_SPEED_UNITS_PER_S = {"static": 0.0, "pan_left_slow": -24.0, "pan_left_fast": -84.0,
                             "pan_right_slow": 24.0, "pan_right_fast": 84.0}
@@ -192,6 +196,34 @@ class World:
         at that frame, "camera_x" (world units) and "transition" (True for the TRANSITION_S
         window starting at a frame where some axis changed). Frames before the first entry use
         the first entry's prompt."""
+        state, labels = self._schedule_state(schedule, frames)
+        return self._render_state(state), labels
+
+    def render_schedule_with_subject_mask(self, schedule: Sequence[Mapping[str, object]],
+                                          frames: int
+                                          ) -> Tuple[torch.Tensor, torch.Tensor,
+                                                     List[Dict[str, object]]]:
+        """render_schedule plus where the subjects are: a bool [frames, H, W] mask of the pixels
+        that the subjects change (the same state rendered again with the subject axis forced to
+        "none"; everything else is a function of the same seed and clock, so only the subjects'
+        own pixels, and the rain or snow drawn over them, differ). Training weights its loss with
+        it (train_lib.data.latent_weight_map). Costs a second render when a subject is shown."""
+        state, labels = self._schedule_state(schedule, frames)
+        video = self._render_state(state)
+        mask = torch.zeros((frames, self.height, self.width), dtype=torch.bool, device=self.device)
+        none = AXES["subject"].index("none")
+        if bool((state["w_subject"][:, none] < 1.0).any()):
+            bare_state = dict(state)
+            bare = torch.zeros_like(state["w_subject"])
+            bare[:, none] = 1.0
+            bare_state["w_subject"] = bare
+            without = self._render_state(bare_state)
+            diff = (video.to(torch.int16) - without.to(torch.int16)).abs().sum(dim=1)
+            mask = diff > SUBJECT_MASK_MIN_DIFF
+        return video, mask, labels
+
+    def _schedule_state(self, schedule: Sequence[Mapping[str, object]], frames: int
+                        ) -> Tuple[Dict[str, torch.Tensor], List[Dict[str, object]]]:
         if frames <= 0:
             raise ValueError("frames must be positive")
         parsed = parse_schedule(schedule)
@@ -213,7 +245,7 @@ class World:
             label["camera_x"] = float(state["camera_x"][i])
             label["transition"] = i - last_change < self.transition_frames
             labels.append(label)
-        return self._render_state(state), labels
+        return state, labels
 
     def render_attributes(self, attrs_per_frame: Sequence[Mapping[str, object]]) -> torch.Tensor:
         """Frames for explicit per-frame attributes, without transition smoothing (for training).

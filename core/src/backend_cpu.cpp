@@ -145,6 +145,7 @@ std::string_view op_name(Op op) {
     case Op::upsample_nearest_2x: return "upsample_nearest_2x";
     case Op::memory_gates: return "memory_gates";
     case Op::feed_forward: return "feed_forward";
+    case Op::qk_norm_rope: return "qk_norm_rope";
     case Op::count: break;
   }
   return "unknown";

@@ -202,6 +202,34 @@ class DispatchBackend final : public Backend {
     }
     Backend::feed_forward(x, w1, b1, w2, b2, hidden, y, rows, in, mid, out);  // op by op
   }
+  // The fused ops run on the primary when it has them (and, for qk_norm_rope, the ops its
+  // default composes, which a primary may fall back to); otherwise op by op, each dispatched.
+  void qk_norm_rope(const float* x, int x_stride, float* q, float* k, int rows, int heads,
+                    int head_dim, const float* q_weight, const float* k_weight, float eps,
+                    const int* pos_t, const int* pos_r, const int* pos_c, float theta,
+                    bool rope_k) override {
+    if (native(Op::qk_norm_rope) && native(Op::rms_norm) && native(Op::rope_3d)) {
+      return primary_->qk_norm_rope(x, x_stride, q, k, rows, heads, head_dim, q_weight, k_weight,
+                                    eps, pos_t, pos_r, pos_c, theta, rope_k);
+    }
+    Backend::qk_norm_rope(x, x_stride, q, k, rows, heads, head_dim, q_weight, k_weight, eps, pos_t,
+                          pos_r, pos_c, theta, rope_k);
+  }
+  void l2_normalize_heads_rows(const float* x, int x_stride, float* y, int rows, int heads,
+                               int head_dim, float eps) override {
+    if (native(Op::l2_normalize_heads))
+      return primary_->l2_normalize_heads_rows(x, x_stride, y, rows, heads, head_dim, eps);
+    Backend::l2_normalize_heads_rows(x, x_stride, y, rows, heads, head_dim, eps);
+  }
+  void memory_gates_rows(const float* x, int x_stride, const float* a_log, const float* dt_bias,
+                         float* alpha, float* beta, float* gamma, int tokens, int heads,
+                         float* scratch) override {
+    if (native(Op::memory_gates))
+      return primary_->memory_gates_rows(x, x_stride, a_log, dt_bias, alpha, beta, gamma, tokens,
+                                         heads, scratch);
+    Backend::memory_gates_rows(x, x_stride, a_log, dt_bias, alpha, beta, gamma, tokens, heads,
+                               scratch);
+  }
   void memory_gates(const float* raw, const float* a_log, const float* dt_bias, float* alpha,
                     float* beta, float* gamma, int tokens, int heads) override {
     if (native(Op::memory_gates))

@@ -175,6 +175,29 @@ class ProfilingBackend final : public Backend {
     STRAND_TIMED(Op::memory_gates, memory_gates(raw, a_log, dt_bias, alpha, beta, gamma, t, h),
                  (Cost{0, kF * (6.0 * t * h + 2.0 * h), 0}), dims({{"t", t}, {"h", h}}));
   }
+  // Reads q's and k's columns and both weights, writes q and k (the angle table, a function of
+  // the positions, is not counted).
+  void qk_norm_rope(const float* x, int xs, float* q, float* k, int r, int h, int hd,
+                    const float* qw, const float* kw, float e, const int* pt, const int* pr,
+                    const int* pc, float theta, bool rope_k) override {
+    const double d = double(h) * hd;
+    STRAND_TIMED(Op::qk_norm_rope,
+                 qk_norm_rope(x, xs, q, k, r, h, hd, qw, kw, e, pt, pr, pc, theta, rope_k),
+                 (Cost{0, kF * (4.0 * r * d + 2.0 * d), 0}),
+                 dims({{"r", r}, {"h", h}, {"d", hd}, {"rope_k", rope_k ? 1 : 0}}));
+  }
+  void l2_normalize_heads_rows(const float* x, int xs, float* y, int r, int h, int hd,
+                               float e) override {
+    STRAND_TIMED(Op::l2_normalize_heads, l2_normalize_heads_rows(x, xs, y, r, h, hd, e),
+                 (Cost{0, kF * 2.0 * r * h * hd, 0}), dims({{"r", r}, {"h", h}, {"d", hd}}));
+  }
+  void memory_gates_rows(const float* x, int xs, const float* a_log, const float* dt_bias,
+                         float* alpha, float* beta, float* gamma, int t, int h,
+                         float* scratch) override {
+    STRAND_TIMED(Op::memory_gates,
+                 memory_gates_rows(x, xs, a_log, dt_bias, alpha, beta, gamma, t, h, scratch),
+                 (Cost{0, kF * (6.0 * t * h + 2.0 * h), 0}), dims({{"t", t}, {"h", h}}));
+  }
 #undef STRAND_TIMED
 
  private:

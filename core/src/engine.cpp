@@ -495,20 +495,15 @@ void Engine::self_attention_hybrid(int layer, const float* a, float* y, LayerMem
   // of `a`, one launch, a wide and efficient matrix): [q | k | v | mem_q | mem_a | mem_b | mem_g].
   int ps = 0;
   const float* projected = project(p, {"q", "k", "v", "mem_q", "mem_a", "mem_b", "mem_g"}, a, &ps);
-  // 1. Intra-block softmax attention (v is read in place).
-  b.rms_norm_rows(projected, ps, q, T, d, w(p + "norm_q.weight"), kRmsEps);
-  b.rms_norm_rows(projected + d, ps, k, T, d, w(p + "norm_k.weight"), kRmsEps);
+  // 1. Intra-block softmax attention (v is read in place); q and k normalised and rotated
+  // straight out of the projection, in one op.
+  b.qk_norm_rope(projected, ps, q, k, T, H, dh, w(p + "norm_q.weight"), w(p + "norm_k.weight"),
+                 kRmsEps, pos_t_.data(), pos_r_.data(), pos_c_.data(), c.rope_theta,
+                 /*rope_k=*/true);
   const float* v = projected + 2 * static_cast<size_t>(d);
-  b.rope_3d(q, T, H, dh, d, pos_t_.data(), pos_r_.data(), pos_c_.data(), c.rope_theta);
-  b.rope_3d(k, T, H, dh, d, pos_t_.data(), pos_r_.data(), pos_c_.data(), c.rope_theta);
   b.attention(q, d, k, d, v, ps, o, d, T, T, H, dh, 1.0f / std::sqrt(static_cast<float>(dh)));
   // 2. Memory branch: block-level read of the pre-update state.
-  b.copy_2d(qm, d, projected + 3 * static_cast<size_t>(d), ps, T, d);
-  b.l2_normalize_heads(qm, T, H, dh, kL2Eps);
-  for (int g = 0; g < 3; ++g) {  // gate rows a, b, g, each [T, H]
-    b.copy_2d(gates + static_cast<size_t>(g) * T * H, H,
-              projected + 4 * static_cast<size_t>(d) + static_cast<size_t>(g) * H, ps, T, H);
-  }
+  b.l2_normalize_heads_rows(projected + 3 * static_cast<size_t>(d), ps, qm, T, H, dh, kL2Eps);
   // dit() made the state resident before the pass (and, for a clean pass, marked it changing).
   float* s = host_backend() ? memory.state.data() : resident_states_.at(layer).device->data();
   b.memory_read(s, qm, d, om, d, T, H, dh, dh, 1.0f / std::sqrt(static_cast<float>(dh)));
@@ -517,7 +512,9 @@ void Engine::self_attention_hybrid(int layer, const float* a, float* y, LayerMem
   float* alpha = gate_values;
   float* beta = gate_values + per_gate;
   float* gamma = gate_values + 2 * per_gate;
-  b.memory_gates(gates, w(p + "mem_A_log"), w(p + "mem_dt_bias"), alpha, beta, gamma, T, H);
+  // Gate columns a, b, g ([T, H] each) read from the projection (`gates`: the default's scratch).
+  b.memory_gates_rows(projected + 4 * static_cast<size_t>(d), ps, w(p + "mem_A_log"),
+                      w(p + "mem_dt_bias"), alpha, beta, gamma, T, H, gates);
   // 3. o = o_softmax + gamma * o_mem (per token and head).
   b.gated_residual_heads(o, om, gamma, T, H, dh, d);
   b.linear(o, w(p + "o.weight"), w(p + "o.bias"), y, T, d, d);
@@ -525,8 +522,7 @@ void Engine::self_attention_hybrid(int layer, const float* a, float* y, LayerMem
   if (update) {
     int ms = 0;
     const float* memory_kv = project(p, {"mem_k", "mem_v"}, a, &ms);
-    b.copy_2d(km, d, memory_kv, ms, T, d);
-    b.l2_normalize_heads(km, T, H, dh, kL2Eps);
+    b.l2_normalize_heads_rows(memory_kv, ms, km, T, H, dh, kL2Eps);
     const float* vm = memory_kv + d;
     // (dit cleared the layer's synced copy before the pass: the device state changes here.)
     b.gated_delta_update(s, km, d, vm, ms, alpha, beta, T, H, dh, dh);
@@ -548,10 +544,11 @@ void Engine::self_attention_kv(int layer, const float* a, float* y, LayerMemory&
   float* o = buffer("sa.o", n);
   int ps = 0;
   const float* projected = project(p, {"q", "k", "v"}, a, &ps);
-  b.rms_norm_rows(projected, ps, q, T, d, w(p + "norm_q.weight"), kRmsEps);
-  b.rms_norm_rows(projected + d, ps, k, T, d, w(p + "norm_k.weight"), kRmsEps);
+  // k stays unrotated here: it is cached so, and rotated below relative to each block.
+  b.qk_norm_rope(projected, ps, q, k, T, H, dh, w(p + "norm_q.weight"), w(p + "norm_k.weight"),
+                 kRmsEps, pos_t_.data(), pos_r_.data(), pos_c_.data(), c.rope_theta,
+                 /*rope_k=*/false);
   b.copy_2d(v, d, projected + 2 * static_cast<size_t>(d), ps, T, d);  // cached contiguous
-  b.rope_3d(q, T, H, dh, d, pos_t_.data(), pos_r_.data(), pos_c_.data(), c.rope_theta);
   // Keys: cached blocks then the current one, rotated with positions relative to this block.
   const size_t blocks = memory.kv_blocks.size() + 1;
   float* k_all = buffer("kv.k_all", blocks * n);

@@ -1,6 +1,6 @@
 // Softmax attention on the GPU (see attention.h for the contract).
 //
-// Three kernels:
+// The kernels:
 //  - flash_attention_bf16_kernel<D, BlockN>: FlashAttention-2 style. A CTA of 4 warps owns 128
 //    query rows of one head (32 rows per warp, so each K/V fragment read from shared memory feeds
 //    two m16 tiles); K/V tiles of BlockN keys are double-buffered with cp.async; Q K^T and P V
@@ -10,7 +10,10 @@
 //    Which one runs is an AttentionVariant (attention.h); the defaults per shape are the
 //    kDefaultVariant* constants below.
 //  - attention_fp32_kernel: the exact path, a tiled online softmax with fp32 FMA and expf.
-// tools/gpu/emulate_attention.sh runs all three kernels' source on the CPU (no GPU needed).
+//  - on Hopper, the wgmma kernels of attention_sm90.cu (variants wgmma_*; the defaults at head
+//    dim 128 there, with tuned_128x4_n32 as their fallback elsewhere).
+// tools/gpu/emulate_attention.sh runs the first three kernels' source on the CPU (no GPU needed;
+// it cannot emulate wgmma).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -21,6 +24,7 @@
 #include <string>
 
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/attention_sm90.h"
 #include "strand/error.h"
 
 namespace strand::cuda {
@@ -39,9 +43,12 @@ void check_launch(const char* what) {
 
 // Default implementation per shape (default_attention_variant). To switch after a benchmark run,
 // change the one constant concerned: long key sequences at head dim 128 / 64, short ones.
-constexpr AttentionVariant kDefaultVariantD128 = AttentionVariant::tuned_128x4_n32;  // run F: 267.9 vs 264.6 TFLOP/s
+// The wgmma variants fall back to tuned_128x4_n32 where they cannot run (not an sm_90 GPU).
+// H200, 2026-11-28: wgmma_pipe 355.8 TFLOP/s vs 268.8 (tuned_128x4_n32) at 4680 keys; 260.8 vs
+// 220.4 (baseline_n32) at 512 keys.
+constexpr AttentionVariant kDefaultVariantD128 = AttentionVariant::wgmma_pipe_128x2_n128;
 constexpr AttentionVariant kDefaultVariantD64 = AttentionVariant::baseline_n64;
-constexpr AttentionVariant kDefaultVariantShortKeys = AttentionVariant::baseline_n32;  // D 128 too
+constexpr AttentionVariant kDefaultVariantShortKeys = AttentionVariant::wgmma_pipe_128x2_n128;
 constexpr int kShortKeys = 1024;  // tk at or below this counts as short (cross-attention: 512)
 
 // ---------------------------------------------------------------------------------------------
@@ -731,6 +738,30 @@ void launch_variant(AttentionVariant variant, const FlashParams& params, int hea
     case AttentionVariant::tuned_64x4_n32:
       launch_tuned<D, 32, 4, 1, 4>(params, heads, stream);
       break;
+    case AttentionVariant::wgmma_128x2_n128:
+    case AttentionVariant::wgmma_pipe_128x2_n128:
+      if (D == 128 && params.scale_log2 > 0.0f && sm90::wgmma_attention_available()) {
+        sm90::WgmmaAttentionParams w{};
+        w.q = params.q;
+        w.k = params.k;
+        w.v = params.v;
+        w.out = params.out;
+        w.q_stride = params.q_stride;
+        w.k_stride = params.k_stride;
+        w.v_stride = params.v_stride;
+        w.out_stride = params.out_stride;
+        w.tq = params.tq;
+        w.tk = params.tk;
+        w.scale_log2 = params.scale_log2;
+        w.out_pairs = params.out_pairs;
+        sm90::launch_wgmma_attention(
+            w, heads, variant == AttentionVariant::wgmma_pipe_128x2_n128, stream);
+      } else if (D == 128) {
+        launch_tuned<D, 32, 4, 2, 2>(params, heads, stream);  // tuned_128x4_n32
+      } else {
+        launch_flash<D, 64>(params, heads, stream);  // baseline_n64, the head-dim-64 default
+      }
+      break;
     case AttentionVariant::automatic:
       break;  // resolved by the caller
   }
@@ -990,6 +1021,10 @@ const char* attention_variant_name(AttentionVariant variant) {
       return "tuned_64x4_n64";
     case AttentionVariant::tuned_64x4_n32:
       return "tuned_64x4_n32";
+    case AttentionVariant::wgmma_128x2_n128:
+      return "wgmma_128x2_n128";
+    case AttentionVariant::wgmma_pipe_128x2_n128:
+      return "wgmma_pipe_128x2_n128";
   }
   return "unknown";
 }
@@ -1033,6 +1068,8 @@ const VariantDefaults& variant_defaults() {
 }
 
 }  // namespace
+
+bool attention_wgmma_available() { return sm90::wgmma_attention_available(); }
 
 AttentionVariant default_attention_variant(int /*tq*/, int tk, int /*heads*/, int head_dim) {
   const VariantDefaults& d = variant_defaults();

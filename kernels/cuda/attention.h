@@ -15,8 +15,9 @@ namespace strand::cuda {
 //
 // bf16 = false: fp32 all the way (fp32 FMA, expf): within ~1e-6 relative of the CPU kernel.
 // bf16 = true and head_dim 64 or 128: Q, K, V are rounded to bf16 (a conversion pass into
-// stream-ordered scratch memory, or the caller's workspace), then a tensor-core kernel (mma.sync
-// m16n8k16, fp32 accumulation and fp32 softmax statistics; P is rounded to bf16 before P v).
+// stream-ordered scratch memory, or the caller's workspace), then a tensor-core kernel (wgmma on
+// Hopper at head dim 128, mma.sync m16n8k16 elsewhere; fp32 accumulation and fp32 softmax
+// statistics; P is rounded to bf16 before P v).
 // Other head dims use the fp32 path.
 // Expect ~1e-2 relative error, the error of bf16 inputs.
 //
@@ -53,8 +54,20 @@ enum class AttentionVariant : int {
   tuned_128x8_n32 = 6,
   tuned_64x4_n64 = 7,  // 64-row CTAs: twice the CTAs, for short key sequences / few rows
   tuned_64x4_n32 = 8,
+  // Hopper only (sm_90a, attention_sm90.cu): two warpgroups of 64 rows, 128-key tiles in a 3-stage
+  // ring, wgmma for Q K^T and P V. Head dim 128 with scale > 0; for other shapes, GPUs or builds
+  // (attention_wgmma_available() false) it runs tuned_128x4_n32 / the head-dim-64 default.
+  wgmma_128x2_n128 = 9,
+  // The same with Q K^T of each key tile issued together with P V of the previous one, so that the
+  // softmax overlaps a tensor-core product (FlashAttention-3's intra-warpgroup pipelining).
+  wgmma_pipe_128x2_n128 = 10,
 };
-constexpr int kAttentionVariantCount = 9;  // automatic + 8 implementations
+constexpr int kAttentionVariantCount = 11;  // automatic + 10 implementations
+
+// True when the wgmma_* variants run their own kernels on the current device (an sm_90 GPU and a build
+// with sm_90a code). The first call per device runs a probe kernel, so make it outside stream
+// capture (the CUDA backend calls it when it is created).
+bool attention_wgmma_available();
 
 // A short name for logs ("baseline_n32", ...); "unknown" outside the enum.
 const char* attention_variant_name(AttentionVariant variant);

@@ -24,6 +24,7 @@
 #include "kernels/cuda/gates.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/norm.h"
+#include "kernels/cuda/qk_norm_rope.h"
 #include "kernels/cuda/residual.h"
 #include "kernels/cuda/rope.h"
 #include "strand/error.h"
@@ -608,7 +609,14 @@ class CudaRecording final : public Recording {
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int index, ComputePrecision precision)
-      : device_(std::make_shared<Device>(index, precision)) {}
+      : device_(std::make_shared<Device>(index, precision)) {
+#ifdef STRAND_CUDA_HAVE_ATTENTION
+    // The wgmma attention kernel's availability is probed with a kernel launch: do it now, before
+    // any pass is recorded into a graph (a launch on another stream would break the capture).
+    device_->enter();
+    (void)cuda::attention_wgmma_available();
+#endif
+  }
 
   [[nodiscard]] std::string_view name() const override { return device_->name(); }
   [[nodiscard]] DeviceKind device() const override { return DeviceKind::cuda; }
@@ -785,6 +793,30 @@ class CudaBackend final : public Backend {
     cuda::l2_normalize_heads(x, rows, heads, head_dim, eps, device_->stream());
     device_->after_launch("in l2_normalize_heads");
   }
+  void l2_normalize_heads_rows(const float* x, int x_stride, float* y, int rows, int heads,
+                               int head_dim, float eps) override {
+    device_->enter();
+    cuda::l2_normalize_heads(x, x_stride, y, rows, heads, head_dim, eps, device_->stream());
+    device_->after_launch("in l2_normalize_heads_rows");
+  }
+  // One kernel when the shape suits it (every model shape: head_dim % 4 == 0); else the two
+  // norms and the rotations as separate launches, with the same results.
+  void qk_norm_rope(const float* x, int x_stride, float* q, float* k, int rows, int heads,
+                    int head_dim, const float* q_weight, const float* k_weight, float eps,
+                    const int* pos_t, const int* pos_r, const int* pos_c, float theta,
+                    bool rope_k) override {
+    if (rows <= 0 || heads <= 0 || head_dim <= 0) return;
+    if (!cuda::qk_norm_rope_fits(x, x_stride, q, k, heads, head_dim, q_weight, k_weight)) {
+      Backend::qk_norm_rope(x, x_stride, q, k, rows, heads, head_dim, q_weight, k_weight, eps,
+                            pos_t, pos_r, pos_c, theta, rope_k);
+      return;
+    }
+    device_->enter();
+    const float2* angles = device_->rope_angles(pos_t, pos_r, pos_c, rows, head_dim, theta);
+    cuda::qk_norm_rope(x, x_stride, q, k, rows, heads, head_dim, q_weight, k_weight, eps, angles,
+                       rope_k, device_->stream());
+    device_->after_launch("in qk_norm_rope");
+  }
   void gelu_tanh(float* x, size_t n) override {
     device_->enter();
     cuda::gelu_tanh(x, n, device_->stream());
@@ -897,6 +929,14 @@ class CudaBackend final : public Backend {
     device_->enter();
     cuda::memory_gates(raw, a_log, dt_bias, alpha, beta, gamma, tokens, heads, device_->stream());
     device_->after_launch("in memory_gates");
+  }
+  void memory_gates_rows(const float* x, int x_stride, const float* a_log, const float* dt_bias,
+                         float* alpha, float* beta, float* gamma, int tokens, int heads,
+                         float*) override {  // reads x in place: no scratch
+    device_->enter();
+    cuda::memory_gates_rows(x, x_stride, a_log, dt_bias, alpha, beta, gamma, tokens, heads,
+                            device_->stream());
+    device_->after_launch("in memory_gates_rows");
   }
 
  private:

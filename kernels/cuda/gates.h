@@ -14,4 +14,11 @@ namespace strand::cuda {
 void memory_gates(const float* raw, const float* a_log, const float* dt_bias, float* alpha,
                   float* beta, float* gamma, int tokens, int heads, cudaStream_t stream);
 
+// The same gates read from a fused projection's rows: token t's a, b and g columns (heads each,
+// one after the other) start at raw + t * row_stride (row_stride >= 3 * heads). Same arithmetic
+// per gate as memory_gates, so it equals copying the columns out then memory_gates bit for bit.
+void memory_gates_rows(const float* raw, int row_stride, const float* a_log, const float* dt_bias,
+                       float* alpha, float* beta, float* gamma, int tokens, int heads,
+                       cudaStream_t stream);
+
 }  // namespace strand::cuda

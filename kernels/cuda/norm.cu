@@ -134,16 +134,40 @@ __global__ void row_norm_registers_kernel(const float* x, float* y, int dim, con
   }
 }
 
+// Where the (row, head) vector `vec` is read and written: in place in contiguous rows, or (the
+// strided form, l2_normalize_heads_rows) read from rows x_stride units apart and written to
+// contiguous rows of y. Units are floats or float4. The 32-bit division serves every shape whose
+// vector count fits 32 bits (a 64-bit one is a long software routine on the GPU).
+template <typename T>
+struct HeadVectors {
+  const T* x;
+  T* y;
+  size_t x_stride, y_stride;  // units per row
+  unsigned heads;
+  int units;  // per head
+  bool small;  // vectors < 2^32
+  __device__ __forceinline__ void locate(size_t vec, const T** src, T** dst) const {
+    const size_t row = small ? static_cast<unsigned>(vec) / heads : vec / heads;
+    const size_t head = vec - row * heads;
+    *src = x + row * x_stride + head * units;
+    *dst = y + row * y_stride + head * units;
+  }
+};
+
 // One warp per (row, head) vector, the vector in registers: kVec float4 a lane (head_dim % 4 == 0,
 // head_dim <= 128 * kVec, x 16-byte aligned), so DRAM sees one read and one write, a warp reading
 // 512 B of a 128-float head at once. The squares are summed per lane then across the warp.
-template <int kVec>
-__global__ void l2_heads_vector_kernel(float4* x, size_t vectors, int quads, float eps) {
+// kStrided: read from and written to `at` (HeadVectors) instead of x in place; same arithmetic.
+template <int kVec, bool kStrided>
+__global__ void l2_heads_vector_kernel(float4* x, size_t vectors, int quads, float eps,
+                                       HeadVectors<float4> at) {
   const int warps_per_block = blockDim.x >> 5;
   const size_t vec = static_cast<size_t>(blockIdx.x) * warps_per_block + (threadIdx.x >> 5);
   if (vec >= vectors) return;  // the whole warp: vec is the same for its 32 lanes
   const int lane = threadIdx.x & 31;
-  float4* v = x + vec * quads;
+  const float4* v = x + vec * quads;
+  float4* out = x + vec * quads;
+  if constexpr (kStrided) at.locate(vec, &v, &out);
   float4 r[kVec];
   float sq = 0.0f;
 #pragma unroll
@@ -156,21 +180,25 @@ __global__ void l2_heads_vector_kernel(float4* x, size_t vectors, int quads, flo
 #pragma unroll
   for (int i = 0; i < kVec; ++i) {
     const int j = lane + 32 * i;
-    if (j < quads) v[j] = make_float4(r[i].x * inv, r[i].y * inv, r[i].z * inv, r[i].w * inv);
+    if (j < quads) out[j] = make_float4(r[i].x * inv, r[i].y * inv, r[i].z * inv, r[i].w * inv);
   }
 }
 
 // Any head_dim: one warp per (row, head) vector; the second pass re-reads it through L1.
-__global__ void l2_heads_kernel(float* x, size_t vectors, int head_dim, float eps) {
+template <bool kStrided>
+__global__ void l2_heads_kernel(float* x, size_t vectors, int head_dim, float eps,
+                                HeadVectors<float> at) {
   const int warps_per_block = blockDim.x >> 5;
   const size_t vec = static_cast<size_t>(blockIdx.x) * warps_per_block + (threadIdx.x >> 5);
   if (vec >= vectors) return;
   const int lane = threadIdx.x & 31;
-  float* v = x + vec * head_dim;
+  const float* v = x + vec * head_dim;
+  float* out = x + vec * head_dim;
+  if constexpr (kStrided) at.locate(vec, &v, &out);
   float sq = 0.0f;
   for (int j = lane; j < head_dim; j += 32) sq += v[j] * v[j];
   const float inv = 1.0f / sqrtf(detail::warp_sum(sq) + eps);
-  for (int j = lane; j < head_dim; j += 32) v[j] *= inv;
+  for (int j = lane; j < head_dim; j += 32) out[j] = v[j] * inv;
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -246,25 +274,53 @@ void rms_norm(const float* x, int x_stride, float* y, int rows, int dim, const f
                                                             x_stride);
 }
 
-void l2_normalize_heads(float* x, int rows, int heads, int head_dim, float eps,
-                        cudaStream_t stream) {
+namespace {
+
+// x in place (strided == false) or x's rows x_stride floats apart into contiguous y.
+template <bool kStrided>
+void launch_l2_heads(const float* x, int x_stride, float* y, int rows, int heads, int head_dim,
+                     float eps, cudaStream_t stream) {
   if (rows <= 0 || heads <= 0 || head_dim <= 0) return;
   const size_t vectors = static_cast<size_t>(rows) * static_cast<size_t>(heads);
   constexpr int kWarps = 8;
   const auto blocks = static_cast<unsigned>((vectors + kWarps - 1) / kWarps);
   const int quads = head_dim / 4;
-  if (head_dim % 4 == 0 && head_dim <= 512 && aligned16(x)) {
-    auto* x4 = reinterpret_cast<float4*>(x);
+  const size_t width = static_cast<size_t>(heads) * static_cast<size_t>(head_dim);
+  const bool small = vectors <= 0xffffffffu;
+  const bool vector = head_dim % 4 == 0 && head_dim <= 512 && aligned16(x) && aligned16(y) &&
+                      x_stride % 4 == 0;
+  if (vector) {
+    auto* y4 = reinterpret_cast<float4*>(y);
+    const HeadVectors<float4> at{reinterpret_cast<const float4*>(x), y4,
+                                 static_cast<size_t>(x_stride) / 4, width / 4,
+                                 static_cast<unsigned>(heads), quads, small};
     if (quads <= 32) {
-      l2_heads_vector_kernel<1><<<blocks, kWarps * 32, 0, stream>>>(x4, vectors, quads, eps);
+      l2_heads_vector_kernel<1, kStrided><<<blocks, kWarps * 32, 0, stream>>>(y4, vectors, quads,
+                                                                             eps, at);
     } else if (quads <= 64) {
-      l2_heads_vector_kernel<2><<<blocks, kWarps * 32, 0, stream>>>(x4, vectors, quads, eps);
+      l2_heads_vector_kernel<2, kStrided><<<blocks, kWarps * 32, 0, stream>>>(y4, vectors, quads,
+                                                                             eps, at);
     } else {
-      l2_heads_vector_kernel<4><<<blocks, kWarps * 32, 0, stream>>>(x4, vectors, quads, eps);
+      l2_heads_vector_kernel<4, kStrided><<<blocks, kWarps * 32, 0, stream>>>(y4, vectors, quads,
+                                                                             eps, at);
     }
     return;
   }
-  l2_heads_kernel<<<blocks, kWarps * 32, 0, stream>>>(x, vectors, head_dim, eps);
+  const HeadVectors<float> at{x, y, static_cast<size_t>(x_stride), width,
+                              static_cast<unsigned>(heads), head_dim, small};
+  l2_heads_kernel<kStrided><<<blocks, kWarps * 32, 0, stream>>>(y, vectors, head_dim, eps, at);
+}
+
+}  // namespace
+
+void l2_normalize_heads(float* x, int rows, int heads, int head_dim, float eps,
+                        cudaStream_t stream) {
+  launch_l2_heads<false>(x, heads * head_dim, x, rows, heads, head_dim, eps, stream);
+}
+
+void l2_normalize_heads(const float* x, int x_stride, float* y, int rows, int heads,
+                        int head_dim, float eps, cudaStream_t stream) {
+  launch_l2_heads<true>(x, x_stride, y, rows, heads, head_dim, eps, stream);
 }
 
 }  // namespace strand::cuda

@@ -19,5 +19,10 @@ void rms_norm(const float* x, int x_stride, float* y, int rows, int dim, const f
               float eps, cudaStream_t stream);
 void l2_normalize_heads(float* x, int rows, int heads, int head_dim, float eps,
                         cudaStream_t stream);
+// The same with x's rows x_stride floats apart (>= heads * head_dim) into contiguous y (not
+// overlapping x): per vector the in-place kernel's arithmetic, so the result equals a copy then
+// the in-place op bit for bit.
+void l2_normalize_heads(const float* x, int x_stride, float* y, int rows, int heads,
+                        int head_dim, float eps, cudaStream_t stream);
 
 }  // namespace strand::cuda

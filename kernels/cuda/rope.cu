@@ -1,5 +1,6 @@
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/rope.h"
+#include "kernels/cuda/rope_rotate.cuh"
 #include "kernels/cuda/row_launch.cuh"
 
 namespace strand::cuda {
@@ -35,13 +36,9 @@ __global__ void rope_table_kernel(float2* __restrict__ cos_sin, unsigned tokens,
   }
 }
 
-// Separate products then a sum, as on the CPU (no fused multiply-add).
-__device__ __forceinline__ float rotated_first(float x0, float x1, float c, float s) {
-  return __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
-}
-__device__ __forceinline__ float rotated_second(float x0, float x1, float c, float s) {
-  return __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
-}
+using detail::rotated_first;
+using detail::rotated_quad;
+using detail::rotated_second;
 
 // 16-byte path: a column is 4 floats of one head (pairs 2q and 2q+1), the table entry for them
 // one float4 (c0, s0, c1, s1). quads_per_head = head_dim / 4, row_stride4 = row_stride / 4,
@@ -57,8 +54,7 @@ __global__ void rope_apply_vector_kernel(float4* __restrict__ x, unsigned tokens
     const size_t at = static_cast<size_t>(t) * row_stride4 + col;
     const float4 v = x[at];
     const float4 cs = cos_sin[static_cast<size_t>(t) * quads_per_head + q];
-    x[at] = make_float4(rotated_first(v.x, v.y, cs.x, cs.y), rotated_second(v.x, v.y, cs.x, cs.y),
-                        rotated_first(v.z, v.w, cs.z, cs.w), rotated_second(v.z, v.w, cs.z, cs.w));
+    x[at] = rotated_quad(v, cs);
   }
 }
 

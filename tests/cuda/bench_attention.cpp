@@ -168,7 +168,9 @@ int main(int argc, char** argv) {
     return 0;
   }
   const int repeats = argc > 1 ? std::max(1, std::atoi(argv[1])) : 20;
-  std::printf("device: %s; repeats %d\n", strand::cuda::device_description(0).c_str(), repeats);
+  std::printf("device: %s; repeats %d; wgmma kernel: %s\n",
+              strand::cuda::device_description(0).c_str(), repeats,
+              strand::cuda::attention_wgmma_available() ? "available" : "not available (falls back)");
   cudaStream_t stream = nullptr;
   CHECK_CUDA(cudaStreamCreate(&stream));
   const Config configs[] = {

@@ -243,7 +243,7 @@ TEST_P(CudaAttentionVariant, Bf16KernelOnBf16Inputs) {
       {100, 100, 3, 64, 8, 8, 8, 0},           {77, 300, 2, 128, 8, 16, 8, 5},
       {300, 129, 2, 128, 8, 8, 8, 2},          {70, 1, 1, 128, 8, 8, 8, 1},
       {129, 1000, 1, 64, 8, 8, 8, 2},          {200, 700, 2, 128, 8, 8, 8, 0, 4.0f, 3.0f},
-      {65, 90, 1, 64, 8, 8, 8, 2, -2.0f, 1.0f}};
+      {65, 90, 1, 64, 8, 8, 8, 2, -2.0f, 1.0f}, {1000, 1100, 2, 128, 8, 8, 8, 0}};
   uint32_t seed = 200;
   for (const Case& c : cases) {
     SCOPED_TRACE(describe(c));
@@ -289,6 +289,16 @@ INSTANTIATE_TEST_SUITE_P(AllVariants, CudaAttentionVariant,
                            return std::string(strand::cuda::attention_variant_name(
                                static_cast<strand::cuda::AttentionVariant>(info.param)));
                          });
+
+// On an H100 / H200 the wgmma variant must run its own kernel: otherwise the variant tests above
+// would pass on the fallback kernel and never check it.
+TEST(CudaAttention, WgmmaKernelRunsOnHopper) {
+  SKIP_WITHOUT_GPU();
+  cudaDeviceProp props{};
+  ASSERT_CUDA(cudaGetDeviceProperties(&props, 0));
+  if (props.major != 9 || props.minor != 0) GTEST_SKIP() << "not a compute capability 9.0 GPU";
+  EXPECT_TRUE(strand::cuda::attention_wgmma_available());
+}
 
 TEST(CudaAttention, NoKeysGivesZeros) {
   SKIP_WITHOUT_GPU();

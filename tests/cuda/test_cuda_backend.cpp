@@ -617,6 +617,187 @@ TEST_P(CudaOps, MemoryGates) {
   }
 }
 
+// ---- Fused ops of the self-attention layers (Backend::qk_norm_rope, l2_normalize_heads_rows,
+// memory_gates_rows): each against the CPU reference (the default composition of the separate
+// ops, fp32 tolerance as every op) and against the separate GPU ops on the same device buffers.
+
+// Floats that differ between a and b, and whether every difference is within `ulps` units in
+// the last place of b (a relative bound of ulps * 2^-23, as float rounding allows).
+struct UlpCompare {
+  size_t differ = 0;
+  bool within = true;
+};
+UlpCompare compare_ulps(const std::vector<float>& a, const std::vector<float>& b, double ulps) {
+  UlpCompare r;
+  EXPECT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    if (a[i] == b[i]) continue;
+    ++r.differ;
+    const double bound = ulps * std::ldexp(1.0, -23) * std::abs(static_cast<double>(b[i]));
+    const double diff = std::abs(static_cast<double>(a[i]) - static_cast<double>(b[i]));
+    if (!(diff <= bound)) r.within = false;
+  }
+  return r;
+}
+
+// The fused kernel (head_dim % 4 == 0, aligned, stride % 4 == 0) and the shapes it leaves to the
+// separate ops (head_dim 6, x one float past alignment, stride 2 dim + 2, width over 8192). Odd
+// token counts, head_dim 64 and 128, strides wider than q | k (a fused projection's: 6192 at the
+// 1.3B shape), k rotated or not, weights or none. The fused kernel repeats the separate ops'
+// arithmetic (the same norm reduction per row, the same rotation): it must match them to 1 ulp
+// (expected bit for bit; the test prints how many floats differ), and the CPU to 1e-5.
+TEST_P(CudaOps, QkNormRope) {
+  struct Case {
+    int frames, rows, cols, heads, head_dim, stride_extra;  // x_stride = 2 dim + stride_extra
+    size_t offset;                                           // floats into x
+    bool weighted;
+    float theta;
+  };
+  for (const Case c : {Case{3, 3, 3, 2, 64, 3 * 128 + 16, 0, true, 10000.0f},
+                       Case{1, 3, 5, 12, 128, 6192 - 2 * 1536, 0, true, 10000.0f},
+                       Case{2, 6, 10, 12, 128, 6192 - 2 * 1536, 1536, true, 10000.0f},
+                       Case{1, 7, 7, 4, 64, 0, 0, false, 500.0f},
+                       Case{1, 1, 1, 1, 4, 8, 0, true, 10000.0f},
+                       Case{1, 3, 5, 3, 6, 4, 0, true, 10000.0f},       // head_dim % 4 != 0
+                       Case{1, 3, 5, 2, 64, 12, 1, true, 10000.0f},     // x unaligned
+                       Case{1, 3, 5, 2, 64, 2, 0, true, 10000.0f},      // stride % 4 != 0
+                       Case{1, 1, 3, 3, 2736, 0, 0, true, 10000.0f}}) {  // width 8208 > 8192
+    const RopePositions p = rope_positions(c.frames, c.rows, c.cols, -2);
+    const int tokens = p.tokens(), dim = c.heads * c.head_dim, stride = 2 * dim + c.stride_extra;
+    const size_t n = static_cast<size_t>(tokens) * dim;
+    const auto x = random_values(c.offset + static_cast<size_t>(tokens) * stride, 51, -2.0f, 3.0f);
+    const auto qw = random_values(static_cast<size_t>(dim), 52, 0.5f, 1.5f);
+    const auto kw = random_values(static_cast<size_t>(dim), 53, 0.5f, 1.5f);
+    const float* q_weight = c.weighted ? qw.data() : nullptr;
+    const float* k_weight = c.weighted ? kw.data() : nullptr;
+    for (const bool rope_k : {true, false}) {
+      const std::string shape = std::to_string(tokens) + " tokens, " + std::to_string(c.heads) +
+                                "x" + std::to_string(c.head_dim) + ", stride " +
+                                std::to_string(stride) + ", offset " + std::to_string(c.offset) +
+                                (c.weighted ? "" : ", no weights") +
+                                (rope_k ? "" : ", k unrotated");
+      std::vector<float> want_q(n), want_k(n);
+      cpu_->qk_norm_rope(x.data() + c.offset, stride, want_q.data(), want_k.data(), tokens, c.heads,
+                         c.head_dim, q_weight, k_weight, 1e-6f, p.t.data(), p.r.data(), p.c.data(),
+                         c.theta, rope_k);
+      DeviceArray dx(*gpu_, x), dqw(*gpu_, qw), dkw(*gpu_, kw),
+          dq(*gpu_, std::vector<float>(n, 9.0f)), dk(*gpu_, std::vector<float>(n, 9.0f)),
+          sq(*gpu_, std::vector<float>(n, 9.0f)), sk(*gpu_, std::vector<float>(n, 9.0f));
+      const float* dq_weight = c.weighted ? dqw.get() : nullptr;
+      const float* dk_weight = c.weighted ? dkw.get() : nullptr;
+      const float* xin = dx.get() + c.offset;
+      gpu_->qk_norm_rope(xin, stride, dq.get(), dk.get(), tokens, c.heads, c.head_dim, dq_weight,
+                         dk_weight, 1e-6f, p.t.data(), p.r.data(), p.c.data(), c.theta, rope_k);
+      // The separate ops, as the engine ran them before.
+      gpu_->rms_norm_rows(xin, stride, sq.get(), tokens, dim, dq_weight, 1e-6f);
+      gpu_->rms_norm_rows(xin + dim, stride, sk.get(), tokens, dim, dk_weight, 1e-6f);
+      gpu_->rope_3d(sq.get(), tokens, c.heads, c.head_dim, dim, p.t.data(), p.r.data(), p.c.data(),
+                    c.theta);
+      if (rope_k) {
+        gpu_->rope_3d(sk.get(), tokens, c.heads, c.head_dim, dim, p.t.data(), p.r.data(),
+                      p.c.data(), c.theta);
+      }
+      const auto got_q = dq.fetch(), got_k = dk.fetch();
+      expect_close(Op::qk_norm_rope, got_q, want_q, "q, " + shape);
+      expect_close(Op::qk_norm_rope, got_k, want_k, "k, " + shape);
+      const UlpCompare cq = compare_ulps(got_q, sq.fetch(), 1.0);
+      const UlpCompare ck = compare_ulps(got_k, sk.fetch(), 1.0);
+      EXPECT_TRUE(cq.within && ck.within) << "fused vs separate GPU ops over 1 ulp, " << shape;
+      std::printf("[ qk_norm_rope vs separate GPU ops ] %s: %zu + %zu of %zu floats differ\n",
+                  shape.c_str(), cq.differ, ck.differ, 2 * n);
+      EXPECT_EQ(dx.fetch(), x) << "x must stay as it was, " << shape;
+    }
+  }
+}
+
+// Strided sources (x_stride > width: a fused projection's columns) into packed rows: the 16-byte
+// kernel (head_dim 64, 128), the scalar one (head_dim 30; x one float past alignment). Where both
+// calls take the same kernel the result must equal copy_2d + l2_normalize_heads bit for bit.
+TEST_P(CudaOps, L2NormalizeHeadsRows) {
+  struct Case {
+    int rows, heads, head_dim, stride_extra;
+    size_t offset;
+  };
+  for (const Case c : {Case{37, 12, 128, 6192 - 1536, 3 * 1536}, Case{9, 2, 64, 36, 0},
+                       Case{5, 3, 64, 0, 0}, Case{7, 3, 30, 6, 0}, Case{11, 4, 128, 20, 1},
+                       Case{3, 2, 64, 2, 0}}) {
+    const int width = c.heads * c.head_dim, stride = width + c.stride_extra;
+    const size_t n = static_cast<size_t>(c.rows) * width;
+    const auto x = random_values(c.offset + static_cast<size_t>(c.rows) * stride, 61);
+    std::vector<float> want(n);
+    cpu_->l2_normalize_heads_rows(x.data() + c.offset, stride, want.data(), c.rows, c.heads,
+                                  c.head_dim, 1e-6f);
+    DeviceArray dx(*gpu_, x), dy(*gpu_, std::vector<float>(n, 9.0f)),
+        sy(*gpu_, std::vector<float>(n, 9.0f));
+    gpu_->l2_normalize_heads_rows(dx.get() + c.offset, stride, dy.get(), c.rows, c.heads,
+                                  c.head_dim, 1e-6f);
+    gpu_->copy_2d(sy.get(), width, dx.get() + c.offset, stride, c.rows, width);
+    gpu_->l2_normalize_heads(sy.get(), c.rows, c.heads, c.head_dim, 1e-6f);
+    const std::string shape = std::to_string(c.rows) + "x" + std::to_string(c.heads) + "x" +
+                              std::to_string(c.head_dim) + ", stride " + std::to_string(stride) +
+                              ", offset " + std::to_string(c.offset);
+    const auto got = dy.fetch();
+    expect_close(Op::l2_normalize_heads, got, want, shape);
+    const bool same_kernel = c.head_dim % 4 != 0 || (c.offset % 4 == 0 && stride % 4 == 0);
+    if (same_kernel) {
+      EXPECT_EQ(got, sy.fetch()) << shape;
+    } else {
+      // Another summation order (scalar kernel against 16-byte): a few ulps.
+      EXPECT_TRUE(compare_ulps(got, sy.fetch(), 4.0).within) << shape;
+    }
+    EXPECT_EQ(dx.fetch(), x) << shape;
+  }
+}
+
+// The gate columns read in place from the projection rows ([a | b | g] of `heads` each at column
+// `column` of rows `stride` apart): equal to copying them out then memory_gates, bit for bit, and
+// to the CPU within 1e-6 per gate; the scratch is not needed (left as it was).
+TEST_P(CudaOps, MemoryGatesRows) {
+  struct Case {
+    int tokens, heads, stride, column;
+    float range;
+  };
+  for (const Case c : {Case{4680 / 40, 12, 6192, 4 * 1536, 30.0f}, Case{7, 3, 13, 2, 60.0f},
+                       Case{1, 1, 3, 0, 2.0f}, Case{33, 4, 20, 5, 25.0f}}) {
+    ASSERT_LE(c.column + 3 * c.heads, c.stride);  // the gate columns lie inside each row
+    const size_t n = static_cast<size_t>(c.tokens) * c.heads;
+    const auto x = random_values(static_cast<size_t>(c.tokens) * c.stride, 71, -c.range, c.range);
+    const auto a_log = random_values(static_cast<size_t>(c.heads), 72, -3.0f, 2.0f);
+    const auto dt_bias = random_values(static_cast<size_t>(c.heads), 73, -4.0f, 4.0f);
+    std::vector<float> want(3 * n), cpu_scratch(3 * n);
+    cpu_->memory_gates_rows(x.data() + c.column, c.stride, a_log.data(), dt_bias.data(),
+                            want.data(), want.data() + n, want.data() + 2 * n, c.tokens, c.heads,
+                            cpu_scratch.data());
+    DeviceArray dx(*gpu_, x), dlog(*gpu_, a_log), dbias(*gpu_, dt_bias),
+        out(*gpu_, std::vector<float>(3 * n, 7.0f)),
+        scratch(*gpu_, std::vector<float>(3 * n, 5.0f)),
+        sep(*gpu_, std::vector<float>(3 * n, 7.0f)), sep_raw(*gpu_, std::vector<float>(3 * n));
+    float* o = out.get();
+    gpu_->memory_gates_rows(dx.get() + c.column, c.stride, dlog.get(), dbias.get(), o, o + n,
+                            o + 2 * n, c.tokens, c.heads, scratch.get());
+    for (int g = 0; g < 3; ++g) {
+      gpu_->copy_2d(sep_raw.get() + static_cast<size_t>(g) * n, c.heads,
+                    dx.get() + c.column + static_cast<size_t>(g) * c.heads, c.stride, c.tokens,
+                    c.heads);
+    }
+    gpu_->memory_gates(sep_raw.get(), dlog.get(), dbias.get(), sep.get(), sep.get() + n,
+                       sep.get() + 2 * n, c.tokens, c.heads);
+    const std::string shape = std::to_string(c.tokens) + " tokens, " + std::to_string(c.heads) +
+                              " heads, stride " + std::to_string(c.stride);
+    const auto got = out.fetch();
+    EXPECT_EQ(got, sep.fetch()) << shape;
+    double worst = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      worst = std::max(worst,
+                       std::abs(static_cast<double>(got[i]) - static_cast<double>(want[i])));
+    }
+    EXPECT_LE(worst, 1e-6) << shape;
+    std::printf("[ memory_gates_rows %-5s ] %-34s max |diff| vs CPU %.3g\n",
+                bf16() ? "bf16" : "fp32", shape.c_str(), worst);
+    EXPECT_EQ(scratch.fetch(), std::vector<float>(3 * n, 5.0f)) << shape;
+  }
+}
+
 TEST_P(CudaOps, Convolutions) {
   struct Shape {
     int c_in, h, w, c_out, stride;

@@ -2,7 +2,9 @@
 // 12 heads of 128): the kernels of kernels/cuda against the ones they replaced (kept below as
 // `old_*`, verbatim but for names), with the bytes each must move and a bitwise comparison of
 // their outputs on the same input. A .cu file, not .cpp: the old kernels live here, not in the
-// library. One line per kernel:
+// library. The fused ops of the self-attention layers (qk_norm_rope, l2_normalize_heads_rows,
+// memory_gates_rows) are timed against the separate launches they replace ("old"), reading a
+// hybrid layer's fused projection [4680, 6192] as the engine does. One line per kernel:
 //   elementwise <name> <us> us <GB/s> GB/s [old <us> us, <x> faster, bitwise equal|N differ]
 // plus a device-to-device copy of one activation tensor as the bandwidth reference.
 // Usage: strand-bench-elementwise [repeats]
@@ -20,6 +22,7 @@
 #include "kernels/cuda/gates.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/norm.h"
+#include "kernels/cuda/qk_norm_rope.h"
 #include "kernels/cuda/residual.h"
 #include "kernels/cuda/rope.h"
 #include "tools/gpu/bench_timing.h"
@@ -338,6 +341,125 @@ int main(int argc, char** argv) {
     CHECK_CUDA(cudaFree(raw));
     CHECK_CUDA(cudaFree(a_log));
     CHECK_CUDA(cudaFree(dt_bias));
+  }
+
+  // ---- fused ops against the launches they replace, on a hybrid layer's projection rows:
+  // [q | k | v | mem_q | mem_a | mem_b | mem_g], 4 * 1536 + 3 * 12 columns padded to 6192.
+  {
+    const int ps = 6192;
+    const size_t projected_count = static_cast<size_t>(rows) * ps;
+    float* projected = device_random(projected_count, 8, -2.0f, 3.0f);
+    float* q_weight = device_random(static_cast<size_t>(width), 9, 0.5f, 1.5f);
+    float* k_weight = device_random(static_cast<size_t>(width), 10, 0.5f, 1.5f);
+    float* outs = nullptr;  // q, k (fused), q, k (separate)
+    CHECK_CUDA(cudaMalloc(&outs, 4 * n * sizeof(float)));
+    std::vector<int> positions;
+    positions.reserve(3 * static_cast<size_t>(rows));
+    for (int part = 0; part < 3; ++part)
+      for (int f = 0; f < frames; ++f)
+        for (int r = 0; r < grid_rows; ++r)
+          for (int c = 0; c < grid_cols; ++c)
+            positions.push_back(part == 0 ? f - 9 : part == 1 ? r : c);
+    int* pos = nullptr;
+    CHECK_CUDA(cudaMalloc(&pos, positions.size() * sizeof(int)));
+    CHECK_CUDA(
+        cudaMemcpy(pos, positions.data(), positions.size() * sizeof(int), cudaMemcpyHostToDevice));
+    float2* table = nullptr;
+    CHECK_CUDA(cudaMalloc(&table, cuda::rope_table_entries(rows, head_dim) * sizeof(float2)));
+    cuda::rope_3d_table(table, rows, head_dim, pos, pos + rows, pos + 2 * rows, 10000.0f, stream);
+    if (!cuda::qk_norm_rope_fits(projected, ps, outs, outs + n, heads, head_dim, q_weight,
+                                 k_weight)) {
+      std::fprintf(stderr, "qk_norm_rope: the 1.3B shape does not take the fused kernel\n");
+      return 1;
+    }
+    // rope_k: the hybrid layer; without, the softmax_kv layer (k cached unrotated).
+    for (const bool rope_k : {true, false}) {
+      auto separate = [&](float* q, float* k) {
+        cuda::rms_norm(projected, ps, q, rows, width, q_weight, 1e-6f, stream);
+        cuda::rms_norm(projected + width, ps, k, rows, width, k_weight, 1e-6f, stream);
+        cuda::rope_3d_apply(q, rows, heads, head_dim, width, table, stream);
+        if (rope_k) cuda::rope_3d_apply(k, rows, heads, head_dim, width, table, stream);
+      };
+      auto fused = [&](float* q, float* k) {
+        cuda::qk_norm_rope(projected, ps, q, k, rows, heads, head_dim, q_weight, k_weight, 1e-6f,
+                           table, rope_k, stream);
+      };
+      fused(outs, outs + n);
+      separate(outs + 2 * n, outs + 3 * n);
+      CHECK_CUDA(cudaStreamSynchronize(stream));
+      CHECK_CUDA(cudaGetLastError());
+      const std::string same = compare(fetch(outs, 2 * n), fetch(outs + 2 * n, 2 * n));
+      const double old_ms = time_ms(stream, repeats, [&] { separate(outs + 2 * n, outs + 3 * n); });
+      const double new_ms = time_ms(stream, repeats, [&] { fused(outs, outs + n); });
+      // Least traffic: read q and k, write q and k (the table stays in L2).
+      report(rope_k ? "qk_norm_rope t4680 h12 d128 (vs 2 rms + 2 rope)"
+                    : "qk_norm_rope t4680 h12 d128 k unrotated (vs 2 rms + 1 rope)",
+             new_ms, 4 * tensor_bytes, old_ms, same);
+    }
+
+    // l2_normalize_heads_rows: mem_q (column 3 * 1536) into packed rows, vs copy_2d + in place.
+    {
+      const float* src = projected + 3 * static_cast<size_t>(width);
+      auto separate = [&](float* dst) {
+        CHECK_CUDA(cudaMemcpy2DAsync(dst, width * sizeof(float), src, ps * sizeof(float),
+                                     width * sizeof(float), rows, cudaMemcpyDeviceToDevice,
+                                     stream));
+        cuda::l2_normalize_heads(dst, rows, heads, head_dim, 1e-6f, stream);
+      };
+      auto fused = [&](float* dst) {
+        cuda::l2_normalize_heads(src, ps, dst, rows, heads, head_dim, 1e-6f, stream);
+      };
+      fused(outs);
+      separate(outs + n);
+      CHECK_CUDA(cudaStreamSynchronize(stream));
+      CHECK_CUDA(cudaGetLastError());
+      const std::string same = compare(fetch(outs, n), fetch(outs + n, n));
+      const double old_ms = time_ms(stream, repeats, [&] { separate(outs + n); });
+      const double new_ms = time_ms(stream, repeats, [&] { fused(outs); });
+      report("l2_normalize_heads_rows r4680 h12 d128 (vs copy_2d + l2)", new_ms, 2 * tensor_bytes,
+             old_ms, same);
+    }
+
+    // memory_gates_rows: gate columns a | b | g at column 4 * 1536, vs 3 copy_2d + memory_gates.
+    {
+      const size_t total = static_cast<size_t>(rows) * heads;
+      const float* src = projected + 4 * static_cast<size_t>(width);
+      float* a_log = device_random(static_cast<size_t>(heads), 6, -3.0f, 2.0f);
+      float* dt_bias = device_random(static_cast<size_t>(heads), 7, -4.0f, 4.0f);
+      float* raw = nullptr;
+      CHECK_CUDA(cudaMalloc(&raw, 3 * total * sizeof(float)));
+      auto separate = [&](float* o) {
+        for (int g = 0; g < 3; ++g) {
+          CHECK_CUDA(cudaMemcpy2DAsync(raw + g * total, heads * sizeof(float),
+                                       src + static_cast<size_t>(g) * heads, ps * sizeof(float),
+                                       heads * sizeof(float), rows, cudaMemcpyDeviceToDevice,
+                                       stream));
+        }
+        cuda::memory_gates(raw, a_log, dt_bias, o, o + total, o + 2 * total, rows, heads, stream);
+      };
+      auto fused = [&](float* o) {
+        cuda::memory_gates_rows(src, ps, a_log, dt_bias, o, o + total, o + 2 * total, rows, heads,
+                                stream);
+      };
+      fused(outs);
+      separate(outs + 3 * total);
+      CHECK_CUDA(cudaStreamSynchronize(stream));
+      CHECK_CUDA(cudaGetLastError());
+      const std::string same = compare(fetch(outs, 3 * total), fetch(outs + 3 * total, 3 * total));
+      const double old_ms = time_ms(stream, repeats, [&] { separate(outs + 3 * total); });
+      const double new_ms = time_ms(stream, repeats, [&] { fused(outs); });
+      report("memory_gates_rows t4680 h12 (vs 3 copy_2d + gates)", new_ms,
+             6.0 * total * sizeof(float), old_ms, same);
+      CHECK_CUDA(cudaFree(raw));
+      CHECK_CUDA(cudaFree(a_log));
+      CHECK_CUDA(cudaFree(dt_bias));
+    }
+    CHECK_CUDA(cudaFree(table));
+    CHECK_CUDA(cudaFree(pos));
+    CHECK_CUDA(cudaFree(outs));
+    CHECK_CUDA(cudaFree(q_weight));
+    CHECK_CUDA(cudaFree(k_weight));
+    CHECK_CUDA(cudaFree(projected));
   }
 
   // silu (gelu_tanh / gelu_erf share its launcher): read + write.

@@ -29,7 +29,7 @@ def pick(text: str, max_error: float) -> Dict[str, Tuple[str, float]]:
             continue
         shape, name, ms, error = m.group(1), m.group(2), float(m.group(3)), float(m.group(5))
         cls = CLASSES.get(shape)
-        if cls is None or error > max_error:
+        if cls is None or not error <= max_error:  # NaN never passes
             continue
         if cls not in best or ms < best[cls][1]:
             best[cls] = (name, ms)

@@ -158,6 +158,12 @@ class StandInWorld:
             per_frame.append(parsed[j][1])
         return self.render_attributes(per_frame), per_frame
 
+    def render_schedule_with_subject_mask(self, schedule, frames: int):
+        video, per_frame = self.render_schedule(schedule, frames)
+        without = self.render_attributes([dict(a, subject="none") for a in per_frame])
+        mask = (video.to(torch.int16) - without.to(torch.int16)).abs().sum(dim=1) > 12
+        return video, mask, per_frame
+
 
 # ---------------------------------------------------------------------------------------------
 # Clips
@@ -170,6 +176,8 @@ class Clip:
     prompts: List[str]             # one per block (the prompt active at the block's first frame)
     latents: Optional[torch.Tensor] = None  # [blocks, F, C, h, w], filled by the DiT stages
     text: Optional[Tuple[torch.Tensor, torch.Tensor]] = None  # (hidden [blocks, L, dt], mask)
+    subject_mask: Optional[torch.Tensor] = None  # bool [blocks * F, H, W]: the subjects' pixels
+    weights: Optional[torch.Tensor] = None  # [blocks, F, 1, h, w] loss weight per latent cell
 
 
 class ClipSource:
@@ -177,7 +185,8 @@ class ClipSource:
     boundaries (strand-cli applies a prompt from the block containing its frame)."""
 
     def __init__(self, world_cls, width: int, height: int, fps: int, frames_per_block: int,
-                 device, seed: int, switch_prob: float = 0.5, skip_frames_max: int = 0):
+                 device, seed: int, switch_prob: float = 0.5, skip_frames_max: int = 0,
+                 subject_masks: bool = False):
         self.world_cls = world_cls
         self.width, self.height, self.fps = width, height, fps
         self.frames_per_block = frames_per_block
@@ -185,6 +194,9 @@ class ClipSource:
         self.rng = random.Random(seed)
         self.switch_prob = switch_prob
         self.skip_frames_max = skip_frames_max
+        # Render where the subjects are too (a second world render of clips with subjects), for
+        # the subject-weighted losses; a world without that method gives clips without masks.
+        self.subject_masks = subject_masks
 
     def schedule(self, blocks: int) -> Tuple[List[dict], List[str]]:
         rng = self.rng
@@ -211,9 +223,15 @@ class ClipSource:
             schedule = [schedule[0]] + [dict(e, frame=e["frame"] + skip) for e in schedule[1:]]
         world = self.world_cls(self.rng.getrandbits(31), width=self.width, height=self.height,
                                fps=self.fps, device=self.device)
-        frames, _labels = world.render_schedule(schedule, skip + blocks * self.frames_per_block)
+        total = skip + blocks * self.frames_per_block
+        mask = None
+        if self.subject_masks and hasattr(world, "render_schedule_with_subject_mask"):
+            frames, mask, _labels = world.render_schedule_with_subject_mask(schedule, total)
+            mask = torch.as_tensor(mask)[skip:].to(self.device)
+        else:
+            frames, _labels = world.render_schedule(schedule, total)
         frames = torch.as_tensor(frames)[skip:]
-        return Clip(frames.to(self.device), prompts)
+        return Clip(frames.to(self.device), prompts, subject_mask=mask)
 
 
 class ClipPool:
@@ -237,6 +255,39 @@ class ClipPool:
         for _ in range(min(self.refresh, self.size)):
             self.clips[self.rng.randrange(self.size)] = self._fresh()
         return [self.clips[self.rng.randrange(self.size)] for _ in range(count)]
+
+
+def latent_weight_map(mask: torch.Tensor, latent_hw: Tuple[int, int], subject_weight: float,
+                      ring: bool = True) -> torch.Tensor:
+    """Loss weights per latent cell from a subject pixel mask.
+
+    mask: bool [T, H, W] (the subjects' pixels); latent_hw: (h, w) of the latent, H / h = W / w
+    is the autoencoder's stride. Returns float [T, h, w]: `subject_weight` on every cell that
+    holds a subject pixel, 1 elsewhere; with `ring`, the cells around those (the 8 neighbours,
+    which the encoder's receptive field and the DiT's 2x2 patches tie to the subject) get the
+    mean of the two. Subjects are a few cells out of 576 per frame: without the weight the
+    flow-matching loss barely notices whether they are drawn (docs/model-card.md, "What next")."""
+    t, height, width = mask.shape
+    h, w = latent_hw
+    if height % h or width % w or height // h != width // w:
+        raise ValueError(f"mask {height}x{width} is not a whole multiple of the latent {h}x{w}")
+    stride = height // h
+    cells = torch.nn.functional.max_pool2d(mask.float().unsqueeze(1), stride)   # [T, 1, h, w]
+    weights = 1.0 + (subject_weight - 1.0) * cells
+    if ring and subject_weight != 1.0:
+        near = torch.nn.functional.max_pool2d(cells, 3, stride=1, padding=1)
+        weights = torch.maximum(weights, 1.0 + 0.5 * (subject_weight - 1.0) * near)
+    return weights[:, 0]
+
+
+def pixel_weight_map(mask: torch.Tensor, subject_weight: float, grow: int = 2) -> torch.Tensor:
+    """Loss weights per pixel for the decoder: `subject_weight` on the subjects' pixels and
+    `grow` pixels around them (their edges against the sky or road), 1 elsewhere.
+    mask bool [N, H, W] -> float [N, 1, H, W]."""
+    m = mask.float().unsqueeze(1)
+    if grow > 0:
+        m = torch.nn.functional.max_pool2d(m, 2 * grow + 1, stride=1, padding=grow)
+    return 1.0 + (subject_weight - 1.0) * m
 
 
 def frames_to_float(frames: torch.Tensor) -> torch.Tensor:

@@ -62,7 +62,9 @@ class Logbook:
                     offset += last_step
                 last_run, last_step = r["run"], r["step"]
                 xs.append(offset + r["step"])
-                ys.append(r["loss"])
+                # The unweighted loss where a subject-weighted run logged it ("mse"), so the
+                # curve continues the earlier, unweighted runs' on the same scale.
+                ys.append(r.get("mse", r["loss"]))
             fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
             ax.plot(xs, ys, lw=0.6, alpha=0.4, color="tab:blue", label="loss")
             k = max(1, len(ys) // 50)

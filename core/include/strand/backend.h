@@ -38,6 +38,7 @@ enum class Op {
   upsample_nearest_2x,
   memory_gates,
   feed_forward,
+  qk_norm_rope,
   count
 };
 std::string_view op_name(Op op);
@@ -157,6 +158,49 @@ class Backend {
     linear(x, w1, b1, hidden, rows, in, mid);
     gelu_tanh(hidden, static_cast<size_t>(rows) * mid);
     linear(hidden, w2, b2, y, rows, mid, out);
+  }
+
+  // q and k of a softmax layer from a fused projection's rows: x holds, per row (x_stride floats
+  // apart, >= 2 * heads * head_dim), q's heads * head_dim columns then k's. Writes contiguous
+  // q = rope_3d(rms_norm(x's q columns, q_weight)) and k = rms_norm(x's k columns, k_weight),
+  // rotated too when rope_k (a cached key stays unrotated), both [rows, heads * head_dim] with
+  // row stride heads * head_dim; the RMS is over the whole row of heads * head_dim values, as
+  // rms_norm's. Positions are host arrays of `rows` ints, as rope_3d's. q and k must not overlap
+  // x or each other. By default the separate ops: rms_norm_rows twice, then rope_3d.
+  virtual void qk_norm_rope(const float* x, int x_stride, float* q, float* k, int rows, int heads,
+                            int head_dim, const float* q_weight, const float* k_weight, float eps,
+                            const int* pos_t, const int* pos_r, const int* pos_c, float theta,
+                            bool rope_k) {
+    const int dim = heads * head_dim;
+    rms_norm_rows(x, x_stride, q, rows, dim, q_weight, eps);
+    rms_norm_rows(x + dim, x_stride, k, rows, dim, k_weight, eps);
+    rope_3d(q, rows, heads, head_dim, dim, pos_t, pos_r, pos_c, theta);
+    if (rope_k) rope_3d(k, rows, heads, head_dim, dim, pos_t, pos_r, pos_c, theta);
+  }
+  // l2_normalize_heads of rows read with a row stride (x_stride >= heads * head_dim floats apart)
+  // into contiguous y [rows, heads * head_dim]; y must not overlap x. The engine normalises the
+  // memory branch's q and k straight out of a fused projection's output this way. Profiled and
+  // dispatched as Op::l2_normalize_heads. By default: copy_2d into y, then the op in place.
+  virtual void l2_normalize_heads_rows(const float* x, int x_stride, float* y, int rows, int heads,
+                                       int head_dim, float eps) {
+    const int dim = heads * head_dim;
+    copy_2d(y, dim, x, x_stride, rows, dim);
+    l2_normalize_heads(y, rows, heads, head_dim, eps);
+  }
+  // memory_gates with the gate projections read from a fused projection's rows: row t (x_stride
+  // floats apart) holds a's `heads` columns, then b's, then g's (so x_stride >= 3 * heads).
+  // Outputs as memory_gates'. scratch [3, tokens, heads] is the caller's; the default copies the
+  // columns there (copy_2d) and runs memory_gates on it, a backend with a strided kernel leaves it
+  // untouched. Profiled and dispatched as Op::memory_gates.
+  virtual void memory_gates_rows(const float* x, int x_stride, const float* a_log,
+                                 const float* dt_bias, float* alpha, float* beta, float* gamma,
+                                 int tokens, int heads, float* scratch) {
+    const size_t per_gate = static_cast<size_t>(tokens) * static_cast<size_t>(heads);
+    for (int g = 0; g < 3; ++g) {
+      copy_2d(scratch + static_cast<size_t>(g) * per_gate, heads,
+              x + static_cast<size_t>(g) * static_cast<size_t>(heads), x_stride, tokens, heads);
+    }
+    memory_gates(scratch, a_log, dt_bias, alpha, beta, gamma, tokens, heads);
   }
 
  protected:
