@@ -146,6 +146,7 @@ std::string_view op_name(Op op) {
     case Op::memory_gates: return "memory_gates";
     case Op::feed_forward: return "feed_forward";
     case Op::qk_norm_rope: return "qk_norm_rope";
+    case Op::residual_norm: return "residual_norm";
     case Op::count: break;
   }
   return "unknown";

@@ -215,6 +215,18 @@ class DispatchBackend final : public Backend {
     Backend::qk_norm_rope(x, x_stride, q, k, rows, heads, head_dim, q_weight, k_weight, eps, pos_t,
                           pos_r, pos_c, theta, rope_k);
   }
+  void residual_norm(float* x, const float* y, const float* gate, float* out, int rows, int dim,
+                     int rows_per_group, int group_stride, ResidualNorm norm, const float* norm_a,
+                     const float* norm_b, float eps) override {
+    const Op norm_op = norm == ResidualNorm::layer_norm_modulate ? Op::layer_norm_modulate
+                                                                 : Op::layer_norm;
+    if (native(Op::residual_norm) && native(Op::gated_residual) && native(norm_op)) {
+      return primary_->residual_norm(x, y, gate, out, rows, dim, rows_per_group, group_stride,
+                                     norm, norm_a, norm_b, eps);
+    }
+    Backend::residual_norm(x, y, gate, out, rows, dim, rows_per_group, group_stride, norm, norm_a,
+                           norm_b, eps);
+  }
   void l2_normalize_heads_rows(const float* x, int x_stride, float* y, int rows, int heads,
                                int head_dim, float eps) override {
     if (native(Op::l2_normalize_heads))

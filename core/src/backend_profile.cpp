@@ -186,6 +186,18 @@ class ProfilingBackend final : public Backend {
                  (Cost{0, kF * (4.0 * r * d + 2.0 * d), 0}),
                  dims({{"r", r}, {"h", h}, {"d", hd}, {"rope_k", rope_k ? 1 : 0}}));
   }
+  // Reads x, y, the gate rows and the norm's two parameter rows; writes x and out.
+  void residual_norm(float* x, const float* y, const float* g, float* out, int r, int d, int rg,
+                     int gs, ResidualNorm norm, const float* na, const float* nb,
+                     float e) override {
+    const double groups = rg > 0 ? (r + rg - 1) / rg : 1;
+    const double gate_rows = g != nullptr ? groups : 0.0;
+    const double norm_rows = norm == ResidualNorm::layer_norm_modulate ? groups : 1.0;
+    STRAND_TIMED(Op::residual_norm, residual_norm(x, y, g, out, r, d, rg, gs, norm, na, nb, e),
+                 (Cost{0, kF * (4.0 * r * d + (gate_rows + 2.0 * norm_rows) * d), 0}),
+                 dims({{"r", r}, {"d", d}, {"gate", g != nullptr ? 1 : 0},
+                       {"modulate", norm == ResidualNorm::layer_norm_modulate ? 1 : 0}}));
+  }
   void l2_normalize_heads_rows(const float* x, int xs, float* y, int r, int h, int hd,
                                float e) override {
     STRAND_TIMED(Op::l2_normalize_heads, l2_normalize_heads_rows(x, xs, y, r, h, hd, e),

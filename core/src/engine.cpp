@@ -696,35 +696,40 @@ std::vector<float> Engine::dit(const std::vector<float>& x, float sigma, const T
   // recording can capture it whole.
   auto run_layers_and_head = [&] {
     b.linear(tok, w("patch_embedding.weight"), w("patch_embedding.bias"), h, T, cpp, d);
-    const float* m = modulation;
+    // Layer i's six modulation rows, then the head's two (after the last layer's).
+    auto rows_of = [&](size_t layer) { return modulation + layer * 6 * static_cast<size_t>(d); };
+    const float* m = rows_of(0);
     auto row = [&](int i) { return m + static_cast<size_t>(i) * d; };
     // All frames of a block share sigma, so one modulation row serves every token (group = block).
+    // Each residual add runs with the norm that follows it (residual_norm: one pass over h
+    // instead of two); the feed-forward's, with the next layer's first norm or the head's. So
+    // `a` holds the next sublayer's input when a layer begins, and h is final when downloaded.
+    b.layer_norm_modulate(h, a, T, d, row(0), row(1), T, 0, kLayerNormEps);
     for (size_t i = 0; i < c.layers.size(); ++i) {
       const std::string p = "blocks." + std::to_string(i) + ".";
-      m = modulation + i * 6 * static_cast<size_t>(d);
-      b.layer_norm_modulate(h, a, T, d, row(0), row(1), T, 0, kLayerNormEps);
+      m = rows_of(i);
       if (c.layers[i] == AttentionKind::hybrid) {
         self_attention_hybrid(static_cast<int>(i), a, y, memory.layers[i], update);
       } else {
         self_attention_kv(static_cast<int>(i), a, y, memory.layers[i], block, update,
                           dropped != nullptr ? &(*dropped)[i] : nullptr);
       }
-      b.gated_residual(h, y, row(2), T, d, T, 0);
-      b.layer_norm(h, a, T, d, w(p + "norm3.weight"), w(p + "norm3.bias"), kLayerNormEps);
+      b.residual_norm(h, y, row(2), a, T, d, T, 0, ResidualNorm::layer_norm,
+                      w(p + "norm3.weight"), w(p + "norm3.bias"), kLayerNormEps);
       cross_attention(static_cast<int>(i), a, y, text);
-      b.gated_residual(h, y, nullptr, T, d, T, 0);
-      b.layer_norm_modulate(h, a, T, d, row(3), row(4), T, 0, kLayerNormEps);
+      b.residual_norm(h, y, nullptr, a, T, d, T, 0, ResidualNorm::layer_norm_modulate, row(3),
+                      row(4), kLayerNormEps);
       b.feed_forward(a, w(p + "ffn.0.weight"), w(p + "ffn.0.bias"), w(p + "ffn.2.weight"),
                      w(p + "ffn.2.bias"), mlp, y, T, d, c.mlp_dim, d);
-      b.gated_residual(h, y, row(5), T, d, T, 0);
+      const float* next = rows_of(i + 1);  // the next layer's shift and scale rows, or the head's
+      b.residual_norm(h, y, row(5), a, T, d, T, 0, ResidualNorm::layer_norm_modulate, next,
+                      next + d, kLayerNormEps);
       if (layer_outputs != nullptr) {
         layer_outputs->emplace_back(n);
         b.download(layer_outputs->back().data(), h, n);
       }
     }
-    // Head.
-    m = modulation + c.layers.size() * 6 * static_cast<size_t>(d);
-    b.layer_norm_modulate(h, a, T, d, row(0), row(1), T, 0, kLayerNormEps);
+    // Head (its norm ran with the last residual add, or above when there are no layers).
     b.linear(a, w("head.head.weight"), w("head.head.bias"), tok, T, d, cpp);
   };
   // A softmax_kv layer's clean pass appends to the host list of cache blocks inside the pass, and

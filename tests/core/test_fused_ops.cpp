@@ -1,5 +1,5 @@
-// The fused ops of the self-attention layers (Backend::qk_norm_rope, l2_normalize_heads_rows,
-// memory_gates_rows): on the CPU they must equal the separate reference kernels bit for bit (the
+// The fused ops of the transformer layers (Backend::qk_norm_rope, l2_normalize_heads_rows,
+// memory_gates_rows, residual_norm): on the CPU they must equal the separate reference kernels bit for bit (the
 // CPU engine's output may not move), and the dispatch and profiling wrappers must hand each one to
 // the device whole, not as its separate ops (or a device's fused kernel would never run).
 #include <gtest/gtest.h>
@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/activation.h"
 #include "kernels/cpu/delta_rule.h"
 #include "kernels/cpu/norm.h"
 #include "kernels/cpu/rope.h"
@@ -139,11 +140,63 @@ TEST(FusedOps, MemoryGatesRowsIsCopyThenGates) {
   }
 }
 
+// The three residual adds of a DiT layer with the norm after each (norm3's affine layer norm after
+// the gated attention residual, adaLN after the plain cross-attention residual and after the gated
+// feed-forward one), plus group shapes the engine does not use (several groups, strided rows,
+// layer norm without weight or bias): x and out equal gated_residual then the norm, bit for bit.
+TEST(FusedOps, ResidualNormIsTheSeparateOps) {
+  auto cpu = make_cpu_backend();
+  struct Case {
+    int rows, dim, rows_per_group, group_stride;
+    bool gate, modulate, weight, bias;
+  };
+  for (const Case c : {Case{45, 64, 45, 0, true, false, true, true},
+                       Case{45, 64, 45, 0, false, true, false, false},
+                       Case{45, 64, 45, 0, true, true, false, false},
+                       Case{13, 96, 4, 100, true, true, false, false},
+                       Case{13, 96, 5, 96, true, false, true, false},
+                       Case{7, 30, 2, 33, false, false, false, true},
+                       Case{3, 8, 3, 0, false, false, false, false}}) {
+    const int groups = (c.rows + c.rows_per_group - 1) / c.rows_per_group;
+    const size_t n = static_cast<size_t>(c.rows) * c.dim;
+    const size_t group_span = static_cast<size_t>(groups - 1) * c.group_stride + c.dim;
+    const auto x = random_values(n, 11, -3.0f, 4.0f);
+    const auto y = random_values(n, 12, -2.0f, 2.0f);
+    const auto gate = random_values(group_span, 13, -1.0f, 1.5f);
+    const auto norm_a = random_values(group_span, 14, -0.5f, 0.5f);
+    const auto norm_b = random_values(group_span, 15, -0.7f, 0.7f);
+    const float* g = c.gate ? gate.data() : nullptr;
+    const float* a = c.modulate || c.weight ? norm_a.data() : nullptr;
+    const float* b = c.modulate || c.bias ? norm_b.data() : nullptr;
+    std::vector<float> want_x = x, want_out(n);
+    cpu::gated_residual(want_x.data(), y.data(), g, c.rows, c.dim, c.rows_per_group,
+                        c.group_stride);
+    if (c.modulate) {
+      cpu::layer_norm_modulate(want_x.data(), want_out.data(), c.rows, c.dim, a, b,
+                               c.rows_per_group, c.group_stride, 1e-6f);
+    } else {
+      cpu::layer_norm(want_x.data(), want_out.data(), c.rows, c.dim, a, b, 1e-6f);
+    }
+    std::vector<float> got_x = x, got_out(n, 9.0f);
+    cpu->residual_norm(got_x.data(), y.data(), g, got_out.data(), c.rows, c.dim, c.rows_per_group,
+                       c.group_stride,
+                       c.modulate ? ResidualNorm::layer_norm_modulate : ResidualNorm::layer_norm,
+                       a, b, 1e-6f);
+    const std::string shape = std::to_string(c.rows) + "x" + std::to_string(c.dim) + " group " +
+                              std::to_string(c.rows_per_group) + "/" +
+                              std::to_string(c.group_stride) + (c.gate ? " gated" : "") +
+                              (c.modulate ? " modulate" : " layer_norm");
+    EXPECT_EQ(got_x, want_x) << shape;
+    EXPECT_EQ(got_out, want_out) << shape;
+    EXPECT_NE(got_x, x) << shape;  // the residual did land in x
+  }
+}
+
 // A device (host memory) that runs every op on the CPU and counts the fused calls it receives.
 class CountingDevice final : public Backend {
  public:
   struct Counts {
-    int qk_norm_rope = 0, l2_rows = 0, gates_rows = 0;
+    int qk_norm_rope = 0, l2_rows = 0, gates_rows = 0, residual_norm = 0;
   };
   explicit CountingDevice(Counts* counts) : counts_(counts) {}
   [[nodiscard]] std::string_view name() const override { return "counting"; }
@@ -169,6 +222,13 @@ class CountingDevice final : public Backend {
                          float* b, float* g, int t, int h, float* scratch) override {
     ++counts_->gates_rows;
     cpu_->memory_gates_rows(x, xs, al, dt, a, b, g, t, h, scratch);
+  }
+
+  void residual_norm(float* x, const float* y, const float* g, float* out, int r, int d, int rg,
+                     int gs, ResidualNorm norm, const float* na, const float* nb,
+                     float e) override {
+    ++counts_->residual_norm;
+    cpu_->residual_norm(x, y, g, out, r, d, rg, gs, norm, na, nb, e);
   }
 
   void linear(const float* x, const float* w, const float* b, float* y, int r, int i,
@@ -266,6 +326,37 @@ TEST(FusedOps, DispatchAndProfilingPassEachFusedOpWhole) {
   EXPECT_EQ(entry(Op::rms_norm).calls, 0);
   EXPECT_EQ(entry(Op::rope_3d).calls, 0);
   EXPECT_EQ(op_name(Op::qk_norm_rope), "qk_norm_rope");
+}
+
+// residual_norm reaches the device as one call per use, both norms, timed as Op::residual_norm
+// with its least traffic (x and y read, x and out written, plus the gate and norm rows), and never
+// as gated_residual or a norm.
+TEST(FusedOps, DispatchAndProfilingPassResidualNormWhole) {
+  CountingDevice::Counts counts;
+  OpProfile profile;
+  auto device = make_profiling_backend(
+      make_dispatch_backend(std::make_unique<CountingDevice>(&counts)), &profile);
+  const int rows = 12, dim = 16;
+  const size_t n = static_cast<size_t>(rows) * dim;
+  auto x = random_values(n, 21);
+  const auto y = random_values(n, 22);
+  const auto rows6 = random_values(6 * static_cast<size_t>(dim), 23);
+  const float* row = rows6.data();
+  std::vector<float> out(n);
+  device->residual_norm(x.data(), y.data(), row, out.data(), rows, dim, rows, 0,
+                        ResidualNorm::layer_norm, row + dim, row + 2 * dim, 1e-6f);
+  device->residual_norm(x.data(), y.data(), nullptr, out.data(), rows, dim, rows, 0,
+                        ResidualNorm::layer_norm_modulate, row + 3 * dim, row + 4 * dim, 1e-6f);
+  EXPECT_EQ(counts.residual_norm, 2);
+  const auto entry = [&](Op op) { return profile.ops[static_cast<size_t>(op)]; };
+  EXPECT_EQ(entry(Op::residual_norm).calls, 2);
+  // Gated: 4 rows * dim + gate row + 2 norm rows; plain: 4 rows * dim + 2 modulation rows.
+  EXPECT_EQ(entry(Op::residual_norm).bytes,
+            sizeof(float) * ((4.0 * n + 3.0 * dim) + (4.0 * n + 2.0 * dim)));
+  EXPECT_EQ(entry(Op::gated_residual).calls, 0);
+  EXPECT_EQ(entry(Op::layer_norm).calls, 0);
+  EXPECT_EQ(entry(Op::layer_norm_modulate).calls, 0);
+  EXPECT_EQ(op_name(Op::residual_norm), "residual_norm");
 }
 
 }  // namespace

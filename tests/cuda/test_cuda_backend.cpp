@@ -798,6 +798,89 @@ TEST_P(CudaOps, MemoryGatesRows) {
   }
 }
 
+// residual_norm (the residual add and the layer norm after it, one kernel) against the CPU
+// reference (the default composition) and against gated_residual then layer_norm[_modulate] on
+// the GPU. Shapes the fused kernel takes: the engine's three uses at width 1536 (one gate row for
+// the block: norm3's affine norm after the gated attention residual, adaLN after the plain
+// cross-attention residual and after the gated feed-forward one), groups of rows with strided
+// gate and modulation rows, widths of 1, 3 and 8 float4 a thread, no weight or bias. Shapes left to
+// the separate ops: width 30, 8196 (> 8192), a buffer one float past alignment, a group stride
+// not a multiple of 4. The fused kernel repeats the separate kernels' arithmetic (the same fma
+// per element, the same norm reduction per row): x and out must equal theirs bit for bit.
+TEST_P(CudaOps, ResidualNorm) {
+  struct Case {
+    const char* name;
+    int rows, dim, rows_per_group, group_stride;
+    bool gate, modulate, weight, bias;
+    size_t offset;  // floats into x, y and out
+  };
+  for (const Case c : {Case{"attention residual + norm3", 117, 1536, 117, 0, true, false, true,
+                            true, 0},
+                       Case{"cross residual + adaLN", 117, 1536, 117, 0, false, true, false,
+                            false, 0},
+                       Case{"ffn residual + adaLN", 117, 1536, 117, 0, true, true, false, false,
+                            0},
+                       Case{"groups of 4, strided rows", 13, 3000, 4, 3004, true, true, false,
+                            false, 0},
+                       Case{"layer_norm, no affine", 9, 128, 9, 0, true, false, false, false, 0},
+                       Case{"layer_norm, weight only", 9, 128, 3, 128, true, false, true, false,
+                            0},
+                       Case{"width 8192", 5, 8192, 5, 0, true, true, false, false, 0},
+                       Case{"width 30 (separate ops)", 7, 30, 7, 0, true, true, false, false, 0},
+                       Case{"width 8196 (separate ops)", 3, 8196, 3, 0, true, false, true, true, 0},
+                       Case{"unaligned (separate ops)", 7, 64, 7, 0, true, true, false, false, 1},
+                       Case{"group stride 66 (separate ops)", 9, 64, 3, 66, true, true, false,
+                            false, 0}}) {
+    const int groups = (c.rows + c.rows_per_group - 1) / c.rows_per_group;
+    const size_t n = static_cast<size_t>(c.rows) * c.dim;
+    const size_t group_span = static_cast<size_t>(groups - 1) * c.group_stride + c.dim;
+    // An offset mean, as activations have (the two-pass variance must not lose it).
+    const auto x = random_values(c.offset + n, 81, 1.0f, 4.0f);
+    const auto y = random_values(c.offset + n, 82, -2.0f, 2.0f);
+    const auto gate = random_values(group_span, 83, -1.0f, 1.5f);
+    const auto norm_a = random_values(group_span, 84, -0.5f, 1.5f);
+    const auto norm_b = random_values(group_span, 85, -0.7f, 0.7f);
+    const ResidualNorm norm =
+        c.modulate ? ResidualNorm::layer_norm_modulate : ResidualNorm::layer_norm;
+    const bool has_a = c.modulate || c.weight, has_b = c.modulate || c.bias;
+    std::vector<float> want_x(x.begin() + static_cast<std::ptrdiff_t>(c.offset), x.end()),
+        want_out(n);
+    cpu_->residual_norm(want_x.data(), y.data() + c.offset, c.gate ? gate.data() : nullptr,
+                        want_out.data(), c.rows, c.dim, c.rows_per_group, c.group_stride, norm,
+                        has_a ? norm_a.data() : nullptr, has_b ? norm_b.data() : nullptr, 1e-6f);
+    DeviceArray dx(*gpu_, x), dy(*gpu_, y), dg(*gpu_, gate), da(*gpu_, norm_a),
+        db(*gpu_, norm_b), dout(*gpu_, std::vector<float>(c.offset + n, 9.0f)), sx(*gpu_, x),
+        sout(*gpu_, std::vector<float>(c.offset + n, 9.0f));
+    const float* g = c.gate ? dg.get() : nullptr;
+    const float* a = has_a ? da.get() : nullptr;
+    const float* b = has_b ? db.get() : nullptr;
+    gpu_->residual_norm(dx.get() + c.offset, dy.get() + c.offset, g, dout.get() + c.offset, c.rows,
+                        c.dim, c.rows_per_group, c.group_stride, norm, a, b, 1e-6f);
+    // The separate ops, as the engine ran them before.
+    gpu_->gated_residual(sx.get() + c.offset, dy.get() + c.offset, g, c.rows, c.dim,
+                         c.rows_per_group, c.group_stride);
+    if (c.modulate) {
+      gpu_->layer_norm_modulate(sx.get() + c.offset, sout.get() + c.offset, c.rows, c.dim, a, b,
+                                c.rows_per_group, c.group_stride, 1e-6f);
+    } else {
+      gpu_->layer_norm(sx.get() + c.offset, sout.get() + c.offset, c.rows, c.dim, a, b, 1e-6f);
+    }
+    const auto got_x = dx.fetch(), got_out = dout.fetch();
+    const auto tail = [&](const std::vector<float>& v) {
+      return std::vector<float>(v.begin() + static_cast<std::ptrdiff_t>(c.offset), v.end());
+    };
+    expect_close(Op::residual_norm, tail(got_x), want_x, std::string(c.name) + ", x");
+    expect_close(Op::residual_norm, tail(got_out), want_out, std::string(c.name) + ", out");
+    const auto sep_x = sx.fetch(), sep_out = sout.fetch();
+    const UlpCompare cx = compare_ulps(got_x, sep_x, 0.0), co = compare_ulps(got_out, sep_out, 0.0);
+    EXPECT_EQ(got_x, sep_x) << "x, fused vs separate GPU ops, " << c.name;
+    EXPECT_EQ(got_out, sep_out) << "out, fused vs separate GPU ops, " << c.name;
+    std::printf("[ residual_norm vs separate GPU ops ] %s: %zu + %zu of %zu floats differ\n",
+                c.name, cx.differ, co.differ, 2 * n);
+    EXPECT_EQ(dy.fetch(), y) << "y must stay as it was, " << c.name;
+  }
+}
+
 TEST_P(CudaOps, Convolutions) {
   struct Shape {
     int c_in, h, w, c_out, stride;

@@ -4,7 +4,9 @@
 // their outputs on the same input. A .cu file, not .cpp: the old kernels live here, not in the
 // library. The fused ops of the self-attention layers (qk_norm_rope, l2_normalize_heads_rows,
 // memory_gates_rows) are timed against the separate launches they replace ("old"), reading a
-// hybrid layer's fused projection [4680, 6192] as the engine does. One line per kernel:
+// hybrid layer's fused projection [4680, 6192] as the engine does; residual_norm (a layer's
+// residual add with the layer norm after it) against gated_residual + layer_norm[_modulate].
+// One line per kernel:
 //   elementwise <name> <us> us <GB/s> GB/s [old <us> us, <x> faster, bitwise equal|N differ]
 // plus a device-to-device copy of one activation tensor as the bandwidth reference.
 // Usage: strand-bench-elementwise [repeats]
@@ -24,6 +26,7 @@
 #include "kernels/cuda/norm.h"
 #include "kernels/cuda/qk_norm_rope.h"
 #include "kernels/cuda/residual.h"
+#include "kernels/cuda/residual_norm.h"
 #include "kernels/cuda/rope.h"
 #include "tools/gpu/bench_timing.h"
 
@@ -460,6 +463,67 @@ int main(int argc, char** argv) {
     CHECK_CUDA(cudaFree(q_weight));
     CHECK_CUDA(cudaFree(k_weight));
     CHECK_CUDA(cudaFree(projected));
+  }
+
+  // ---- residual_norm against gated_residual + the norm, the three uses of a DiT layer (h += y
+  // with a gate row or none, then norm3's affine layer norm or adaLN with one shift/scale row).
+  // Least traffic: read x and y, write x and out (the parameter rows stay in L2).
+  {
+    float* weight = device_random(static_cast<size_t>(width), 31, 0.5f, 1.5f);
+    float* bias = device_random(static_cast<size_t>(width), 32);
+    float* shift = device_random(static_cast<size_t>(width), 33);
+    float* scale = device_random(static_cast<size_t>(width), 34);
+    float* outs = nullptr;  // out (separate), out (fused)
+    CHECK_CUDA(cudaMalloc(&outs, 2 * n * sizeof(float)));
+    struct Use {
+      const char* name;
+      bool gated, modulate;
+    };
+    for (const Use u :
+         {Use{"residual_norm r4680 d1536 gate + layer_norm (vs gated_residual + layer_norm)", true,
+              false},
+          Use{"residual_norm r4680 d1536 plain + modulate (vs gated_residual + layer_norm_modulate)",
+              false, true},
+          Use{"residual_norm r4680 d1536 gate + modulate (vs gated_residual + layer_norm_modulate)",
+              true, true}}) {
+      const float* g = u.gated ? gate : nullptr;
+      const float* a = u.modulate ? shift : weight;
+      const float* b = u.modulate ? scale : bias;
+      auto separate = [&](float* h, float* out) {
+        cuda::gated_residual(h, y, g, rows, width, rows, 0, stream);
+        if (u.modulate) {
+          cuda::layer_norm_modulate(h, out, rows, width, a, b, rows, 0, 1e-6f, stream);
+        } else {
+          cuda::layer_norm(h, out, rows, width, a, b, 1e-6f, stream);
+        }
+      };
+      auto fused = [&](float* h, float* out) {
+        cuda::residual_norm(h, y, g, out, rows, width, rows, 0, u.modulate, a, b, 1e-6f, stream);
+      };
+      if (!cuda::residual_norm_fits(work, y, g, outs, width, rows, 0, a, b)) {
+        std::fprintf(stderr, "residual_norm: the 1.3B shape does not take the fused kernel\n");
+        return 1;
+      }
+      reset(work);
+      reset(work2);
+      separate(work, outs);
+      fused(work2, outs + n);
+      CHECK_CUDA(cudaStreamSynchronize(stream));
+      CHECK_CUDA(cudaGetLastError());
+      const std::string same_x = compare(fetch(work, n), fetch(work2, n));
+      const std::string same_out = compare(fetch(outs, n), fetch(outs + n, n));
+      const std::string same =
+          same_x == same_out ? same_x : "x " + same_x + ", out " + same_out;
+      // x grows by y (times the gate) each repeat: the values, not the traffic, change.
+      const double old_ms = time_ms(stream, repeats, [&] { separate(work, outs); });
+      const double new_ms = time_ms(stream, repeats, [&] { fused(work2, outs + n); });
+      report(u.name, new_ms, 4 * tensor_bytes, old_ms, same);
+    }
+    CHECK_CUDA(cudaFree(outs));
+    CHECK_CUDA(cudaFree(weight));
+    CHECK_CUDA(cudaFree(bias));
+    CHECK_CUDA(cudaFree(shift));
+    CHECK_CUDA(cudaFree(scale));
   }
 
   // silu (gelu_tanh / gelu_erf share its launcher): read + write.

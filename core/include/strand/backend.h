@@ -39,9 +39,16 @@ enum class Op {
   memory_gates,
   feed_forward,
   qk_norm_rope,
+  residual_norm,
   count
 };
 std::string_view op_name(Op op);
+
+// The normalisation Backend::residual_norm applies after its residual add.
+enum class ResidualNorm {
+  layer_norm,           // layer_norm(x, out, weight, bias): norm_a = weight, norm_b = bias
+  layer_norm_modulate,  // layer_norm_modulate(x, out, shift, scale): norm_a = shift, norm_b = scale
+};
 
 // A block of device memory holding float32 values.
 class Buffer {
@@ -176,6 +183,23 @@ class Backend {
     rms_norm_rows(x + dim, x_stride, k, rows, dim, k_weight, eps);
     rope_3d(q, rows, heads, head_dim, dim, pos_t, pos_r, pos_c, theta);
     if (rope_k) rope_3d(k, rows, heads, head_dim, dim, pos_t, pos_r, pos_c, theta);
+  }
+  // A transformer sublayer's residual add and the normalisation that follows it, in one op:
+  // gated_residual(x, y, gate, rows, dim, rows_per_group, group_stride) (gate may be null: x += y),
+  // then, of the updated x into out [rows, dim], layer_norm(norm_a = weight, norm_b = bias, either
+  // may be null) or layer_norm_modulate(norm_a = shift, norm_b = scale, the same rows_per_group
+  // and group_stride as the gate's). x is updated in place (the residual stream); out must not
+  // overlap x or y. A device kernel reads x and y once and writes x and out once, instead of
+  // reading x again for the norm. By default the two separate ops.
+  virtual void residual_norm(float* x, const float* y, const float* gate, float* out, int rows,
+                             int dim, int rows_per_group, int group_stride, ResidualNorm norm,
+                             const float* norm_a, const float* norm_b, float eps) {
+    gated_residual(x, y, gate, rows, dim, rows_per_group, group_stride);
+    if (norm == ResidualNorm::layer_norm_modulate) {
+      layer_norm_modulate(x, out, rows, dim, norm_a, norm_b, rows_per_group, group_stride, eps);
+    } else {
+      layer_norm(x, out, rows, dim, norm_a, norm_b, eps);
+    }
   }
   // l2_normalize_heads of rows read with a row stride (x_stride >= heads * head_dim floats apart)
   // into contiguous y [rows, heads * head_dim]; y must not overlap x. The engine normalises the
