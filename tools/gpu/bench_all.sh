@@ -348,7 +348,7 @@ run_stage delta_microbench 25 10 stage_delta_microbench
 run_stage gemm_microbench 25 10 stage_gemm_microbench
 run_stage elementwise_microbench 20 5 stage_elementwise_microbench
 run_stage roofline 45 15 stage_roofline
-run_stage default_model 70 10 stage_small
+run_stage default_model 120 10 stage_small
 run_stage reference_check 30 10 stage_reference_check
 run_stage models 90 20 stage_models
 run_stage ops 50 35 stage_ops
