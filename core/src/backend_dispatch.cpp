@@ -218,11 +218,11 @@ class DispatchBackend final : public Backend {
   void residual_norm(float* x, const float* y, const float* gate, float* out, int rows, int dim,
                      int rows_per_group, int group_stride, ResidualNorm norm, const float* norm_a,
                      const float* norm_b, float eps) override {
-    const Op norm_op = norm == ResidualNorm::layer_norm_modulate ? Op::layer_norm_modulate
-                                                                 : Op::layer_norm;
+    const Op norm_op =
+        norm == ResidualNorm::layer_norm_modulate ? Op::layer_norm_modulate : Op::layer_norm;
     if (native(Op::residual_norm) && native(Op::gated_residual) && native(norm_op)) {
-      return primary_->residual_norm(x, y, gate, out, rows, dim, rows_per_group, group_stride,
-                                     norm, norm_a, norm_b, eps);
+      return primary_->residual_norm(x, y, gate, out, rows, dim, rows_per_group, group_stride, norm,
+                                     norm_a, norm_b, eps);
     }
     Backend::residual_norm(x, y, gate, out, rows, dim, rows_per_group, group_stride, norm, norm_a,
                            norm_b, eps);

@@ -195,7 +195,9 @@ class ProfilingBackend final : public Backend {
     const double norm_rows = norm == ResidualNorm::layer_norm_modulate ? groups : 1.0;
     STRAND_TIMED(Op::residual_norm, residual_norm(x, y, g, out, r, d, rg, gs, norm, na, nb, e),
                  (Cost{0, kF * (4.0 * r * d + (gate_rows + 2.0 * norm_rows) * d), 0}),
-                 dims({{"r", r}, {"d", d}, {"gate", g != nullptr ? 1 : 0},
+                 dims({{"r", r},
+                       {"d", d},
+                       {"gate", g != nullptr ? 1 : 0},
                        {"modulate", norm == ResidualNorm::layer_norm_modulate ? 1 : 0}}));
   }
   void l2_normalize_heads_rows(const float* x, int xs, float* y, int r, int h, int hd,

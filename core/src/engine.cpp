@@ -714,8 +714,8 @@ std::vector<float> Engine::dit(const std::vector<float>& x, float sigma, const T
         self_attention_kv(static_cast<int>(i), a, y, memory.layers[i], block, update,
                           dropped != nullptr ? &(*dropped)[i] : nullptr);
       }
-      b.residual_norm(h, y, row(2), a, T, d, T, 0, ResidualNorm::layer_norm,
-                      w(p + "norm3.weight"), w(p + "norm3.bias"), kLayerNormEps);
+      b.residual_norm(h, y, row(2), a, T, d, T, 0, ResidualNorm::layer_norm, w(p + "norm3.weight"),
+                      w(p + "norm3.bias"), kLayerNormEps);
       cross_attention(static_cast<int>(i), a, y, text);
       b.residual_norm(h, y, nullptr, a, T, d, T, 0, ResidualNorm::layer_norm_modulate, row(3),
                       row(4), kLayerNormEps);

@@ -847,8 +847,8 @@ class CudaBackend final : public Backend {
     if (rows <= 0 || dim <= 0) return;
     if (!cuda::residual_norm_fits(x, y, gate, out, dim, rows_per_group, group_stride, norm_a,
                                   norm_b)) {
-      Backend::residual_norm(x, y, gate, out, rows, dim, rows_per_group, group_stride, norm,
-                             norm_a, norm_b, eps);
+      Backend::residual_norm(x, y, gate, out, rows, dim, rows_per_group, group_stride, norm, norm_a,
+                             norm_b, eps);
       return;
     }
     device_->enter();

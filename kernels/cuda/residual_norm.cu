@@ -37,7 +37,8 @@ __global__ void residual_norm_kernel(float* __restrict__ x, const float* __restr
   for (int i = 0; i < kVec; ++i) {
     const int j = threadIdx.x + i * blockDim.x;
     if (j < quads) {
-      v[i] = g4 != nullptr ? detail::gated_add(xr[j], g4[j], yr[j]) : detail::plain_add(xr[j], yr[j]);
+      v[i] =
+          g4 != nullptr ? detail::gated_add(xr[j], g4[j], yr[j]) : detail::plain_add(xr[j], yr[j]);
       xr[j] = v[i];
     } else {
       v[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);

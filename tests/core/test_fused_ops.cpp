@@ -1,7 +1,8 @@
 // The fused ops of the transformer layers (Backend::qk_norm_rope, l2_normalize_heads_rows,
-// memory_gates_rows, residual_norm): on the CPU they must equal the separate reference kernels bit for bit (the
-// CPU engine's output may not move), and the dispatch and profiling wrappers must hand each one to
-// the device whole, not as its separate ops (or a device's fused kernel would never run).
+// memory_gates_rows, residual_norm): on the CPU they must equal the separate reference kernels
+// bit for bit (the CPU engine's output may not move), and the dispatch and profiling wrappers
+// must hand each one to the device whole, not as its separate ops (or a device's fused kernel
+// would never run).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -178,10 +179,9 @@ TEST(FusedOps, ResidualNormIsTheSeparateOps) {
       cpu::layer_norm(want_x.data(), want_out.data(), c.rows, c.dim, a, b, 1e-6f);
     }
     std::vector<float> got_x = x, got_out(n, 9.0f);
-    cpu->residual_norm(got_x.data(), y.data(), g, got_out.data(), c.rows, c.dim, c.rows_per_group,
-                       c.group_stride,
-                       c.modulate ? ResidualNorm::layer_norm_modulate : ResidualNorm::layer_norm,
-                       a, b, 1e-6f);
+    cpu->residual_norm(
+        got_x.data(), y.data(), g, got_out.data(), c.rows, c.dim, c.rows_per_group, c.group_stride,
+        c.modulate ? ResidualNorm::layer_norm_modulate : ResidualNorm::layer_norm, a, b, 1e-6f);
     const std::string shape = std::to_string(c.rows) + "x" + std::to_string(c.dim) + " group " +
                               std::to_string(c.rows_per_group) + "/" +
                               std::to_string(c.group_stride) + (c.gate ? " gated" : "") +

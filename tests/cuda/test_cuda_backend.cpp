@@ -814,23 +814,18 @@ TEST_P(CudaOps, ResidualNorm) {
     bool gate, modulate, weight, bias;
     size_t offset;  // floats into x, y and out
   };
-  for (const Case c : {Case{"attention residual + norm3", 117, 1536, 117, 0, true, false, true,
-                            true, 0},
-                       Case{"cross residual + adaLN", 117, 1536, 117, 0, false, true, false,
-                            false, 0},
-                       Case{"ffn residual + adaLN", 117, 1536, 117, 0, true, true, false, false,
-                            0},
-                       Case{"groups of 4, strided rows", 13, 3000, 4, 3004, true, true, false,
-                            false, 0},
-                       Case{"layer_norm, no affine", 9, 128, 9, 0, true, false, false, false, 0},
-                       Case{"layer_norm, weight only", 9, 128, 3, 128, true, false, true, false,
-                            0},
-                       Case{"width 8192", 5, 8192, 5, 0, true, true, false, false, 0},
-                       Case{"width 30 (separate ops)", 7, 30, 7, 0, true, true, false, false, 0},
-                       Case{"width 8196 (separate ops)", 3, 8196, 3, 0, true, false, true, true, 0},
-                       Case{"unaligned (separate ops)", 7, 64, 7, 0, true, true, false, false, 1},
-                       Case{"group stride 66 (separate ops)", 9, 64, 3, 66, true, true, false,
-                            false, 0}}) {
+  for (const Case c :
+       {Case{"attention residual + norm3", 117, 1536, 117, 0, true, false, true, true, 0},
+        Case{"cross residual + adaLN", 117, 1536, 117, 0, false, true, false, false, 0},
+        Case{"ffn residual + adaLN", 117, 1536, 117, 0, true, true, false, false, 0},
+        Case{"groups of 4, strided rows", 13, 3000, 4, 3004, true, true, false, false, 0},
+        Case{"layer_norm, no affine", 9, 128, 9, 0, true, false, false, false, 0},
+        Case{"layer_norm, weight only", 9, 128, 3, 128, true, false, true, false, 0},
+        Case{"width 8192", 5, 8192, 5, 0, true, true, false, false, 0},
+        Case{"width 30 (separate ops)", 7, 30, 7, 0, true, true, false, false, 0},
+        Case{"width 8196 (separate ops)", 3, 8196, 3, 0, true, false, true, true, 0},
+        Case{"unaligned (separate ops)", 7, 64, 7, 0, true, true, false, false, 1},
+        Case{"group stride 66 (separate ops)", 9, 64, 3, 66, true, true, false, false, 0}}) {
     const int groups = (c.rows + c.rows_per_group - 1) / c.rows_per_group;
     const size_t n = static_cast<size_t>(c.rows) * c.dim;
     const size_t group_span = static_cast<size_t>(groups - 1) * c.group_stride + c.dim;
@@ -848,8 +843,8 @@ TEST_P(CudaOps, ResidualNorm) {
     cpu_->residual_norm(want_x.data(), y.data() + c.offset, c.gate ? gate.data() : nullptr,
                         want_out.data(), c.rows, c.dim, c.rows_per_group, c.group_stride, norm,
                         has_a ? norm_a.data() : nullptr, has_b ? norm_b.data() : nullptr, 1e-6f);
-    DeviceArray dx(*gpu_, x), dy(*gpu_, y), dg(*gpu_, gate), da(*gpu_, norm_a),
-        db(*gpu_, norm_b), dout(*gpu_, std::vector<float>(c.offset + n, 9.0f)), sx(*gpu_, x),
+    DeviceArray dx(*gpu_, x), dy(*gpu_, y), dg(*gpu_, gate), da(*gpu_, norm_a), db(*gpu_, norm_b),
+        dout(*gpu_, std::vector<float>(c.offset + n, 9.0f)), sx(*gpu_, x),
         sout(*gpu_, std::vector<float>(c.offset + n, 9.0f));
     const float* g = c.gate ? dg.get() : nullptr;
     const float* a = has_a ? da.get() : nullptr;
