@@ -1169,31 +1169,6 @@ void attention(const float* q, int q_stride, const float* k, int k_stride, const
     auto* q16 = static_cast<bfloat16*>(workspace);
     bfloat16* k16 = q16 + q_elems;
     bfloat16* v16 = k16 + kv_elems;
-    const AttentionVariant chosen = default_attention_variant(tq, tk, heads, head_dim);
-    if (head_dim == 128 && scale > 0.0f &&
-        (chosen == AttentionVariant::wgmma_128x2_n128 ||
-         chosen == AttentionVariant::wgmma_pipe_128x2_n128) &&
-        aligned_to(q, 16) && q_stride % 4 == 0 && sm90::wgmma_attention_available()) {
-      // The wgmma kernel reads fp32 Q itself (once per CTA); only K and V need the pass.
-      convert_rows_to_bf16(k, k_stride, k16, tk, width, stream);
-      convert_rows_to_bf16(v, v_stride, v16, tk, width, stream);
-      sm90::WgmmaAttentionParams w{};
-      w.q_fp32 = q;
-      w.k = k16;
-      w.v = v16;
-      w.out = out;
-      w.q_stride = q_stride;
-      w.k_stride = width;
-      w.v_stride = width;
-      w.out_stride = out_stride;
-      w.tq = tq;
-      w.tk = tk;
-      w.scale_log2 = scale * 1.44269504088896341f;
-      w.out_pairs = out_stride % 2 == 0 && aligned_to(out, 8);
-      sm90::launch_wgmma_attention(w, heads, chosen == AttentionVariant::wgmma_pipe_128x2_n128,
-                                   stream);
-      return;
-    }
     convert_rows_to_bf16(q, q_stride, q16, tq, width, stream);
     convert_rows_to_bf16(k, k_stride, k16, tk, width, stream);
     convert_rows_to_bf16(v, v_stride, v16, tk, width, stream);

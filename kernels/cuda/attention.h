@@ -15,8 +15,7 @@ namespace strand::cuda {
 //
 // bf16 = false: fp32 all the way (fp32 FMA, expf): within ~1e-6 relative of the CPU kernel.
 // bf16 = true and head_dim 64 or 128: Q, K, V are rounded to bf16 (a conversion pass into
-// stream-ordered scratch memory, or the caller's workspace; the wgmma kernel rounds Q itself as
-// it loads it, with the same rounding), then a tensor-core kernel (wgmma on
+// stream-ordered scratch memory, or the caller's workspace), then a tensor-core kernel (wgmma on
 // Hopper at head dim 128, mma.sync m16n8k16 elsewhere; fp32 accumulation and fp32 softmax
 // statistics; P is rounded to bf16 before P v).
 // Other head dims use the fp32 path.

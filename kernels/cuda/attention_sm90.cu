@@ -133,35 +133,6 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float low, float high) {
   return *reinterpret_cast<const uint32_t*>(&pair);
 }
 
-// Loads rows [row0, row0 + 128) of an fp32 [tokens][128] slice into a swizzled bf16 tile (rows
-// at or past `limit` become zeros), rounding to nearest even: 8 chunks of 8 values per thread.
-__device__ __forceinline__ void load_tile_fp32(uint32_t tile, const float* slice, int64_t stride,
-                                               int row0, int limit, int thread) {
-  constexpr int kChunks = kHeadDim / 8;
-#pragma unroll
-  for (int i = 0; i < 128 * kChunks / kThreads; ++i) {
-    const int index = thread + i * kThreads;
-    const int row = index / kChunks;
-    const int chunk = index % kChunks;
-    const int token = row0 + row;
-    uint32_t packed[4] = {0u, 0u, 0u, 0u};
-    if (token < limit) {
-      const float4* src =
-          reinterpret_cast<const float4*>(slice + static_cast<int64_t>(token) * stride + chunk * 8);
-      const float4 lo = __ldg(src), hi = __ldg(src + 1);
-      packed[0] = pack_bf16x2(lo.x, lo.y);
-      packed[1] = pack_bf16x2(lo.z, lo.w);
-      packed[2] = pack_bf16x2(hi.x, hi.y);
-      packed[3] = pack_bf16x2(hi.z, hi.w);
-    }
-    const uint32_t offset = static_cast<uint32_t>(chunk >> 3) * kHalfBytes +
-                            static_cast<uint32_t>(row) * 128u +
-                            (static_cast<uint32_t>((chunk & 7) ^ (row & 7)) << 4);
-    asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(tile + offset), "r"(packed[0]),
-                 "r"(packed[1]), "r"(packed[2]), "r"(packed[3]));
-  }
-}
-
 // clang-format off
 // d (+)= A B for a 64x16 A and a 16x128 B, both bf16 in shared memory (descriptors), both K-major;
 // fp32 d in the accumulator layout. accumulate == 0 overwrites d.
@@ -384,14 +355,7 @@ __global__ void __launch_bounds__(kThreads, 1) wgmma_attention_kernel(WgmmaAtten
   // (empty past the last tile, so the wait count stays the constant 1): iteration j needs the
   // group committed two before its own. Pipelined: [Q, K0], then [K j+1, V j] per iteration:
   // iteration j needs K j and V j-1, i.e. every group committed before it (wait count 0).
-  if (p.q_fp32 != nullptr) {
-    // Plain stores: the fence.proxy.async and the barrier at the top of the first iteration
-    // make them visible to wgmma like the copies.
-    load_tile_fp32(q_tile, p.q_fp32 + static_cast<int64_t>(head) * kHeadDim, p.q_stride, m0, p.tq,
-                   thread);
-  } else {
-    load_tile_async(q_tile, q, p.q_stride, m0, p.tq, thread);
-  }
+  load_tile_async(q_tile, q, p.q_stride, m0, p.tq, thread);
   load_k(0);
   if (!Pipelined) {
     load_v(0);

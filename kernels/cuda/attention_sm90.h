@@ -11,10 +11,6 @@ namespace strand::cuda::sm90 {
 
 struct WgmmaAttentionParams {
   const __nv_bfloat16* q;  // [tq, heads, 128], row stride q_stride elements (multiple of 8)
-  // When set, Q is read from here instead (fp32, row stride q_stride, a multiple of 4; 16-byte
-  // aligned) and rounded to bf16 as it is loaded: Q is read once per CTA, so this saves the
-  // separate conversion pass over it (K and V are read by every CTA of a head and stay bf16).
-  const float* q_fp32;
   const __nv_bfloat16* k;  // [tk, heads, 128]
   const __nv_bfloat16* v;  // [tk, heads, 128]
   float* out;              // [tq, heads, 128] fp32, row stride out_stride
