@@ -744,6 +744,185 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// ------------------------------------------------------------------- FMA recurrence kernel
+//
+// The single pass's chunk step on the plain fp32 units instead of the tensor cores: the step is
+// three small dependent products per 16 state columns (P = K S, U = X R, S += K^T Ud), where
+// 3xTF32 WMMA spends most of its time splitting operands and moving fragments (run H: 5.8 us a
+// step at 8% of the tensor rate). Here each thread keeps a few outputs in registers and streams
+// float4 operands from shared memory; the arithmetic is exact fp32 (no TF32 anywhere).
+// Same shared tiles and prefetch as delta_recur_kernel; three barriers a step instead of five.
+// Thread t: P and U rows r = t / 4, columns 4 (t % 4) .. + 3; S rows i = t / 2, columns
+// 8 (t % 2) .. + 7 (its 8 state values stay in registers from chunk to chunk).
+
+template <int kKeyPad>
+struct FmaLayout {
+  static constexpr int kLdK = ld_keys<kKeyPad>();
+  static constexpr int keys = 0;                         // [2][kChunk][kLdK]
+  static constexpr int xmat = keys + 2 * kChunk * kLdK;  // [2][kChunk][kLdX]
+  static constexpr int vals = xmat + 2 * kChunk * kLdX;  // [2][kChunk][kLdT]
+  static constexpr int coef = vals + 2 * kChunk * kLdT;  // [2][kCoefs]
+  static constexpr int state = coef + 2 * kCoefs;        // [kKeyPad][kLdT]
+  static constexpr int rhs = state + kKeyPad * kLdT;     // [kChunk][kLdT]: R
+  static constexpr int upd = rhs + kChunk * kLdT;        // [kChunk][kLdT]: tail * U
+  static constexpr int total = upd + kChunk * kLdT;
+  static constexpr size_t bytes = sizeof(float) * total;
+};
+
+template <int kKeyPad>
+__global__ void __launch_bounds__(kThreads)
+    delta_recur_fma_kernel(float* __restrict__ s, const float* __restrict__ k, int k_stride,
+                           const float* __restrict__ v, int v_stride, int tokens, int dk, int dv,
+                           bool vec16, int chunks, const float* __restrict__ x_in,
+                           const float* __restrict__ coef_in) {
+  static_assert(kTile == 16 && kThreads == 256, "thread mapping: 64 x 16 and kKeyPad x 16 tiles");
+  static_assert(kKeyPad <= 128, "S rows: two threads a row, 256 threads");
+  using L = FmaLayout<kKeyPad>;
+  constexpr int kLdK = L::kLdK;
+  extern __shared__ __align__(128) float smem[];
+  float* state = smem + L::state;
+  float* rhs = smem + L::rhs;
+  float* upd = smem + L::upd;
+
+  const int tile = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
+  const int j0 = tile * kTile;
+  const int cols = min(kTile, dv - j0);
+  float* s_head = s + static_cast<size_t>(h) * dk * dv;
+  const float* k_head = k + static_cast<size_t>(h) * dk;
+  const float* v_head = v + static_cast<size_t>(h) * dv + j0;
+  const float* x_head = x_in + static_cast<size_t>(h) * chunks * kChunk * kChunk;
+  const float* coef_head = coef_in + static_cast<size_t>(h) * chunks * kCoefs;
+
+  auto prefetch = [&](int c) {
+    const int buf = c & 1, t0 = c * kChunk, n = min(kChunk, tokens - t0);
+    load_rows_async<kKeyPad>(smem + L::keys + buf * kChunk * kLdK, kLdK,
+                             k_head + static_cast<size_t>(t0) * k_stride,
+                             static_cast<size_t>(k_stride), n, dk, vec16);
+    load_rows_async<kTile>(smem + L::vals + buf * kChunk * kLdT, kLdT,
+                           v_head + static_cast<size_t>(t0) * v_stride,
+                           static_cast<size_t>(v_stride), n, cols, vec16);
+    load_rows_async<kChunk>(smem + L::xmat + buf * kChunk * kLdX, kLdX,
+                            x_head + static_cast<size_t>(c) * kChunk * kChunk, kChunk, kChunk,
+                            kChunk, true);
+    const float* coef_src = coef_head + static_cast<size_t>(c) * kCoefs;
+    for (int idx = tid; idx < kCoefs / 4; idx += kThreads)
+      copy_async16(smem + L::coef + buf * kCoefs + 4 * idx, coef_src + 4 * idx, true);
+    copy_commit();
+  };
+
+  prefetch(0);
+  // The state tile: rows past dk and columns past cols are zeros (they meet zero keys / are not
+  // stored), in shared memory for P and in registers (8 values a thread, rows < kKeyPad) for S.
+  const int s_row = tid / 2, s_col = 8 * (tid % 2);
+  float s_reg[8];
+#pragma unroll
+  for (int e = 0; e < 8; ++e) {
+    const int col = s_col + e;
+    s_reg[e] = s_row < dk && col < cols ? s_head[static_cast<size_t>(s_row) * dv + j0 + col] : 0.0f;
+  }
+  if (s_row < kKeyPad) {
+    *reinterpret_cast<float4*>(state + s_row * kLdT + s_col) =
+        make_float4(s_reg[0], s_reg[1], s_reg[2], s_reg[3]);
+    *reinterpret_cast<float4*>(state + s_row * kLdT + s_col + 4) =
+        make_float4(s_reg[4], s_reg[5], s_reg[6], s_reg[7]);
+  }
+
+  const int r = tid / 4, c4 = 4 * (tid % 4);
+  // X is unit lower triangular with zeros above the diagonal: rows of warp w (8 w .. 8 w + 7)
+  // need its columns below 8 w + 8 only.
+  const int x_cols = (r | 7) + 1;
+  for (int c = 0; c < chunks; ++c) {
+    const int buf = c & 1;
+    const float* keys = smem + L::keys + buf * kChunk * kLdK;
+    const float* xmat = smem + L::xmat + buf * kChunk * kLdX;
+    const float* vals = smem + L::vals + buf * kChunk * kLdT;
+    const float* coef = smem + L::coef + buf * kCoefs;
+
+    copy_wait_all();
+    // Chunk c has landed for every thread; every thread is done with chunk c - 1 (its buffers,
+    // rhs and upd) and the state in shared memory is chunk c's.
+    __syncthreads();
+    if (c + 1 < chunks) prefetch(c + 1);
+
+    // P = K S (row r, 4 columns), then R = beta V - beta gamma P.
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll 8
+    for (int kk = 0; kk < kKeyPad; kk += 4) {
+      const float4 k4 = *reinterpret_cast<const float4*>(keys + r * kLdK + kk);
+      const float kv[4] = {k4.x, k4.y, k4.z, k4.w};
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float4 s4 = *reinterpret_cast<const float4*>(state + (kk + e) * kLdT + c4);
+        acc[0] = fmaf(kv[e], s4.x, acc[0]);
+        acc[1] = fmaf(kv[e], s4.y, acc[1]);
+        acc[2] = fmaf(kv[e], s4.z, acc[2]);
+        acc[3] = fmaf(kv[e], s4.w, acc[3]);
+      }
+    }
+    {
+      const float4 v4 = *reinterpret_cast<const float4*>(vals + r * kLdT + c4);
+      const float b = coef[kChunk + r], bg = coef[r];
+      *reinterpret_cast<float4*>(rhs + r * kLdT + c4) =
+          make_float4(b * v4.x - bg * acc[0], b * v4.y - bg * acc[1], b * v4.z - bg * acc[2],
+                      b * v4.w - bg * acc[3]);
+    }
+    __syncthreads();
+
+    // U = X R (row r), then Ud = tail U.
+    float u[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int i = 0; i < x_cols; i += 4) {
+      const float4 x4 = *reinterpret_cast<const float4*>(xmat + r * kLdX + i);
+      const float xv[4] = {x4.x, x4.y, x4.z, x4.w};
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float4 r4 = *reinterpret_cast<const float4*>(rhs + (i + e) * kLdT + c4);
+        u[0] = fmaf(xv[e], r4.x, u[0]);
+        u[1] = fmaf(xv[e], r4.y, u[1]);
+        u[2] = fmaf(xv[e], r4.z, u[2]);
+        u[3] = fmaf(xv[e], r4.w, u[3]);
+      }
+    }
+    {
+      const float t = coef[2 * kChunk + r];
+      *reinterpret_cast<float4*>(upd + r * kLdT + c4) =
+          make_float4(t * u[0], t * u[1], t * u[2], t * u[3]);
+    }
+    __syncthreads();
+
+    // S = decay S + K^T Ud (row s_row, 8 columns), kept in registers; a copy for the next P.
+    if (s_row < kKeyPad) {
+      const float decay = coef[3 * kChunk];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) s_reg[e] *= decay;
+#pragma unroll 4
+      for (int t = 0; t < kChunk; ++t) {
+        const float kt = keys[t * kLdK + s_row];
+        const float4 a = *reinterpret_cast<const float4*>(upd + t * kLdT + s_col);
+        const float4 b = *reinterpret_cast<const float4*>(upd + t * kLdT + s_col + 4);
+        s_reg[0] = fmaf(kt, a.x, s_reg[0]);
+        s_reg[1] = fmaf(kt, a.y, s_reg[1]);
+        s_reg[2] = fmaf(kt, a.z, s_reg[2]);
+        s_reg[3] = fmaf(kt, a.w, s_reg[3]);
+        s_reg[4] = fmaf(kt, b.x, s_reg[4]);
+        s_reg[5] = fmaf(kt, b.y, s_reg[5]);
+        s_reg[6] = fmaf(kt, b.z, s_reg[6]);
+        s_reg[7] = fmaf(kt, b.w, s_reg[7]);
+      }
+      *reinterpret_cast<float4*>(state + s_row * kLdT + s_col) =
+          make_float4(s_reg[0], s_reg[1], s_reg[2], s_reg[3]);
+      *reinterpret_cast<float4*>(state + s_row * kLdT + s_col + 4) =
+          make_float4(s_reg[4], s_reg[5], s_reg[6], s_reg[7]);
+    }
+  }
+  if (s_row < dk) {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      const int col = s_col + e;
+      if (col < cols) s_head[static_cast<size_t>(s_row) * dv + j0 + col] = s_reg[e];
+    }
+  }
+}
+
 // --------------------------------------------------------------------------- sequential kernel
 
 // One thread per state column j (a warp per 32 columns of one head): the column lives in
@@ -903,6 +1082,41 @@ void dispatch_chunked(float* s, const float* k, int k_stride, const float* v, in
     default:
       return launch_chunked<128, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads,
                                          dk, dv, x_ws, coef_ws, stream);
+  }
+}
+
+template <int kKeyPad>
+void launch_fma(float* s, const float* k, int k_stride, const float* v, int v_stride,
+                const float* alpha, const float* beta, int tokens, int heads, int dk, int dv,
+                float* x_ws, float* coef_ws, cudaStream_t stream) {
+  const int chunks = chunk_count(tokens);
+  const bool vec16 = can_vec16(k, k_stride, v, v_stride, dk, dv);
+  // The gram matrix in 3xTF32: the whole update stays at fp32 accuracy.
+  launch_prepare<kKeyPad, true>(k, k_stride, alpha, beta, tokens, heads, dk, vec16, x_ws, coef_ws,
+                                stream);
+  constexpr size_t bytes = FmaLayout<kKeyPad>::bytes;
+  auto* recur = delta_recur_fma_kernel<kKeyPad>;
+  cudaFuncSetAttribute(recur, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                       static_cast<int>(bytes));
+  const unsigned tiles = static_cast<unsigned>((dv + kTile - 1) / kTile);
+  recur<<<dim3(tiles, static_cast<unsigned>(heads)), kThreads, bytes, stream>>>(
+      s, k, k_stride, v, v_stride, tokens, dk, dv, vec16, chunks, x_ws, coef_ws);
+  check_launch("gated_delta_update (FMA recurrence)");
+}
+
+void dispatch_fma(float* s, const float* k, int k_stride, const float* v, int v_stride,
+                  const float* alpha, const float* beta, int tokens, int heads, int dk, int dv,
+                  float* x_ws, float* coef_ws, cudaStream_t stream) {
+  switch (key_pad(dk)) {
+    case 32:
+      return launch_fma<32>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv, x_ws,
+                            coef_ws, stream);
+    case 64:
+      return launch_fma<64>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv, x_ws,
+                            coef_ws, stream);
+    default:
+      return launch_fma<128>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv, x_ws,
+                             coef_ws, stream);
   }
 }
 
@@ -1097,7 +1311,10 @@ void gated_delta_update(float* s, const float* k, int k_stride, const float* v, 
   float* coef_ws = x_ws + x_floats(tokens, heads);
   float* aug_ws = x_ws + base_workspace_floats(tokens, heads);
   const bool exact = precision == DeltaPrecision::fp32;
-  if (use_grouped) {
+  if (schedule == DeltaSchedule::fma_single_pass) {
+    dispatch_fma(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv, x_ws, coef_ws,
+                 stream);
+  } else if (use_grouped) {
     if (exact)
       dispatch_grouped<true>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv,
                              run_groups, x_ws, coef_ws, aug_ws, stream);

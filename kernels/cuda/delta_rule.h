@@ -28,7 +28,12 @@ enum class DeltaPrecision { fp32, tf32 };
 //               kernels/cpu/delta_rule.h gated_delta_update_grouped is its reference.
 //  automatic:   grouped with the group count gated_delta_groups picks, single pass where that is
 //               1 or where the workspace is too small for it.
-enum class DeltaSchedule { automatic, single_pass, grouped };
+//  fma_single_pass: the single pass with each chunk step's products on the plain fp32 units
+//               (each thread a few outputs in registers, float4 operands from shared memory)
+//               instead of tensor cores: exact fp32 whatever the precision argument. Added
+//               2026-11-28 after ncu showed the tensor-core step at 8% of its rate; not yet
+//               timed on a GPU, so automatic does not pick it.
+enum class DeltaSchedule { automatic, single_pass, grouped, fma_single_pass };
 
 // Tokens per sub-chunk of the chunked (WY / UT-transform) form.
 constexpr int kDeltaChunk = 64;

@@ -65,6 +65,7 @@ enum class Kernel {
   single_tf32,
   grouped_fp32,
   grouped_tf32,
+  fma,  // DeltaSchedule::fma_single_pass (exact fp32 whatever the precision)
   sequential
 };
 
@@ -80,7 +81,8 @@ Vec gpu_update(const Inputs& in, Kernel kernel, int groups = 0) {
         kernel == Kernel::single_fp32 || kernel == Kernel::single_tf32 ? DeltaSchedule::single_pass
         : kernel == Kernel::grouped_fp32 || kernel == Kernel::grouped_tf32
             ? DeltaSchedule::grouped
-            : DeltaSchedule::automatic;
+        : kernel == Kernel::fma ? DeltaSchedule::fma_single_pass
+                                : DeltaSchedule::automatic;
     gated_delta_update(s.get(), k.get(), in.ks, v.get(), in.vs, alpha.get(), beta.get(), in.tokens,
                        in.heads, in.dk, in.dv, nullptr,
                        fp32 ? DeltaPrecision::fp32 : DeltaPrecision::tf32, schedule, groups);
@@ -127,6 +129,18 @@ TEST_P(CudaDeltaRule, ChunkedFp32MatchesCpuSequential) {
   const double err = rel_error(gpu_update(in, Kernel::chunked_fp32), cpu_sequential(in));
   RecordProperty("normalised_error", std::to_string(err));
   std::printf("  chunked fp32 %s: %.3g\n", shape_name(c).c_str(), err);
+  EXPECT_LE(err, 1e-4);
+}
+
+// The FMA schedule: plain fp32 arithmetic, so as close to the sequential rule as the 3xTF32 one.
+TEST_P(CudaDeltaRule, FmaSinglePassMatchesCpuSequential) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const Shape c = GetParam();
+  const Inputs in = make_inputs(c.tokens, c.heads, c.dk, c.dv, c.pad, c.harsh,
+                                static_cast<unsigned>(c.tokens * 7 + c.dk + c.dv));
+  const double err = rel_error(gpu_update(in, Kernel::fma), cpu_sequential(in));
+  RecordProperty("normalised_error", std::to_string(err));
+  std::printf("  fma single pass %s: %.3g\n", shape_name(c).c_str(), err);
   EXPECT_LE(err, 1e-4);
 }
 

@@ -3,7 +3,8 @@
 // engine lays them out) against its roofline floor and the issue-6 target (state update <= 0.05 ms
 // on one H100), plus the block memory read and the simple sequential kernel. Also checks the result
 // against the CPU rule. The "chunked" lines run the automatic schedule (the engine's); the
-// "single pass" and "grouped ..., N groups" lines pin the schedule (kernels/cuda/delta_rule.h).
+// "single pass", "grouped ..., N groups" and "FMA single pass" lines pin the schedule
+// (kernels/cuda/delta_rule.h).
 // Usage: strand-bench-delta-rule [repeats (default 50)]
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -157,16 +158,18 @@ int main(int argc, char** argv) {
   std::vector<float> got(s0.size());
   using strand::cuda::DeltaSchedule;
   const auto schedule_name = [](DeltaSchedule schedule) {
-    return schedule == DeltaSchedule::automatic     ? "automatic"
-           : schedule == DeltaSchedule::single_pass ? "single pass"
-                                                    : "grouped";
+    return schedule == DeltaSchedule::automatic       ? "automatic"
+           : schedule == DeltaSchedule::single_pass   ? "single pass"
+           : schedule == DeltaSchedule::fma_single_pass ? "FMA single pass"
+                                                        : "grouped";
   };
   for (const auto precision : {DeltaPrecision::fp32, DeltaPrecision::tf32}) {
     const char* pname = precision == DeltaPrecision::fp32 ? "fp32" : "tf32";
     std::printf("automatic schedule, %s: %d groups (1 = single pass)\n", pname,
                 strand::cuda::gated_delta_groups(kTokens, kHeads, kDim, kDim, precision));
     for (const auto schedule :
-         {DeltaSchedule::automatic, DeltaSchedule::single_pass, DeltaSchedule::grouped}) {
+         {DeltaSchedule::automatic, DeltaSchedule::single_pass, DeltaSchedule::grouped,
+          DeltaSchedule::fma_single_pass}) {
       for (const int groups : {0, 2, 4, 8}) {
         if (groups != 0 && schedule != DeltaSchedule::grouped) continue;
         reset_state();
@@ -214,6 +217,11 @@ int main(int argc, char** argv) {
                 us / 50.0, us / byte_floor_us);
   };
   // Schedules side by side, own workspace: one line each.
+  report("FMA single pass (exact fp32), own workspace", time_us(stream, repeats, [&] {
+           strand::cuda::gated_delta_update(ds, dk_, kWidth, dv_, kWidth, da, db, kTokens, kHeads,
+                                            kDim, kDim, ws, ws_bytes, stream, DeltaPrecision::fp32,
+                                            DeltaSchedule::fma_single_pass);
+         }));
   for (const auto precision : {DeltaPrecision::fp32, DeltaPrecision::tf32}) {
     const char* pname = precision == DeltaPrecision::fp32 ? "fp32" : "tf32";
     char label[64];
