@@ -748,9 +748,11 @@ __global__ void __launch_bounds__(kThreads)
 //
 // The single pass's chunk step on the plain fp32 units instead of the tensor cores: the step is
 // three small dependent products per 16 state columns (P = K S, U = X R, S += K^T Ud), where
-// 3xTF32 WMMA spends most of its time splitting operands and moving fragments (run H: 5.8 us a
-// step at 8% of the tensor rate). Here each thread keeps a few outputs in registers and streams
-// float4 operands from shared memory; the arithmetic is exact fp32 (no TF32 anywhere).
+// 3xTF32 WMMA might spend its time splitting operands and moving fragments (run H: 5.8 us a
+// step, 34% SM throughput). Here each thread keeps a few outputs in registers and streams
+// float4 operands from shared memory; the arithmetic is exact fp32 (no TF32 anywhere). Measured
+// no faster than the tensor-core kernel (run J: 525.9 vs 505.7 us), so the step's time goes
+// elsewhere (barriers, the chunk loads' latency): the next thing to profile.
 // Same shared tiles and prefetch as delta_recur_kernel; three barriers a step instead of five.
 // Thread t: P and U rows r = t / 4, columns 4 (t % 4) .. + 3; S rows i = t / 2, columns
 // 8 (t % 2) .. + 7 (its 8 state values stay in registers from chunk to chunk).

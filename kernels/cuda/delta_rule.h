@@ -30,9 +30,12 @@ enum class DeltaPrecision { fp32, tf32 };
 //               1 or where the workspace is too small for it.
 //  fma_single_pass: the single pass with each chunk step's products on the plain fp32 units
 //               (each thread a few outputs in registers, float4 operands from shared memory)
-//               instead of tensor cores: exact fp32 whatever the precision argument. Added
-//               2026-11-28 after ncu showed the tensor-core step at 8% of its rate; not yet
-//               timed on a GPU, so automatic does not pick it.
+//               instead of tensor cores: exact fp32 whatever the precision argument. Measured
+//               (H200, docs/performance.md run J): as accurate as 3xTF32 and no faster (525.9 vs
+//               505.7 us at 4680 tokens x 12 heads x 128), so the chunk step is not bound by its
+//               arithmetic; automatic does not pick it. Its device code also runs on the CPU
+//               (tools/gpu/emulate_delta_fma.sh, a ctest), which makes it the kernel to try
+//               changes to the step on first.
 enum class DeltaSchedule { automatic, single_pass, grouped, fma_single_pass };
 
 // Tokens per sub-chunk of the chunked (WY / UT-transform) form.
