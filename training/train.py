@@ -4,7 +4,8 @@
 Stages (--stage, or "all" in this order), each with its own time budget (--minutes):
   ae         per-frame autoencoder (8x spatial): L1 + L2 + image-gradient loss, a weak pull of the
              latent towards zero mean / unit variance per channel (the DiT's noise scale), and
-             noise on the latent before decoding so the decoder tolerates imperfect latents.
+             noise on the latent before decoding so the decoder tolerates imperfect latents;
+             with --subject-weight the pixel loss is weighted on the subjects' pixels, as in dec.
   dec        the decoder alone (the encoder, hence the latents the DiT learned, unchanged), with
              the ae stage's pixel loss weighted --subject-weight times on the subjects' pixels:
              the 8x autoencoder blurs small subjects away. Not part of "all" (a fine-tune).
@@ -15,7 +16,8 @@ Stages (--stage, or "all" in this order), each with its own time budget (--minut
              few-step sampler (no gradient) and their clean passes build the memory; the loss
              regresses the flow target of the real next block given that self-made past.
 --subject-weight W > 1 weights the DiT stages' loss W times on the latent cells that hold a
-subject (the world renders where its subjects are; train_lib.data.latent_weight_map).
+subject (the world renders where its subjects are; train_lib.data.latent_weight_map), and the
+ae and dec stages' pixel loss on the subjects' pixels (train_lib.data.pixel_weight_map).
 The softmax_kv baselines of the same size: --layers softmax_kv (full cache) and
 --layers softmax_kv --window W (windowed), trained with the same stages.
 
@@ -123,23 +125,47 @@ def image_gradients(x: torch.Tensor):
     return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
 
 
-def ae_loss(model: StrandModel, rgb: torch.Tensor, latent_noise: float, latent_reg: float):
-    """rgb [N, 3, H, W] in [-1, 1] -> (loss, parts)."""
+def pixel_loss(out: torch.Tensor, rgb: torch.Tensor, weights: Optional[torch.Tensor]):
+    """The autoencoder's pixel loss: L1 + L2 + 0.5 x image-gradient L1 of out against rgb
+    [N, 3, H, W]. weights [N, 1, H, W] per pixel (None: plain means); weighted means otherwise,
+    a gradient pixel pair taking the larger of its two weights. Returns (loss, l1, l2, grad)."""
+    gx, gy = image_gradients(out)
+    tx, ty = image_gradients(rgb)
+    diff = out - rgb
+    if weights is None:
+        l1, l2 = diff.abs().mean(), diff.pow(2).mean()
+        grad = 0.5 * ((gx - tx).abs().mean() + (gy - ty).abs().mean())
+    else:
+        w = weights.float()
+
+        def wmean(err, wt):
+            wt = wt.expand_as(err)
+            return (err * wt).sum() / wt.sum()
+
+        l1, l2 = wmean(diff.abs(), w), wmean(diff.pow(2), w)
+        grad = 0.5 * (wmean((gx - tx).abs(), torch.maximum(w[..., :, 1:], w[..., :, :-1]))
+                      + wmean((gy - ty).abs(), torch.maximum(w[..., 1:, :], w[..., :-1, :])))
+    return l1 + l2 + 0.5 * grad, l1, l2, grad
+
+
+def ae_loss(model: StrandModel, rgb: torch.Tensor, latent_noise: float, latent_reg: float,
+            weights: Optional[torch.Tensor] = None):
+    """rgb [N, 3, H, W] in [-1, 1] -> (loss, parts). weights [N, 1, H, W]: the pixel loss's
+    weight per pixel (--subject-weight; None: uniform, the recipe of runs 1-8)."""
     z = model.encoder(rgb)
     zf = z.float()
     noisy = z + latent_noise * torch.rand(z.shape[0], 1, 1, 1, device=z.device) * torch.randn_like(z)
     out = model.decoder(noisy).float()
-    l1 = (out - rgb).abs().mean()
-    l2 = (out - rgb).pow(2).mean()
-    gx, gy = image_gradients(out)
-    tx, ty = image_gradients(rgb)
-    grad = 0.5 * ((gx - tx).abs().mean() + (gy - ty).abs().mean())
+    pixel, l1, l2, grad = pixel_loss(out, rgb, weights)
     mean_c = zf.mean(dim=(0, 2, 3))
     var_c = zf.var(dim=(0, 2, 3))
     reg = mean_c.pow(2).mean() + (var_c - 1.0).pow(2).mean()
-    loss = l1 + l2 + 0.5 * grad + latent_reg * reg
-    return loss, {"l1": l1.detach(), "l2": l2.detach(), "grad": grad.detach(),
-                  "latent_std": var_c.detach().mean().sqrt()}
+    loss = pixel + latent_reg * reg
+    parts = {"l1": l1.detach(), "l2": l2.detach(), "grad": grad.detach(),
+             "latent_std": var_c.detach().mean().sqrt()}
+    if weights is not None:
+        parts["l1_plain"] = (out - rgb).detach().abs().mean()
+    return loss, parts
 
 
 def decoder_loss(model: StrandModel, rgb: torch.Tensor, weights: Optional[torch.Tensor],
@@ -151,21 +177,9 @@ def decoder_loss(model: StrandModel, rgb: torch.Tensor, weights: Optional[torch.
         z = model.encoder(rgb)
     noisy = z + latent_noise * torch.rand(z.shape[0], 1, 1, 1, device=z.device) * torch.randn_like(z)
     out = model.decoder(noisy).float()
-    w = torch.ones_like(rgb[:, :1]) if weights is None else weights.float()
-
-    def wmean(err, wt):
-        wt = wt.expand_as(err)
-        return (err * wt).sum() / wt.sum()
-
-    diff = out - rgb
-    l1, l2 = wmean(diff.abs(), w), wmean(diff.pow(2), w)
-    gx, gy = image_gradients(out)
-    tx, ty = image_gradients(rgb)
-    grad = 0.5 * (wmean((gx - tx).abs(), torch.maximum(w[..., :, 1:], w[..., :, :-1]))
-                  + wmean((gy - ty).abs(), torch.maximum(w[..., 1:, :], w[..., :-1, :])))
-    loss = l1 + l2 + 0.5 * grad
+    loss, l1, l2, grad = pixel_loss(out, rgb, weights)
     return loss, {"l1": l1.detach(), "l2": l2.detach(), "grad": grad.detach(),
-                  "l1_plain": diff.detach().abs().mean()}
+                  "l1_plain": (out - rgb).detach().abs().mean()}
 
 
 def sample_sigma(batch: int, sampler_sigmas: List[float], device) -> torch.Tensor:
@@ -514,7 +528,7 @@ class Trainer:
         pixels = stage in ("ae", "dec")  # stages that train on frames, not latents
         if stage == "ae":
             pool = data.ClipPool(self.source, a.ae_clip_blocks, a.pool, a.refresh, seed=a.seed)
-            fn = lambda m, rgb: ae_loss(m, rgb, a.latent_noise, a.latent_reg)  # noqa: E731
+            fn = lambda m, rgb, w: ae_loss(m, rgb, a.latent_noise, a.latent_reg, w)  # noqa: E731
         elif stage == "dec":
             pool = data.ClipPool(self.source, a.ae_clip_blocks, a.pool, a.refresh, seed=a.seed)
             fn = lambda m, rgb, w: decoder_loss(m, rgb, w, a.latent_noise)  # noqa: E731
@@ -566,14 +580,12 @@ class Trainer:
                         if rgb.shape[0] > a.ae_batch else None
                     if pick is not None:
                         rgb = rgb[pick]
-                    inputs = (rgb,)
-                    if stage == "dec":
-                        wts = None
-                        if all(c.subject_mask is not None for c in clips):
-                            mask = torch.cat([c.subject_mask for c in clips])
-                            mask = mask if pick is None else mask[pick]
-                            wts = data.pixel_weight_map(mask, a.subject_weight)
-                        inputs = (rgb, wts)
+                    wts = None
+                    if all(c.subject_mask is not None for c in clips):
+                        mask = torch.cat([c.subject_mask for c in clips])
+                        mask = mask if pick is None else mask[pick]
+                        wts = data.pixel_weight_map(mask, a.subject_weight)
+                    inputs = (rgb, wts)
                 else:
                     clips = pool.draw(batch)
                     lat = torch.stack([c.latents for c in clips])
@@ -663,6 +675,9 @@ def parse_args(argv=None):
     p.add_argument("--resume", help="exported model (.safetensors) to continue from")
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads on --device cpu (0: min(2, cores)); 1 lets two CPU runs "
+                        "share a 2-core machine side by side")
     p.add_argument("--text-encoder", help="converted text encoder (default: .deps/models/...)")
     p.add_argument("--require-text-encoder", action="store_true",
                    help="fail instead of falling back to the model's own small encoder")
@@ -723,7 +738,7 @@ def parse_args(argv=None):
     p.add_argument("--refresh", type=int, default=2, help="clips re-rendered per step")
     p.add_argument("--switch-prob", type=float, default=0.5)
     p.add_argument("--subject-weight", type=float, default=1.0,
-                   help="loss weight of the latent cells (DiT stages) and pixels (dec stage) "
+                   help="loss weight of the latent cells (DiT stages) and pixels (ae, dec) "
                         "that show a subject, relative to 1 elsewhere (1: uniform, off)")
     p.add_argument("--skip-frames-max", type=int, default=0,
                    help="start clips up to N frames into the video")
@@ -741,7 +756,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     dist = Dist(args.device)
     if dist.device.type == "cpu":
-        torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+        torch.set_num_threads(args.threads or max(1, min(2, os.cpu_count() or 1)))
     else:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
