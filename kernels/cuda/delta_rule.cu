@@ -6,9 +6,9 @@
 // X depends only on keys and gates, so it is built for every chunk at once (prepare kernel, grid
 // over chunks x heads). Only the chain S_0 -> S_new is sequential, and each column of S evolves on
 // its own: the recurrence kernel runs one block per (head, 16 value columns), chunk after chunk,
-// with the K S_0, X R and K^T U products on the tensor cores (WMMA m16n16k8 TF32, split 3x for
+// with the K S_0, X R and K^T U products on the tensor cores (mma.sync m16n8k8 TF32, split 3x for
 // fp32 accuracy) and the next chunk's K, V and X prefetched with cp.async while the current one
-// is computed.
+// is computed. The grouped kernels still use WMMA m16n16k8.
 #include <cublas_v2.h>
 #include <mma.h>
 
@@ -119,6 +119,90 @@ __device__ __forceinline__ void load_rows_async(float* dst, int ld, const float*
   }
 }
 
+// Raw warp-level TF32 tensor-core products (mma.sync m16n8k8). Fragments are read straight from
+// shared memory and split with integer operations: the WMMA path spent ~4x more instructions on
+// generic-address loads and its TF32 rounding than on the products themselves, and cvt.rna.tf32
+// compiled to several instructions each as well (ncu, H200); the chunk step is bound by instruction
+// issue, not by the tensor cores.
+// Fragment layout (PTX ISA, m16n8k8 .tf32), lane = 4 g + t:
+//   A (16 x 8, row): a0 (g, t), a1 (g + 8, t), a2 (g, t + 4), a3 (g + 8, t + 4)
+//   B (8 x 8, col):  b0 (t, g), b1 (t + 4, g)
+//   C (16 x 8):      c0 (g, 2t), c1 (g, 2t + 1), c2 (g + 8, 2t), c3 (g + 8, 2t + 1)
+
+// x rounded to TF32 (10-bit mantissa, ties away from zero) by adding half a unit of the 13
+// dropped bits and clearing them. The inputs are finite (keys, values, state), so the carry into
+// the exponent is the correct rounding.
+__device__ __forceinline__ uint32_t to_tf32(float x) {
+  return (__float_as_uint(x) + 0x1000u) & 0xffffe000u;
+}
+
+// x = hi + lo with hi exact in TF32; lo (only for the 3xTF32 products, kExact) is exact in fp32
+// and passed as is: the tensor core reads a TF32 operand's top 19 bits, so lo is truncated to
+// TF32 there, an error of at most 2^-10 of lo, itself at most 2^-11 of x.
+template <bool kExact>
+__device__ __forceinline__ void split_tf32(float x, uint32_t& hi, uint32_t& lo) {
+  hi = to_tf32(x);
+  if constexpr (kExact) lo = __float_as_uint(x - __uint_as_float(hi));
+}
+
+__device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4],
+                                         const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// A product's accumulators: hi collects a_hi b_hi, lo the two cross terms of 3xTF32.
+struct MmaAcc {
+  float hi[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  float lo[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+};
+
+// acc += A B for one 8-deep step from split fragments (a_hi/a_lo, b_hi/b_lo).
+template <bool kExact>
+__device__ __forceinline__ void mma_split(MmaAcc& acc, const uint32_t (&a_hi)[4],
+                                          const uint32_t (&a_lo)[4], const uint32_t (&b_hi)[2],
+                                          const uint32_t (&b_lo)[2]) {
+  if constexpr (kExact) {
+    mma_tf32(acc.lo, a_lo, b_hi);
+    mma_tf32(acc.lo, a_hi, b_lo);
+  }
+  mma_tf32(acc.hi, a_hi, b_hi);
+}
+
+// A fragment of rows [r0, r0 + 16) and columns [c0, c0 + 8) of row-major m (stride ld), split.
+template <bool kExact>
+__device__ __forceinline__ void load_a(const float* m, int ld, int r0, int c0, int g, int t,
+                                       uint32_t (&hi)[4], uint32_t (&lo)[4]) {
+  const float* p = m + (r0 + g) * ld + c0 + t;
+  split_tf32<kExact>(p[0], hi[0], lo[0]);
+  split_tf32<kExact>(p[8 * ld], hi[1], lo[1]);
+  split_tf32<kExact>(p[4], hi[2], lo[2]);
+  split_tf32<kExact>(p[8 * ld + 4], hi[3], lo[3]);
+}
+
+// A fragment of the transpose: A[m][k] = m_src[c0 + k][r0 + m] (row-major m_src, stride ld).
+template <bool kExact>
+__device__ __forceinline__ void load_a_transposed(const float* m, int ld, int r0, int c0, int g,
+                                                  int t, uint32_t (&hi)[4], uint32_t (&lo)[4]) {
+  const float* p = m + (c0 + t) * ld + r0 + g;
+  split_tf32<kExact>(p[0], hi[0], lo[0]);
+  split_tf32<kExact>(p[8], hi[1], lo[1]);
+  split_tf32<kExact>(p[4 * ld], hi[2], lo[2]);
+  split_tf32<kExact>(p[4 * ld + 8], hi[3], lo[3]);
+}
+
+// B fragment of rows [k0, k0 + 8) and columns [n0, n0 + 8) of row-major m (stride ld), split.
+template <bool kExact>
+__device__ __forceinline__ void load_b(const float* m, int ld, int k0, int n0, int g, int t,
+                                       uint32_t (&hi)[2], uint32_t (&lo)[2]) {
+  const float* p = m + (k0 + t) * ld + n0 + g;
+  split_tf32<kExact>(p[0], hi[0], lo[0]);
+  split_tf32<kExact>(p[4 * ld], hi[1], lo[1]);
+}
+
 // ------------------------------------------------------------------------------ prepare kernel
 
 template <int kKeyPad>
@@ -159,26 +243,32 @@ __global__ void __launch_bounds__(kThreads)
   copy_wait_all();
   __syncthreads();
 
-  // gram = K K^T on the 10 tiles of 16 x 16 on or below the block diagonal.
-  for (int tile = warp; tile < 10; tile += kThreads / 32) {
-    int r = 0, q = tile;  // tile -> (row tile r, column tile q <= r), row r holding r + 1 tiles
-    while (q > r) {
-      q -= r + 1;
-      ++r;
-    }
-    FragAcc acc, lo;
-    wmma::fill_fragment(acc, 0.0f);
-    wmma::fill_fragment(lo, 0.0f);
+  // gram = K K^T on the 20 tiles of 16 x 8 that hold the lower triangle (row tile r: column
+  // tiles 0 .. 2 r + 1), 3xTF32 in kExact.
+  {
+    const int lane = tid % 32, g = lane / 4, t = lane % 4;
+    for (int tile = warp; tile < 20; tile += kThreads / 32) {
+      int r = 0, q = tile;  // tile -> (row tile r, column tile q < 2 (r + 1))
+      while (q >= 2 * (r + 1)) {
+        q -= 2 * (r + 1);
+        ++r;
+      }
+      MmaAcc even, odd;
 #pragma unroll
-    for (int kk = 0; kk < kKeyPad; kk += 8) {
-      FragARow a;
-      FragBCol b;  // b[kk][col] = K[16 q + col][kk]
-      wmma::load_matrix_sync(a, keys + 16 * r * kLdK + kk, kLdK);
-      wmma::load_matrix_sync(b, keys + 16 * q * kLdK + kk, kLdK);
-      mma_step<kExact>(acc, lo, a, b);
+      for (int kk = 0; kk < kKeyPad; kk += 8) {
+        uint32_t a_hi[4], a_lo[4], b_hi[2], b_lo[2];
+        load_a<kExact>(keys, kLdK, 16 * r, kk, g, t, a_hi, a_lo);
+        // B[k][n] = K[8 q + n][kk + k]: the transpose of the keys' row-major layout.
+        const float* p = keys + (8 * q + g) * kLdK + kk + t;
+        split_tf32<kExact>(p[0], b_hi[0], b_lo[0]);
+        split_tf32<kExact>(p[4], b_hi[1], b_lo[1]);
+        mma_split<kExact>((kk / 8) % 2 ? odd : even, a_hi, a_lo, b_hi, b_lo);
+      }
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        gram[(16 * r + g + 8 * (e >> 1)) * kLdX + 8 * q + 2 * t + (e & 1)] =
+            (even.hi[e] + even.lo[e]) + (odd.hi[e] + odd.lo[e]);
     }
-    add_into(acc, lo);
-    wmma::store_matrix_sync(gram + 16 * r * kLdX + 16 * q, acc, kLdX, wmma::mem_row_major);
   }
   __syncthreads();
 
@@ -210,31 +300,32 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
 
-  // X = (I + A)^-1 by forward substitution, one thread per column j: X[t][j] = -sum_{i<t} A[t][i]
-  // X[i][j] for t > j, X[j][j] = 1, zero above. The column lives in registers (full unroll); four
-  // partial sums keep the FMA chains short.
-  if (tid < kChunk) {
-    const int j = tid;
-    float x[kChunk];
-#pragma unroll
-    for (int t = 0; t < kChunk; ++t) {
-      const float* row = gram + t * kLdX;
-      float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-#pragma unroll
-      for (int i = 0; i + 3 < t; i += 4) {
-        s0 += row[i] * x[i];
-        s1 += row[i + 1] * x[i + 1];
-        s2 += row[i + 2] * x[i + 2];
-        s3 += row[i + 3] * x[i + 3];
-      }
-#pragma unroll
-      for (int i = t & ~3; i < t; ++i) s0 += row[i] * x[i];
-      const float sum = (s0 + s1) + (s2 + s3);
-      x[t] = t < j ? 0.0f : (t == j ? 1.0f : -sum);
-    }
+  // X = (I + A)^-1 by forward substitution: X[t][j] = -sum_{i<t} A[t][i] X[i][j] for t > j,
+  // X[j][j] = 1, zero above. Four lanes per column j (all 256 threads): lane q keeps X[i][j] for
+  // i = q mod 4 in registers (zero until computed, so the sums need no bounds), and two shuffles
+  // add the four partial sums of each row.
+  {
+    const int j = tid / 4, q = tid % 4;
+    float x[kChunk / 4] = {};
     float* xg = x_out + (static_cast<size_t>(h) * chunks + chunk) * kChunk * kChunk;
 #pragma unroll
-    for (int t = 0; t < kChunk; ++t) xg[t * kChunk + j] = x[t];
+    for (int t = 0; t < kChunk; ++t) {
+      const float* row = gram + t * kLdX + q;
+      float s0 = 0.0f, s1 = 0.0f;
+#pragma unroll
+      for (int m = 0; m < (t + 3) / 4; m += 2) {
+        s0 += row[4 * m] * x[m];
+        if (m + 1 < (t + 3) / 4) s1 += row[4 * m + 4] * x[m + 1];
+      }
+      float sum = s0 + s1;
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const float value = t < j ? 0.0f : (t == j ? 1.0f : -sum);
+      if (q == t % 4) {
+        x[t / 4] = value;
+        xg[t * kChunk + j] = value;
+      }
+    }
   }
 }
 
@@ -242,25 +333,28 @@ __global__ void __launch_bounds__(kThreads)
 
 template <int kKeyPad>
 struct RecurLayout {
-  static constexpr int kLdK = ld_keys<kKeyPad>();
-  // Offsets in floats; every region is a multiple of 8 floats (32 bytes, WMMA's alignment).
+  static constexpr int kLdK = ld_keys<kKeyPad>();  // = 4 mod 32: A-fragment rows on all banks
+  static constexpr int kLdS = kTile + 8;           // = 24: B-fragment rows t, t+1.. on all banks
+  // Offsets in floats; every region a multiple of 4 floats (16-byte cp.async).
   static constexpr int keys = 0;                         // [2][kChunk][kLdK]
   static constexpr int xmat = keys + 2 * kChunk * kLdK;  // [2][kChunk][kLdX]
-  static constexpr int vals = xmat + 2 * kChunk * kLdX;  // [2][kChunk][kLdT]
-  static constexpr int coef = vals + 2 * kChunk * kLdT;  // [2][kCoefs]
-  static constexpr int state = coef + 2 * kCoefs;        // [kKeyPad][kLdT]
-  static constexpr int part = state + kKeyPad * kLdT;    // [2][kChunk][kLdT] split-K halves
-  static constexpr int rhs = part + 2 * kChunk * kLdT;   // [kChunk][kLdT] R, then tail * U
-  static constexpr int total = rhs + kChunk * kLdT;
+  static constexpr int vals = xmat + 2 * kChunk * kLdX;  // [2][kChunk][kLdS]
+  static constexpr int coef = vals + 2 * kChunk * kLdS;  // [2][kCoefs]
+  static constexpr int state = coef + 2 * kCoefs;        // [kKeyPad][kLdS]
+  static constexpr int rhs = state + kKeyPad * kLdS;     // [kChunk][kLdS] R
+  static constexpr int upd = rhs + kChunk * kLdS;        // [kChunk][kLdS] tail * U
+  static constexpr int total = upd + kChunk * kLdS;
   static constexpr size_t bytes = sizeof(float) * total;
 };
 
-// One block per (value tile of 16 columns, head); 8 warps. Per chunk:
-//   P = K S (warp w: rows 16 (w & 3), half w >> 2 of the key dim)      -> part[2]
-//   R = beta V - beta gamma (P0 + P1)                                   -> rhs
-//   U = X R (warp w: rows 16 (w & 3), half of the needed X columns)     -> part[2]
-//   Ud = tail (U0 + U1)                                                 -> rhs
-//   S = decay S + K^T Ud (warp w < kKeyPad / 16: rows 16 w; S kept in its accumulator)
+// One block per (value tile of 16 columns, head); 8 warps; warp w owns the 16 x 8 output tile
+// (rows 16 (w & 3), columns 8 (w >> 2)) of the chunk-sized products. Per chunk:
+//   P = K S;  R = beta V - beta gamma P                                       -> rhs
+//   U = X R;  Ud = tail U   (row tile r needs X columns [0, 16 (r + 1)))      -> upd
+//   S = decay S + K^T Ud    (warp w < kKeyPad / 16: state rows 16 w, both column tiles, kept in
+//                            registers and mirrored in shared memory for the next K S)
+// Three barriers a chunk; each product runs as two interleaved accumulator chains (even and odd
+// 8-deep steps) so consecutive tensor-core instructions do not wait on each other.
 template <int kKeyPad, bool kExact>
 __global__ void __launch_bounds__(kThreads)
     delta_recur_kernel(float* __restrict__ s, const float* __restrict__ k, int k_stride,
@@ -268,13 +362,15 @@ __global__ void __launch_bounds__(kThreads)
                        bool vec16, int chunks, const float* __restrict__ x_in,
                        const float* __restrict__ coef_in) {
   using L = RecurLayout<kKeyPad>;
-  constexpr int kLdK = L::kLdK;
+  constexpr int kLdK = L::kLdK, kLdS = L::kLdS;
   constexpr int kStateWarps = kKeyPad / 16;
   extern __shared__ __align__(128) float smem[];
   float* state = smem + L::state;
   float* rhs = smem + L::rhs;
+  float* upd = smem + L::upd;
 
   const int tile = blockIdx.x, h = blockIdx.y, tid = threadIdx.x, warp = tid / 32;
+  const int lane = tid % 32, g = lane / 4, t = lane % 4;
   const int j0 = tile * kTile;
   const int cols = min(kTile, dv - j0);
   float* s_head = s + static_cast<size_t>(h) * dk * dv;
@@ -288,7 +384,7 @@ __global__ void __launch_bounds__(kThreads)
     load_rows_async<kKeyPad>(smem + L::keys + buf * kChunk * kLdK, kLdK,
                              k_head + static_cast<size_t>(t0) * k_stride,
                              static_cast<size_t>(k_stride), n, dk, vec16);
-    load_rows_async<kTile>(smem + L::vals + buf * kChunk * kLdT, kLdT,
+    load_rows_async<kTile>(smem + L::vals + buf * kChunk * kLdS, kLdS,
                            v_head + static_cast<size_t>(t0) * v_stride,
                            static_cast<size_t>(v_stride), n, cols, vec16);
     load_rows_async<kChunk>(smem + L::xmat + buf * kChunk * kLdX, kLdX,
@@ -303,98 +399,100 @@ __global__ void __launch_bounds__(kThreads)
   prefetch(0);
   for (int idx = tid; idx < kKeyPad * kTile; idx += kThreads) {
     const int row = idx / kTile, col = idx % kTile;
-    state[row * kLdT + col] =
+    state[row * kLdS + col] =
         row < dk && col < cols ? s_head[static_cast<size_t>(row) * dv + j0 + col] : 0.0f;
   }
   __syncthreads();
-  FragAcc s_acc;  // rows [16 warp, 16 warp + 16) of this block's state columns
-  if (warp < kStateWarps)
-    wmma::load_matrix_sync(s_acc, state + 16 * warp * kLdT, kLdT, wmma::mem_row_major);
+  // This warp's state rows [16 warp, 16 warp + 16), column tiles 0 and 1, in C-fragment order.
+  float s_reg[2][4];
+  if (warp < kStateWarps) {
+#pragma unroll
+    for (int ct = 0; ct < 2; ++ct)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        s_reg[ct][e] = state[(16 * warp + g + 8 * (e >> 1)) * kLdS + 8 * ct + 2 * t + (e & 1)];
+  }
 
-  const int row_tile = warp & 3, half = warp >> 2;
+  const int row_tile = warp & 3, col_tile = warp >> 2;
+  const int out_row = 16 * row_tile + g, out_col = 8 * col_tile + 2 * t;  // C element 0
   for (int c = 0; c < chunks; ++c) {
     const int buf = c & 1;
     const float* keys = smem + L::keys + buf * kChunk * kLdK;
     const float* xmat = smem + L::xmat + buf * kChunk * kLdX;
-    const float* vals = smem + L::vals + buf * kChunk * kLdT;
+    const float* vals = smem + L::vals + buf * kChunk * kLdS;
     const float* coef = smem + L::coef + buf * kCoefs;
-    float* part0 = smem + L::part;
-    float* part1 = part0 + kChunk * kLdT;
 
     copy_wait_all();
     // Chunk c has landed for every thread; every thread is done with chunk c - 1, so its buffer
-    // and the state's shared copy may be rewritten.
+    // may be refilled, and the state rows written after the last chunk are visible.
     __syncthreads();
     if (c + 1 < chunks) prefetch(c + 1);
 
-    {  // P = K S, split over the key dim.
-      FragAcc acc, lo;
-      wmma::fill_fragment(acc, 0.0f);
-      wmma::fill_fragment(lo, 0.0f);
-      constexpr int kHalf = kKeyPad / 2;
+    {  // P = K S -> R = beta V - beta gamma P
+      MmaAcc even, odd;
 #pragma unroll
-      for (int kk = 0; kk < kHalf; kk += 8) {
-        FragARow a;
-        FragBRow b;
-        wmma::load_matrix_sync(a, keys + 16 * row_tile * kLdK + half * kHalf + kk, kLdK);
-        wmma::load_matrix_sync(b, state + (half * kHalf + kk) * kLdT, kLdT);
-        mma_step<kExact>(acc, lo, a, b);
+      for (int kk = 0; kk < kKeyPad; kk += 8) {
+        uint32_t a_hi[4], a_lo[4], b_hi[2], b_lo[2];
+        load_a<kExact>(keys, kLdK, 16 * row_tile, kk, g, t, a_hi, a_lo);
+        load_b<kExact>(state, kLdS, kk, 8 * col_tile, g, t, b_hi, b_lo);
+        mma_split<kExact>((kk / 8) % 2 ? odd : even, a_hi, a_lo, b_hi, b_lo);
       }
-      add_into(acc, lo);
-      wmma::store_matrix_sync((half ? part1 : part0) + 16 * row_tile * kLdT, acc, kLdT,
-                              wmma::mem_row_major);
-    }
-    __syncthreads();
-    for (int idx = tid; idx < kChunk * kTile; idx += kThreads) {
-      const int t = idx / kTile, o = (idx / kTile) * kLdT + idx % kTile;
-      rhs[o] = coef[kChunk + t] * vals[o] - coef[t] * (part0[o] + part1[o]);
-    }
-    __syncthreads();
-    {  // U = X R: row tile r needs X columns [0, 16 (r + 1)), split in two halves of r + 1 steps.
-      FragAcc acc, lo;
-      wmma::fill_fragment(acc, 0.0f);
-      wmma::fill_fragment(lo, 0.0f);
-      const int steps = row_tile + 1, first = half * steps;
-      for (int step = first; step < first + steps; ++step) {
-        FragARow a;
-        FragBRow b;
-        wmma::load_matrix_sync(a, xmat + 16 * row_tile * kLdX + 8 * step, kLdX);
-        wmma::load_matrix_sync(b, rhs + 8 * step * kLdT, kLdT);
-        mma_step<kExact>(acc, lo, a, b);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = out_row + 8 * (e >> 1), col = out_col + (e & 1);
+        const float p = (even.hi[e] + even.lo[e]) + (odd.hi[e] + odd.lo[e]);
+        rhs[row * kLdS + col] = coef[kChunk + row] * vals[row * kLdS + col] - coef[row] * p;
       }
-      add_into(acc, lo);
-      wmma::store_matrix_sync((half ? part1 : part0) + 16 * row_tile * kLdT, acc, kLdT,
-                              wmma::mem_row_major);
     }
     __syncthreads();
-    for (int idx = tid; idx < kChunk * kTile; idx += kThreads) {
-      const int t = idx / kTile, o = (idx / kTile) * kLdT + idx % kTile;
-      rhs[o] = coef[2 * kChunk + t] * (part0[o] + part1[o]);
+    {  // U = X R -> Ud = tail U
+      MmaAcc even, odd;
+      for (int kk = 0; kk < 16 * (row_tile + 1); kk += 16) {  // an even and an odd step
+        uint32_t a_hi[4], a_lo[4], b_hi[2], b_lo[2];
+        load_a<kExact>(xmat, kLdX, 16 * row_tile, kk, g, t, a_hi, a_lo);
+        load_b<kExact>(rhs, kLdS, kk, 8 * col_tile, g, t, b_hi, b_lo);
+        mma_split<kExact>(even, a_hi, a_lo, b_hi, b_lo);
+        load_a<kExact>(xmat, kLdX, 16 * row_tile, kk + 8, g, t, a_hi, a_lo);
+        load_b<kExact>(rhs, kLdS, kk + 8, 8 * col_tile, g, t, b_hi, b_lo);
+        mma_split<kExact>(odd, a_hi, a_lo, b_hi, b_lo);
+      }
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = out_row + 8 * (e >> 1), col = out_col + (e & 1);
+        const float u = (even.hi[e] + even.lo[e]) + (odd.hi[e] + odd.lo[e]);
+        upd[row * kLdS + col] = coef[2 * kChunk + row] * u;
+      }
     }
     __syncthreads();
     if (warp < kStateWarps) {  // S = decay S + K^T Ud
       const float decay = coef[3 * kChunk];
-#pragma unroll
-      for (int e = 0; e < s_acc.num_elements; ++e) s_acc.x[e] *= decay;
-      FragAcc lo;
-      wmma::fill_fragment(lo, 0.0f);
+      MmaAcc even[2], odd[2];
 #pragma unroll
       for (int kk = 0; kk < kChunk; kk += 8) {
-        FragACol a;  // a[m][kk] = K[kk][16 warp + m]
-        FragBRow b;
-        wmma::load_matrix_sync(a, keys + kk * kLdK + 16 * warp, kLdK);
-        wmma::load_matrix_sync(b, rhs + kk * kLdT, kLdT);
-        mma_step<kExact>(s_acc, lo, a, b);
+        uint32_t a_hi[4], a_lo[4];
+        load_a_transposed<kExact>(keys, kLdK, 16 * warp, kk, g, t, a_hi, a_lo);
+#pragma unroll
+        for (int ct = 0; ct < 2; ++ct) {
+          uint32_t b_hi[2], b_lo[2];
+          load_b<kExact>(upd, kLdS, kk, 8 * ct, g, t, b_hi, b_lo);
+          mma_split<kExact>((kk / 8) % 2 ? odd[ct] : even[ct], a_hi, a_lo, b_hi, b_lo);
+        }
       }
-      add_into(s_acc, lo);
-      wmma::store_matrix_sync(state + 16 * warp * kLdT, s_acc, kLdT, wmma::mem_row_major);
+#pragma unroll
+      for (int ct = 0; ct < 2; ++ct)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          s_reg[ct][e] = decay * s_reg[ct][e] + ((even[ct].hi[e] + even[ct].lo[e]) +
+                                                 (odd[ct].hi[e] + odd[ct].lo[e]));
+          state[(16 * warp + g + 8 * (e >> 1)) * kLdS + 8 * ct + 2 * t + (e & 1)] = s_reg[ct][e];
+        }
     }
   }
   __syncthreads();
   for (int idx = tid; idx < kKeyPad * kTile; idx += kThreads) {
     const int row = idx / kTile, col = idx % kTile;
     if (row < dk && col < cols)
-      s_head[static_cast<size_t>(row) * dv + j0 + col] = state[row * kLdT + col];
+      s_head[static_cast<size_t>(row) * dv + j0 + col] = state[row * kLdS + col];
   }
 }
 
@@ -421,6 +519,10 @@ constexpr int kGroupColTiles = kGroupCols / 16;  // 4
 constexpr int kMaxGroups = 8;                   // most groups one update is split into
 constexpr int kMinChunksPerGroup = 4;           // fewer chunks per group: too little to gain
 constexpr int kGroupedMinChunks = 8;            // below this many chunks: single pass
+// Time of one grouped chunk step (64 + 64 state columns, WMMA) over one single-pass chunk step (16
+// columns, mma.sync), measured on an H200 at 4680 x 12 x 128 (docs/performance.md run K: about 17
+// vs 3.5 us in fp32, 11 vs 2.7 us in TF32). The automatic schedule weighs the group count with it.
+constexpr double kGroupedStepCost = 4.0;
 
 template <int kKeyPad>
 struct GroupLayout {
@@ -1264,8 +1366,9 @@ int gated_delta_groups(int tokens, int heads, int dk, int dv, DeltaPrecision pre
   }
   const long long slots =
       static_cast<long long>(sms) * group_blocks_per_sm(dk, precision == DeltaPrecision::fp32);
-  // Cost in chunk steps: waves of blocks x chunks per group (+ half a step per combine step).
-  // The single pass runs one 16-column block per (head, tile), one per multiprocessor at dk 128.
+  // Cost in single-pass chunk steps: waves of blocks x chunks per group x kGroupedStepCost (+ half
+  // a step per combine step). The single pass runs one 16-column block per (head, tile), one per
+  // multiprocessor at dk 128.
   const long long single_blocks = static_cast<long long>(heads) * ((dv + kTile - 1) / kTile);
   const double single_cost =
       static_cast<double>((single_blocks + sms - 1) / std::max(sms, 1)) * chunks;
@@ -1276,7 +1379,8 @@ int gated_delta_groups(int tokens, int heads, int dk, int dv, DeltaPrecision pre
   for (int g = 2; g <= cap; ++g) {
     const long long blocks = first + (g - 1) * per_group;
     const long long waves = (blocks + slots - 1) / slots;
-    const double cost = static_cast<double>(waves) * ((chunks + g - 1) / g) + 0.5 * (g - 1);
+    const double cost = static_cast<double>(waves) * ((chunks + g - 1) / g) * kGroupedStepCost +
+                        0.5 * (g - 1);
     if (cost < best_cost) {
       best = g;
       best_cost = cost;

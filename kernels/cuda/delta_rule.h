@@ -27,15 +27,18 @@ enum class DeltaPrecision { fp32, tf32 };
 //               about C / G + G - 1 steps for about twice the arithmetic.
 //               kernels/cpu/delta_rule.h gated_delta_update_grouped is its reference.
 //  automatic:   grouped with the group count gated_delta_groups picks, single pass where that is
-//               1 or where the workspace is too small for it.
+//               1 or where the workspace is too small for it. A grouped chunk step costs about 4
+//               single-pass steps (H200, docs/performance.md run K), so grouping pays only where
+//               the single pass leaves most multiprocessors idle (few heads); at the engine's
+//               1.3B shape (12 heads x 128 x 128) it is the single pass.
 //  fma_single_pass: the single pass with each chunk step's products on the plain fp32 units
 //               (each thread a few outputs in registers, float4 operands from shared memory)
 //               instead of tensor cores: exact fp32 whatever the precision argument. Measured
-//               (H200, docs/performance.md run J): as accurate as 3xTF32 and no faster (525.9 vs
-//               505.7 us at 4680 tokens x 12 heads x 128), so the chunk step is not bound by its
-//               arithmetic; automatic does not pick it. Its device code also runs on the CPU
-//               (tools/gpu/emulate_delta_fma.sh, a ctest), which makes it the kernel to try
-//               changes to the step on first.
+//               (H200, docs/performance.md run K, 4680 tokens x 12 heads x 128): 497 us against
+//               312 us for the tensor-core single pass (whose step issues far fewer instructions
+//               since it reads mma.sync fragments straight from shared memory); automatic does
+//               not pick it. Its device code also runs on the CPU (tools/gpu/emulate_delta_fma.sh,
+//               a ctest).
 enum class DeltaSchedule { automatic, single_pass, grouped, fma_single_pass };
 
 // Tokens per sub-chunk of the chunked (WY / UT-transform) form.
@@ -71,8 +74,9 @@ size_t gated_delta_workspace_bytes(int tokens, int heads);
 size_t gated_delta_workspace_bytes(int tokens, int heads, int dk, int dv, int groups);
 
 // The group count the automatic schedule uses for this shape on the current device (1: single
-// pass): the count that fits one wave of the grouped kernel on the device's multiprocessors with
-// the fewest chunk steps, at most 8, with at least 4 chunks a group and 8 chunks in all.
+// pass): the count with the lowest estimated time (waves of blocks on the device's multiprocessors
+// x chunk steps, a grouped step weighed as 4 single-pass steps), at most 8, with at least 4 chunks
+// a group and 8 chunks in all.
 int gated_delta_groups(int tokens, int heads, int dk, int dv,
                        DeltaPrecision precision = DeltaPrecision::fp32);
 
