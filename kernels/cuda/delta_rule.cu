@@ -77,48 +77,6 @@ __device__ __forceinline__ void add_into(FragAcc& acc, const FragAcc& lo) {
   for (int e = 0; e < acc.num_elements; ++e) acc.x[e] += lo.x[e];
 }
 
-// cp.async with zero fill: src_bytes 0 writes zeros and reads nothing (src must still be a valid
-// address; callers pass one).
-__device__ __forceinline__ void copy_async16(float* dst, const float* src, bool valid) {
-  const auto d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
-               "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void copy_async4(float* dst, const float* src, bool valid) {
-  const auto d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src),
-               "r"(valid ? 4 : 0));
-}
-__device__ __forceinline__ void copy_commit() {
-  asm volatile("cp.async.commit_group;\n" ::);
-}
-__device__ __forceinline__ void copy_wait_all() {
-  asm volatile("cp.async.wait_group 0;\n" ::);
-}
-
-// dst[row * ld + col] = src[row * src_stride + col] for row < kRows, col < kWidth, zero where
-// row >= rows_valid or col >= cols_valid. vec16: 16-byte pieces (src, src_stride and cols_valid
-// multiples of 4 floats); otherwise single floats. rows_valid and cols_valid are >= 1.
-template <int kWidth, int kRows = kChunk>
-__device__ __forceinline__ void load_rows_async(float* dst, int ld, const float* src,
-                                                size_t src_stride, int rows_valid, int cols_valid,
-                                                bool vec16) {
-  if (vec16) {
-    constexpr int kGroups = kWidth / 4;
-    for (int idx = threadIdx.x; idx < kRows * kGroups; idx += blockDim.x) {
-      const int row = idx / kGroups, col = (idx % kGroups) * 4;
-      const bool valid = row < rows_valid && col < cols_valid;
-      copy_async16(dst + row * ld + col, valid ? src + row * src_stride + col : src, valid);
-    }
-  } else {
-    for (int idx = threadIdx.x; idx < kRows * kWidth; idx += blockDim.x) {
-      const int row = idx / kWidth, col = idx % kWidth;
-      const bool valid = row < rows_valid && col < cols_valid;
-      copy_async4(dst + row * ld + col, valid ? src + row * src_stride + col : src, valid);
-    }
-  }
-}
-
 // Raw warp-level TF32 tensor-core products (mma.sync m16n8k8). Fragments are read straight from
 // shared memory and split with integer operations: the WMMA path spent ~4x more instructions on
 // generic-address loads and its TF32 rounding than on the products themselves, and cvt.rna.tf32
@@ -201,6 +159,48 @@ __device__ __forceinline__ void load_b(const float* m, int ld, int k0, int n0, i
   const float* p = m + (k0 + t) * ld + n0 + g;
   split_tf32<kExact>(p[0], hi[0], lo[0]);
   split_tf32<kExact>(p[4 * ld], hi[1], lo[1]);
+}
+
+// cp.async with zero fill: src_bytes 0 writes zeros and reads nothing (src must still be a valid
+// address; callers pass one).
+__device__ __forceinline__ void copy_async16(float* dst, const float* src, bool valid) {
+  const auto d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void copy_async4(float* dst, const float* src, bool valid) {
+  const auto d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src),
+               "r"(valid ? 4 : 0));
+}
+__device__ __forceinline__ void copy_commit() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
+__device__ __forceinline__ void copy_wait_all() {
+  asm volatile("cp.async.wait_group 0;\n" ::);
+}
+
+// dst[row * ld + col] = src[row * src_stride + col] for row < kRows, col < kWidth, zero where
+// row >= rows_valid or col >= cols_valid. vec16: 16-byte pieces (src, src_stride and cols_valid
+// multiples of 4 floats); otherwise single floats. rows_valid and cols_valid are >= 1.
+template <int kWidth, int kRows = kChunk>
+__device__ __forceinline__ void load_rows_async(float* dst, int ld, const float* src,
+                                                size_t src_stride, int rows_valid, int cols_valid,
+                                                bool vec16) {
+  if (vec16) {
+    constexpr int kGroups = kWidth / 4;
+    for (int idx = threadIdx.x; idx < kRows * kGroups; idx += blockDim.x) {
+      const int row = idx / kGroups, col = (idx % kGroups) * 4;
+      const bool valid = row < rows_valid && col < cols_valid;
+      copy_async16(dst + row * ld + col, valid ? src + row * src_stride + col : src, valid);
+    }
+  } else {
+    for (int idx = threadIdx.x; idx < kRows * kWidth; idx += blockDim.x) {
+      const int row = idx / kWidth, col = idx % kWidth;
+      const bool valid = row < rows_valid && col < cols_valid;
+      copy_async4(dst + row * ld + col, valid ? src + row * src_stride + col : src, valid);
+    }
+  }
 }
 
 // ------------------------------------------------------------------------------ prepare kernel
