@@ -112,10 +112,13 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4],
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-// A product's accumulators: hi collects a_hi b_hi, lo the two cross terms of 3xTF32.
+// A product's accumulators: hi collects a_hi b_hi, lo and lo2 the two cross terms of 3xTF32 (in
+// accumulators of their own, so that no two tensor-core instructions of a step wait on each other).
 struct MmaAcc {
   float hi[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   float lo[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  float lo2[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  __device__ __forceinline__ float value(int e) const { return hi[e] + (lo[e] + lo2[e]); }
 };
 
 // acc += A B for one 8-deep step from split fragments (a_hi/a_lo, b_hi/b_lo).
@@ -125,7 +128,7 @@ __device__ __forceinline__ void mma_split(MmaAcc& acc, const uint32_t (&a_hi)[4]
                                           const uint32_t (&b_lo)[2]) {
   if constexpr (kExact) {
     mma_tf32(acc.lo, a_lo, b_hi);
-    mma_tf32(acc.lo, a_hi, b_lo);
+    mma_tf32(acc.lo2, a_hi, b_lo);
   }
   mma_tf32(acc.hi, a_hi, b_hi);
 }
@@ -182,26 +185,56 @@ __device__ __forceinline__ void copy_wait_all() {
 
 // dst[row * ld + col] = src[row * src_stride + col] for row < kRows, col < kWidth, zero where
 // row >= rows_valid or col >= cols_valid. vec16: 16-byte pieces (src, src_stride and cols_valid
-// multiples of 4 floats); otherwise single floats. rows_valid and cols_valid are >= 1.
+// multiples of 4 floats); otherwise single floats. rows_valid and cols_valid are >= 1. Called by
+// all kThreads threads of a block (every kernel here that uses it runs kThreads threads).
 template <int kWidth, int kRows = kChunk>
 __device__ __forceinline__ void load_rows_async(float* dst, int ld, const float* src,
                                                 size_t src_stride, int rows_valid, int cols_valid,
                                                 bool vec16) {
   if (vec16) {
     constexpr int kGroups = kWidth / 4;
-    for (int idx = threadIdx.x; idx < kRows * kGroups; idx += blockDim.x) {
+#pragma unroll
+    for (int idx = threadIdx.x; idx < kRows * kGroups; idx += kThreads) {
       const int row = idx / kGroups, col = (idx % kGroups) * 4;
       const bool valid = row < rows_valid && col < cols_valid;
       copy_async16(dst + row * ld + col, valid ? src + row * src_stride + col : src, valid);
     }
   } else {
-    for (int idx = threadIdx.x; idx < kRows * kWidth; idx += blockDim.x) {
+    for (int idx = threadIdx.x; idx < kRows * kWidth; idx += kThreads) {
       const int row = idx / kWidth, col = idx % kWidth;
       const bool valid = row < rows_valid && col < cols_valid;
       copy_async4(dst + row * ld + col, valid ? src + row * src_stride + col : src, valid);
     }
   }
 }
+
+// The 16-byte pieces one thread copies of a kRows x kWidth tile in load_rows_async's vec16 layout,
+// with the parts of their addresses that do not change from chunk to chunk worked out once: piece
+// i is row row0 + i * kRowStep, columns [col, col + 4). The recurrence prefetches every chunk, and
+// recomputing these addresses there cost more instructions than its tensor-core products (ncu).
+template <int kWidth, int kRows = kChunk>
+struct TilePieces {
+  static constexpr int kGroups = kWidth / 4;
+  static_assert(kThreads % kGroups == 0 && (kRows * kGroups) % kThreads == 0,
+                "every thread copies the same number of pieces");
+  static constexpr int kCount = kRows * kGroups / kThreads;
+  static constexpr int kRowStep = kThreads / kGroups;
+  int row0, col;
+  __device__ explicit TilePieces(int tid) : row0(tid / kGroups), col((tid % kGroups) * 4) {}
+  // dst[row * ld + col] = src[row * stride + col], zero outside rows_valid x cols_valid (src,
+  // stride and cols_valid multiples of 4 floats, as load_rows_async's vec16).
+  __device__ __forceinline__ void load(float* dst, int ld, const float* src, size_t stride,
+                                       int rows_valid, int cols_valid) const {
+    const bool col_ok = col < cols_valid;
+    const float* from = src + row0 * stride + col;
+    float* to = dst + row0 * ld + col;
+#pragma unroll
+    for (int i = 0; i < kCount; ++i) {
+      const bool valid = col_ok && row0 + i * kRowStep < rows_valid;
+      copy_async16(to + i * kRowStep * ld, valid ? from + i * kRowStep * stride : src, valid);
+    }
+  }
+};
 
 // ------------------------------------------------------------------------------ prepare kernel
 
@@ -267,7 +300,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int e = 0; e < 4; ++e)
         gram[(16 * r + g + 8 * (e >> 1)) * kLdX + 8 * q + 2 * t + (e & 1)] =
-            (even.hi[e] + even.lo[e]) + (odd.hi[e] + odd.lo[e]);
+            even.value(e) + odd.value(e);
     }
   }
   __syncthreads();
@@ -335,26 +368,51 @@ template <int kKeyPad>
 struct RecurLayout {
   static constexpr int kLdK = ld_keys<kKeyPad>();  // = 4 mod 32: A-fragment rows on all banks
   static constexpr int kLdS = kTile + 8;           // = 24: B-fragment rows t, t+1.. on all banks
-  // Offsets in floats; every region a multiple of 4 floats (16-byte cp.async).
-  static constexpr int keys = 0;                         // [2][kChunk][kLdK]
-  static constexpr int xmat = keys + 2 * kChunk * kLdK;  // [2][kChunk][kLdX]
-  static constexpr int vals = xmat + 2 * kChunk * kLdX;  // [2][kChunk][kLdS]
-  static constexpr int coef = vals + 2 * kChunk * kLdS;  // [2][kCoefs]
-  static constexpr int state = coef + 2 * kCoefs;        // [kKeyPad][kLdS]
-  static constexpr int rhs = state + kKeyPad * kLdS;     // [kChunk][kLdS] R
-  static constexpr int upd = rhs + kChunk * kLdS;        // [kChunk][kLdS] tail * U
-  static constexpr int total = upd + kChunk * kLdS;
+  // Offsets in floats; every region a multiple of 4 floats (16-byte cp.async). The B operands
+  // (state, R, tail U) are kept split into TF32 hi and lo halves, [2][rows][kLdS], by the step
+  // that writes them, so the products read them without converting.
+  static constexpr int keys = 0;                           // [2][kChunk][kLdK]
+  static constexpr int xmat = keys + 2 * kChunk * kLdK;    // [2][kChunk][kLdX]
+  static constexpr int vals = xmat + 2 * kChunk * kLdX;    // [2][kChunk][kLdS]
+  static constexpr int coef = vals + 2 * kChunk * kLdS;    // [2][kCoefs]
+  static constexpr int state = coef + 2 * kCoefs;          // [hi, lo][kKeyPad][kLdS]
+  static constexpr int part = state + 2 * kKeyPad * kLdS;  // [2 key halves][kChunk][kLdS] K S
+  static constexpr int rhs = part + 2 * kChunk * kLdS;     // [hi, lo][kChunk][kLdS] R
+  static constexpr int upd = rhs + 2 * kChunk * kLdS;      // [hi, lo][kChunk][kLdS] tail * U
+  static constexpr int total = upd + 2 * kChunk * kLdS;
   static constexpr size_t bytes = sizeof(float) * total;
 };
 
-// One block per (value tile of 16 columns, head); 8 warps; warp w owns the 16 x 8 output tile
-// (rows 16 (w & 3), columns 8 (w >> 2)) of the chunk-sized products. Per chunk:
-//   P = K S;  R = beta V - beta gamma P                                       -> rhs
-//   U = X R;  Ud = tail U   (row tile r needs X columns [0, 16 (r + 1)))      -> upd
-//   S = decay S + K^T Ud    (warp w < kKeyPad / 16: state rows 16 w, both column tiles, kept in
-//                            registers and mirrored in shared memory for the next K S)
-// Three barriers a chunk; each product runs as two interleaved accumulator chains (even and odd
-// 8-deep steps) so consecutive tensor-core instructions do not wait on each other.
+// Stores x split for later use as a TF32 B operand: hi at p, lo (kExact) at p + lo_offset.
+template <bool kExact>
+__device__ __forceinline__ void store_split(float* p, int lo_offset, float x) {
+  const uint32_t hi = to_tf32(x);
+  p[0] = __uint_as_float(hi);
+  if constexpr (kExact) p[lo_offset] = x - __uint_as_float(hi);
+}
+
+// B fragment (rows [k0, k0 + 8), columns [n0, n0 + 8)) of a matrix stored split by store_split.
+template <bool kExact>
+__device__ __forceinline__ void load_b_split(const float* m, int lo_offset, int ld, int k0, int n0,
+                                             int g, int t, uint32_t (&hi)[2], uint32_t (&lo)[2]) {
+  const float* p = m + (k0 + t) * ld + n0 + g;
+  hi[0] = __float_as_uint(p[0]);
+  hi[1] = __float_as_uint(p[4 * ld]);
+  if constexpr (kExact) {
+    lo[0] = __float_as_uint(p[lo_offset]);
+    lo[1] = __float_as_uint(p[lo_offset + 4 * ld]);
+  }
+}
+
+// One block per (value tile of 16 columns, head); 8 warps. Per chunk:
+//   P = K S     warp w: rows 16 (w & 3), key half w >> 2, both column tiles     -> part[2]
+//   R = beta V - beta gamma (P0 + P1)                  all threads              -> rhs (split)
+//   U = X R     warp w: rows 16 (w & 3), columns 8 (w >> 2); row tile r needs X columns
+//               [0, 16 (r + 1));  Ud = tail U                                   -> upd (split)
+//   S = decay S + K^T Ud   warp w < kKeyPad / 16: state rows 16 w, both column tiles, kept in
+//               registers (fp32) and mirrored split in shared memory for the next K S
+// Four barriers a chunk. Splitting K S over the key dim halves its dependent chain and shares each
+// A fragment of K between the two column tiles.
 template <int kKeyPad, bool kExact>
 __global__ void __launch_bounds__(kThreads)
     delta_recur_kernel(float* __restrict__ s, const float* __restrict__ k, int k_stride,
@@ -364,8 +422,10 @@ __global__ void __launch_bounds__(kThreads)
   using L = RecurLayout<kKeyPad>;
   constexpr int kLdK = L::kLdK, kLdS = L::kLdS;
   constexpr int kStateWarps = kKeyPad / 16;
+  constexpr int kStateLo = kKeyPad * kLdS, kChunkLo = kChunk * kLdS;  // lo-half offsets
   extern __shared__ __align__(128) float smem[];
   float* state = smem + L::state;
+  float* part = smem + L::part;
   float* rhs = smem + L::rhs;
   float* upd = smem + L::upd;
 
@@ -379,41 +439,47 @@ __global__ void __launch_bounds__(kThreads)
   const float* x_head = x_in + static_cast<size_t>(h) * chunks * kChunk * kChunk;
   const float* coef_head = coef_in + static_cast<size_t>(h) * chunks * kCoefs;
 
+  const TilePieces<kKeyPad> key_pieces(tid);
+  const TilePieces<kTile> val_pieces(tid);
+  const TilePieces<kChunk> x_pieces(tid);
   auto prefetch = [&](int c) {
     const int buf = c & 1, t0 = c * kChunk, n = min(kChunk, tokens - t0);
-    load_rows_async<kKeyPad>(smem + L::keys + buf * kChunk * kLdK, kLdK,
-                             k_head + static_cast<size_t>(t0) * k_stride,
-                             static_cast<size_t>(k_stride), n, dk, vec16);
-    load_rows_async<kTile>(smem + L::vals + buf * kChunk * kLdS, kLdS,
-                           v_head + static_cast<size_t>(t0) * v_stride,
-                           static_cast<size_t>(v_stride), n, cols, vec16);
-    load_rows_async<kChunk>(smem + L::xmat + buf * kChunk * kLdX, kLdX,
-                            x_head + static_cast<size_t>(c) * kChunk * kChunk, kChunk, kChunk,
-                            kChunk, true);
+    const float* k_src = k_head + static_cast<size_t>(t0) * k_stride;
+    const float* v_src = v_head + static_cast<size_t>(t0) * v_stride;
+    float* k_dst = smem + L::keys + buf * kChunk * kLdK;
+    float* v_dst = smem + L::vals + buf * kChunk * kLdS;
+    if (vec16) {
+      key_pieces.load(k_dst, kLdK, k_src, static_cast<size_t>(k_stride), n, dk);
+      val_pieces.load(v_dst, kLdS, v_src, static_cast<size_t>(v_stride), n, cols);
+    } else {
+      load_rows_async<kKeyPad>(k_dst, kLdK, k_src, static_cast<size_t>(k_stride), n, dk, false);
+      load_rows_async<kTile>(v_dst, kLdS, v_src, static_cast<size_t>(v_stride), n, cols, false);
+    }
+    x_pieces.load(smem + L::xmat + buf * kChunk * kLdX, kLdX,
+                  x_head + static_cast<size_t>(c) * kChunk * kChunk, kChunk, kChunk, kChunk);
     const float* coef_src = coef_head + static_cast<size_t>(c) * kCoefs;
-    for (int idx = tid; idx < kCoefs / 4; idx += kThreads)
-      copy_async16(smem + L::coef + buf * kCoefs + 4 * idx, coef_src + 4 * idx, true);
+    if (tid < kCoefs / 4)
+      copy_async16(smem + L::coef + buf * kCoefs + 4 * tid, coef_src + 4 * tid, true);
     copy_commit();
   };
 
   prefetch(0);
-  for (int idx = tid; idx < kKeyPad * kTile; idx += kThreads) {
-    const int row = idx / kTile, col = idx % kTile;
-    state[row * kLdS + col] =
-        row < dk && col < cols ? s_head[static_cast<size_t>(row) * dv + j0 + col] : 0.0f;
-  }
-  __syncthreads();
-  // This warp's state rows [16 warp, 16 warp + 16), column tiles 0 and 1, in C-fragment order.
-  float s_reg[2][4];
+  // The state: fp32 in the registers of the warp that updates it (C-fragment order: rows
+  // [16 warp, 16 warp + 16), column tiles 0 and 1), split in shared memory for K S.
+  float s_reg[2][4] = {};
   if (warp < kStateWarps) {
 #pragma unroll
     for (int ct = 0; ct < 2; ++ct)
 #pragma unroll
-      for (int e = 0; e < 4; ++e)
-        s_reg[ct][e] = state[(16 * warp + g + 8 * (e >> 1)) * kLdS + 8 * ct + 2 * t + (e & 1)];
+      for (int e = 0; e < 4; ++e) {
+        const int row = 16 * warp + g + 8 * (e >> 1), col = 8 * ct + 2 * t + (e & 1);
+        s_reg[ct][e] =
+            row < dk && col < cols ? s_head[static_cast<size_t>(row) * dv + j0 + col] : 0.0f;
+        store_split<kExact>(state + row * kLdS + col, kStateLo, s_reg[ct][e]);
+      }
   }
 
-  const int row_tile = warp & 3, col_tile = warp >> 2;
+  const int row_tile = warp & 3, col_tile = warp >> 2, key_half = warp >> 2;
   const int out_row = 16 * row_tile + g, out_col = 8 * col_tile + 2 * t;  // C element 0
   for (int c = 0; c < chunks; ++c) {
     const int buf = c & 1;
@@ -424,43 +490,60 @@ __global__ void __launch_bounds__(kThreads)
 
     copy_wait_all();
     // Chunk c has landed for every thread; every thread is done with chunk c - 1, so its buffer
-    // may be refilled, and the state rows written after the last chunk are visible.
+    // may be refilled, and the state written after the last chunk is visible.
     __syncthreads();
     if (c + 1 < chunks) prefetch(c + 1);
 
-    {  // P = K S -> R = beta V - beta gamma P
-      MmaAcc even, odd;
+    {  // P = K S over this warp's half of the key dim, both column tiles.
+      MmaAcc acc[2];
+      constexpr int kHalf = kKeyPad / 2;
+      const float* key_cols = keys + key_half * kHalf;            // K[:, half]
+      const float* state_rows = state + key_half * kHalf * kLdS;  // S[half, :]
 #pragma unroll
-      for (int kk = 0; kk < kKeyPad; kk += 8) {
-        uint32_t a_hi[4], a_lo[4], b_hi[2], b_lo[2];
-        load_a<kExact>(keys, kLdK, 16 * row_tile, kk, g, t, a_hi, a_lo);
-        load_b<kExact>(state, kLdS, kk, 8 * col_tile, g, t, b_hi, b_lo);
-        mma_split<kExact>((kk / 8) % 2 ? odd : even, a_hi, a_lo, b_hi, b_lo);
-      }
+      for (int kk = 0; kk < kHalf; kk += 8) {
+        uint32_t a_hi[4], a_lo[4];
+        load_a<kExact>(key_cols, kLdK, 16 * row_tile, kk, g, t, a_hi, a_lo);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int row = out_row + 8 * (e >> 1), col = out_col + (e & 1);
-        const float p = (even.hi[e] + even.lo[e]) + (odd.hi[e] + odd.lo[e]);
-        rhs[row * kLdS + col] = coef[kChunk + row] * vals[row * kLdS + col] - coef[row] * p;
+        for (int ct = 0; ct < 2; ++ct) {
+          uint32_t b_hi[2], b_lo[2];
+          load_b_split<kExact>(state_rows, kStateLo, kLdS, kk, 8 * ct, g, t, b_hi, b_lo);
+          mma_split<kExact>(acc[ct], a_hi, a_lo, b_hi, b_lo);
+        }
       }
+      float* out = part + key_half * kChunkLo;
+#pragma unroll
+      for (int ct = 0; ct < 2; ++ct)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          out[(out_row + 8 * (e >> 1)) * kLdS + 8 * ct + 2 * t + (e & 1)] = acc[ct].value(e);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int idx = tid; idx < kChunk * kTile; idx += kThreads) {  // R = beta V - beta gamma P
+      const int row = idx / kTile, o = row * kLdS + idx % kTile;
+      store_split<kExact>(
+          rhs + o, kChunkLo,
+          coef[kChunk + row] * vals[o] - coef[row] * (part[o] + part[kChunkLo + o]));
     }
     __syncthreads();
     {  // U = X R -> Ud = tail U
       MmaAcc even, odd;
-      for (int kk = 0; kk < 16 * (row_tile + 1); kk += 16) {  // an even and an odd step
+#pragma unroll
+      for (int kk = 0; kk < kChunk; kk += 16) {  // an even and an odd step
+        if (kk > 16 * row_tile) break;           // X is lower triangular
         uint32_t a_hi[4], a_lo[4], b_hi[2], b_lo[2];
         load_a<kExact>(xmat, kLdX, 16 * row_tile, kk, g, t, a_hi, a_lo);
-        load_b<kExact>(rhs, kLdS, kk, 8 * col_tile, g, t, b_hi, b_lo);
+        load_b_split<kExact>(rhs, kChunkLo, kLdS, kk, 8 * col_tile, g, t, b_hi, b_lo);
         mma_split<kExact>(even, a_hi, a_lo, b_hi, b_lo);
         load_a<kExact>(xmat, kLdX, 16 * row_tile, kk + 8, g, t, a_hi, a_lo);
-        load_b<kExact>(rhs, kLdS, kk + 8, 8 * col_tile, g, t, b_hi, b_lo);
+        load_b_split<kExact>(rhs, kChunkLo, kLdS, kk + 8, 8 * col_tile, g, t, b_hi, b_lo);
         mma_split<kExact>(odd, a_hi, a_lo, b_hi, b_lo);
       }
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int row = out_row + 8 * (e >> 1), col = out_col + (e & 1);
-        const float u = (even.hi[e] + even.lo[e]) + (odd.hi[e] + odd.lo[e]);
-        upd[row * kLdS + col] = coef[2 * kChunk + row] * u;
+        const float u = even.value(e) + odd.value(e);
+        store_split<kExact>(upd + row * kLdS + col, kChunkLo, coef[2 * kChunk + row] * u);
       }
     }
     __syncthreads();
@@ -474,7 +557,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int ct = 0; ct < 2; ++ct) {
           uint32_t b_hi[2], b_lo[2];
-          load_b<kExact>(upd, kLdS, kk, 8 * ct, g, t, b_hi, b_lo);
+          load_b_split<kExact>(upd, kChunkLo, kLdS, kk, 8 * ct, g, t, b_hi, b_lo);
           mma_split<kExact>((kk / 8) % 2 ? odd[ct] : even[ct], a_hi, a_lo, b_hi, b_lo);
         }
       }
@@ -482,17 +565,21 @@ __global__ void __launch_bounds__(kThreads)
       for (int ct = 0; ct < 2; ++ct)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          s_reg[ct][e] = decay * s_reg[ct][e] + ((even[ct].hi[e] + even[ct].lo[e]) +
-                                                 (odd[ct].hi[e] + odd[ct].lo[e]));
-          state[(16 * warp + g + 8 * (e >> 1)) * kLdS + 8 * ct + 2 * t + (e & 1)] = s_reg[ct][e];
+          s_reg[ct][e] = decay * s_reg[ct][e] + (even[ct].value(e) + odd[ct].value(e));
+          store_split<kExact>(
+              state + (16 * warp + g + 8 * (e >> 1)) * kLdS + 8 * ct + 2 * t + (e & 1), kStateLo,
+              s_reg[ct][e]);
         }
     }
   }
-  __syncthreads();
-  for (int idx = tid; idx < kKeyPad * kTile; idx += kThreads) {
-    const int row = idx / kTile, col = idx % kTile;
-    if (row < dk && col < cols)
-      s_head[static_cast<size_t>(row) * dv + j0 + col] = state[row * kLdS + col];
+  if (warp < kStateWarps) {
+#pragma unroll
+    for (int ct = 0; ct < 2; ++ct)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = 16 * warp + g + 8 * (e >> 1), col = 8 * ct + 2 * t + (e & 1);
+        if (row < dk && col < cols) s_head[static_cast<size_t>(row) * dv + j0 + col] = s_reg[ct][e];
+      }
   }
 }
 
@@ -513,12 +600,12 @@ __global__ void __launch_bounds__(kThreads)
 //   Ud = X R                        -> prod   (Ud = diag(tail) U)
 //   S = decay S + K^T Ud            (state in shared memory; warp w owns row tiles of S)
 
-constexpr int kGroupCols = 64;                  // state columns per grouped block
-constexpr int kLdG = kGroupCols + 4;            // row stride of the 64-column tiles
+constexpr int kGroupCols = 64;                   // state columns per grouped block
+constexpr int kLdG = kGroupCols + 4;             // row stride of the 64-column tiles
 constexpr int kGroupColTiles = kGroupCols / 16;  // 4
-constexpr int kMaxGroups = 8;                   // most groups one update is split into
-constexpr int kMinChunksPerGroup = 4;           // fewer chunks per group: too little to gain
-constexpr int kGroupedMinChunks = 8;            // below this many chunks: single pass
+constexpr int kMaxGroups = 8;                    // most groups one update is split into
+constexpr int kMinChunksPerGroup = 4;            // fewer chunks per group: too little to gain
+constexpr int kGroupedMinChunks = 8;             // below this many chunks: single pass
 // Time of one grouped chunk step (64 + 64 state columns, WMMA) over one single-pass chunk step (16
 // columns, mma.sync), measured on an H200 at 4680 x 12 x 128 (docs/performance.md run K: about 17
 // vs 3.5 us in fp32, 11 vs 2.7 us in TF32). The automatic schedule weighs the group count with it.
@@ -528,13 +615,13 @@ template <int kKeyPad>
 struct GroupLayout {
   static constexpr int kLdK = ld_keys<kKeyPad>();
   // Offsets in floats; every region is a multiple of 8 floats (32 bytes, WMMA's alignment).
-  static constexpr int keys = 0;                          // [2][kChunk][kLdK]
-  static constexpr int xmat = keys + 2 * kChunk * kLdK;   // [2][kChunk][kLdX]
-  static constexpr int vals = xmat + 2 * kChunk * kLdX;   // [2][kChunk][kLdG]
-  static constexpr int coef = vals + 2 * kChunk * kLdG;   // [2][kCoefs]
-  static constexpr int state = coef + 2 * kCoefs;         // [kKeyPad][kLdG]
-  static constexpr int prod = state + kKeyPad * kLdG;     // [kChunk][kLdG]: K S, then Ud
-  static constexpr int rhs = prod + kChunk * kLdG;        // [kChunk][kLdG]: R
+  static constexpr int keys = 0;                         // [2][kChunk][kLdK]
+  static constexpr int xmat = keys + 2 * kChunk * kLdK;  // [2][kChunk][kLdX]
+  static constexpr int vals = xmat + 2 * kChunk * kLdX;  // [2][kChunk][kLdG]
+  static constexpr int coef = vals + 2 * kChunk * kLdG;  // [2][kCoefs]
+  static constexpr int state = coef + 2 * kCoefs;        // [kKeyPad][kLdG]
+  static constexpr int prod = state + kKeyPad * kLdG;    // [kChunk][kLdG]: K S, then Ud
+  static constexpr int rhs = prod + kChunk * kLdG;       // [kChunk][kLdG]: R
   static constexpr int total = rhs + kChunk * kLdG;
   static constexpr size_t bytes = sizeof(float) * total;
 };
@@ -553,8 +640,7 @@ __device__ __forceinline__ void split_tf32(const Frag& x, Frag& hi, Frag& lo) {
 // acc += a b from split operands (lo parts unused unless kExact), as mma_step.
 template <bool kExact, class FragA, class FragB>
 __device__ __forceinline__ void mma_split(FragAcc& acc, FragAcc& lo, const FragA& a_hi,
-                                          const FragA& a_lo, const FragB& b_hi,
-                                          const FragB& b_lo) {
+                                          const FragA& a_lo, const FragB& b_hi, const FragB& b_lo) {
   if constexpr (kExact) {
     wmma::mma_sync(lo, a_lo, b_hi, lo);
     wmma::mma_sync(lo, a_hi, b_lo, lo);
@@ -571,16 +657,15 @@ __global__ void __launch_bounds__(kThreads)
                        const float* __restrict__ coef_in, float* __restrict__ aug_out) {
   using L = GroupLayout<kKeyPad>;
   constexpr int kLdK = L::kLdK;
-  constexpr int kRowTiles = kKeyPad / 16;          // 2, 4 or 8 row tiles of the state
-  constexpr int kColWarps = 8 / kRowTiles;         // warps sharing one row tile in the S update
+  constexpr int kRowTiles = kKeyPad / 16;   // 2, 4 or 8 row tiles of the state
+  constexpr int kColWarps = 8 / kRowTiles;  // warps sharing one row tile in the S update
   constexpr int kPerWarp = kGroupColTiles / kColWarps;  // state tiles per warp: 1, 2 or 4
   extern __shared__ __align__(128) float smem[];
   float* state = smem + L::state;
   float* prod = smem + L::prod;
   float* rhs = smem + L::rhs;
 
-  const int tile = blockIdx.x, h = blockIdx.y, g = blockIdx.z, tid = threadIdx.x,
-            warp = tid / 32;
+  const int tile = blockIdx.x, h = blockIdx.y, g = blockIdx.z, tid = threadIdx.x, warp = tid / 32;
   const bool augmented = g > 0;
   const int width = augmented ? dk + dv : dv;  // columns of this group's state
   const int j0 = tile * kGroupCols;
@@ -745,8 +830,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int q = 0; q < kPerWarp; ++q) {
         add_into(acc[q], lo[q]);
-        wmma::store_matrix_sync(state + 16 * rt * kLdG + 16 * (ct0 + kColWarps * q), acc[q],
-                                kLdG, wmma::mem_row_major);
+        wmma::store_matrix_sync(state + 16 * rt * kLdG + 16 * (ct0 + kColWarps * q), acc[q], kLdG,
+                                wmma::mem_row_major);
       }
     }
   }
@@ -1140,8 +1225,8 @@ bool can_vec16(const float* k, int k_stride, const float* v, int v_stride, int d
 }
 
 template <int kKeyPad, bool kExact>
-void launch_prepare(const float* k, int k_stride, const float* alpha, const float* beta,
-                    int tokens, int heads, int dk, bool vec16, float* x_ws, float* coef_ws,
+void launch_prepare(const float* k, int k_stride, const float* alpha, const float* beta, int tokens,
+                    int heads, int dk, bool vec16, float* x_ws, float* coef_ws,
                     cudaStream_t stream) {
   const int chunks = chunk_count(tokens);
   constexpr size_t prep_bytes = prepare_smem_bytes<kKeyPad>();
@@ -1159,8 +1244,8 @@ void launch_chunked(float* s, const float* k, int k_stride, const float* v, int 
                     float* x_ws, float* coef_ws, cudaStream_t stream) {
   const int chunks = chunk_count(tokens);
   const bool vec16 = can_vec16(k, k_stride, v, v_stride, dk, dv);
-  launch_prepare<kKeyPad, kExact>(k, k_stride, alpha, beta, tokens, heads, dk, vec16, x_ws,
-                                  coef_ws, stream);
+  launch_prepare<kKeyPad, kExact>(k, k_stride, alpha, beta, tokens, heads, dk, vec16, x_ws, coef_ws,
+                                  stream);
 
   constexpr size_t recur_bytes = RecurLayout<kKeyPad>::bytes;
   auto* recur = delta_recur_kernel<kKeyPad, kExact>;
@@ -1200,8 +1285,7 @@ void launch_fma(float* s, const float* k, int k_stride, const float* v, int v_st
                                 stream);
   constexpr size_t bytes = FmaLayout<kKeyPad>::bytes;
   auto* recur = delta_recur_fma_kernel<kKeyPad>;
-  cudaFuncSetAttribute(recur, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                       static_cast<int>(bytes));
+  cudaFuncSetAttribute(recur, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
   const unsigned tiles = static_cast<unsigned>((dv + kTile - 1) / kTile);
   recur<<<dim3(tiles, static_cast<unsigned>(heads)), kThreads, bytes, stream>>>(
       s, k, k_stride, v, v_stride, tokens, dk, dv, vec16, chunks, x_ws, coef_ws);
@@ -1234,8 +1318,8 @@ void launch_grouped(float* s, const float* k, int k_stride, const float* v, int 
                     int groups, float* x_ws, float* coef_ws, float* aug_ws, cudaStream_t stream) {
   const int chunks = chunk_count(tokens);
   const bool vec16 = can_vec16(k, k_stride, v, v_stride, dk, dv);
-  launch_prepare<kKeyPad, kExact>(k, k_stride, alpha, beta, tokens, heads, dk, vec16, x_ws,
-                                  coef_ws, stream);
+  launch_prepare<kKeyPad, kExact>(k, k_stride, alpha, beta, tokens, heads, dk, vec16, x_ws, coef_ws,
+                                  stream);
 
   constexpr size_t group_bytes = GroupLayout<kKeyPad>::bytes;
   auto* group = delta_group_kernel<kKeyPad, kExact>;
@@ -1262,15 +1346,14 @@ void launch_grouped(float* s, const float* k, int k_stride, const float* v, int 
 template <bool kExact>
 void dispatch_grouped(float* s, const float* k, int k_stride, const float* v, int v_stride,
                       const float* alpha, const float* beta, int tokens, int heads, int dk, int dv,
-                      int groups, float* x_ws, float* coef_ws, float* aug_ws,
-                      cudaStream_t stream) {
+                      int groups, float* x_ws, float* coef_ws, float* aug_ws, cudaStream_t stream) {
   switch (key_pad(dk)) {
     case 32:
-      return launch_grouped<32, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads,
-                                        dk, dv, groups, x_ws, coef_ws, aug_ws, stream);
+      return launch_grouped<32, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk,
+                                        dv, groups, x_ws, coef_ws, aug_ws, stream);
     case 64:
-      return launch_grouped<64, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads,
-                                        dk, dv, groups, x_ws, coef_ws, aug_ws, stream);
+      return launch_grouped<64, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk,
+                                        dv, groups, x_ws, coef_ws, aug_ws, stream);
     default:
       return launch_grouped<128, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads,
                                          dk, dv, groups, x_ws, coef_ws, aug_ws, stream);
@@ -1379,8 +1462,8 @@ int gated_delta_groups(int tokens, int heads, int dk, int dv, DeltaPrecision pre
   for (int g = 2; g <= cap; ++g) {
     const long long blocks = first + (g - 1) * per_group;
     const long long waves = (blocks + slots - 1) / slots;
-    const double cost = static_cast<double>(waves) * ((chunks + g - 1) / g) * kGroupedStepCost +
-                        0.5 * (g - 1);
+    const double cost =
+        static_cast<double>(waves) * ((chunks + g - 1) / g) * kGroupedStepCost + 0.5 * (g - 1);
     if (cost < best_cost) {
       best = g;
       best_cost = cost;
