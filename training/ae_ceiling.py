@@ -5,6 +5,7 @@ than its decoder can draw, so a run that changes the decoder (train.py --stage d
 here before it is shipped.
 
     python3 training/ae_ceiling.py MODEL.safetensors [MODEL2 ...] [--frames 96] [--seed 5]
+                                   [--text-encoder FILE]
 
 Prints, per model, the fraction of frames whose round trip is measured as the frame's own
 time / biome / weather / subject / colour (colour over frames with a subject), per subject, and
@@ -18,7 +19,7 @@ import json
 import random
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -58,10 +59,11 @@ def score(frames: torch.Tensor, attrs: Sequence[Dict[str, object]],
     return out
 
 
-def model_roundtrip(path: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def model_roundtrip(path: str, text_encoder: Optional[str] = None
+                    ) -> Callable[[torch.Tensor], torch.Tensor]:
     from train_lib import modelio
 
-    model, _ = modelio.load(path)
+    model, _ = modelio.load(path, text_encoder)
     model.eval()
 
     def run(frames: torch.Tensor) -> torch.Tensor:
@@ -81,11 +83,15 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=96)
     p.add_argument("--seed", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--text-encoder",
+                   help="the converted text encoder to load the models with, where the file they "
+                        "name is not next to them nor in .deps/models (e.g. the GPU machine's "
+                        "pruned copy; the round trip does not use it)")
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, args.threads))
     frames, attrs = test_frames(args.frames, args.seed)
     for path in args.models:
-        result = score(frames, attrs, model_roundtrip(path))
+        result = score(frames, attrs, model_roundtrip(path, args.text_encoder))
         print(json.dumps({"model": path, **{k: (round(v, 3) if isinstance(v, float) else v)
                                             for k, v in result.items()}}))
     return 0

@@ -19,6 +19,18 @@
 # Models are exported every CKPT_MIN minutes and copied into $OUT as they appear, and a watchdog
 # stops training before the deadline, so a slot cut short still returns weights.
 #
+# New autoencoder (run 9): with AE_MIN > 0 the hybrid model is a new one, not resumed: an ae stage
+# of AE_MIN minutes trains a fresh autoencoder of AE_ARGS on every GPU (DDP), then dit and
+# selfforce train the DiT on its latents, all in one train.py process (one start-up). The DiT
+# starts from scratch (DIT_INIT=fresh) or from $RESUME's DiT (DIT_INIT=shipped: --init-dit-from,
+# every DiT tensor whose shape still fits; at patch 4 all but the patch embedding's weight and
+# the head's output layer). Fresh is the default: on the CPU (120 dit steps, batch 4, same data
+# and noise) the shipped DiT's loss stayed 0.05-0.09 above a fresh one's from step 20 on. As
+# soon as the ae stage ends, its export is copied to $OUT/ae.safetensors and scored by
+# training/ae_ceiling.py on the CPU while the DiT trains ($OUT/ae_ceiling.json, CEIL_FRAMES
+# frames; the shipped 8x model scores 0.757 on its 96); $OUT/hybrid.safetensors is the new model.
+# Baselines, DEC_MIN and the LOSSES history are skipped in this mode (a new model's lineage).
+#
 # Environment (defaults in brackets):
 #   OUT [out/gpu-run]  TOTAL_MIN [8.5]  RESUME [resources/models/strand-world-v1.safetensors: the
 #            shipped model is the resume point]  LOSSES [training/checkpoints/strand-world-v1.losses.json:
@@ -31,6 +43,11 @@
 #   HYBRID_ONLY [0] 1: every GPU trains the hybrid model (no baselines)
 #   CKPT_MIN [1.5]  EXTRA_ARGS [] more train.py options for every run (e.g. for a CPU dry run:
 #   "--max-steps 2 --pool 2 --batch 2")
+#   AE_MIN [0]      minutes of a fresh autoencoder's ae stage (0: resume $RESUME as above)
+#   AE_ARGS ["--ae-channels 16,32,64 --latent-channels 8 --patch 4"] its config (AE_MIN > 0)
+#   DIT_INIT [fresh] fresh | shipped: the DiT's start when AE_MIN > 0
+#   CEIL_FRAMES [96] frames ae_ceiling.py scores the new autoencoder on
+# Run 9, 2 or 4 GPUs: OUT=... TOTAL_MIN=9 AE_MIN=2 bash training/gpu_run.sh
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -44,9 +61,16 @@ DIT_SHARE="${DIT_SHARE:-0.7}"
 DEC_MIN="${DEC_MIN:-0}"
 SUBJECT_WEIGHT="${SUBJECT_WEIGHT:-6}"
 CKPT_MIN="${CKPT_MIN:-1.5}"
+AE_MIN="${AE_MIN:-0}"
+AE_ARGS="${AE_ARGS:---ae-channels 16,32,64 --latent-channels 8 --patch 4}"
+DIT_INIT="${DIT_INIT:-fresh}"
+CEIL_FRAMES="${CEIL_FRAMES:-96}"
 EXTRA_ARGS="${EXTRA_ARGS:-}"
 PY="${STRAND_PYTHON:-python3}"
 say() { printf 'gpu_run: %s\n' "$*"; }
+NEW_AE=0
+awk -v a="$AE_MIN" 'BEGIN { exit !(a > 0) }' && NEW_AE=1
+[[ "$DIT_INIT" == shipped || "$DIT_INIT" == fresh ]] || { say "DIT_INIT is shipped or fresh"; exit 2; }
 mkdir -p "$OUT"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/strand-gpu-run.XXXXXX")"
 
@@ -59,16 +83,23 @@ say "$GPUS GPU(s), $(nproc) CPU cores, budget $TOTAL_MIN min, work folder $WORK"
 
 # Minutes: ~1.3 for start-up (imports, CUDA/NCCL, clip pools, batch probe) and the final packing,
 # the rest split between the stages. The watchdog stops everything 25 s before the deadline.
-# The dec stage takes DEC_MIN, at most a quarter of the training minutes.
-read -r DEC_MIN DIT_MIN SF_MIN KILL_S < <(awk -v t="$TOTAL_MIN" -v s="$DIT_SHARE" -v d="$DEC_MIN" 'BEGIN {
-  train = t - 1.3; if (train < 0.1) train = 0.1
+# The dec stage takes DEC_MIN, at most a quarter of the training minutes; an ae stage (AE_MIN,
+# at most half of them) adds 0.2 min of start-up (its own clip pool).
+((NEW_AE)) && DEC_MIN=0
+read -r AE_MIN DEC_MIN DIT_MIN SF_MIN KILL_S < <(awk -v t="$TOTAL_MIN" -v s="$DIT_SHARE" \
+    -v d="$DEC_MIN" -v a="$AE_MIN" -v n="$NEW_AE" 'BEGIN {
+  train = t - 1.3 - 0.2 * n; if (train < 0.1) train = 0.1
+  if (a > train / 2) a = train / 2; if (a < 0 || !n) a = 0
   if (d > train / 4) d = train / 4; if (d < 0) d = 0
-  rest = train - d
-  printf "%.2f %.2f %.2f %d\n", d, rest * s, rest * (1 - s), t * 60 - 25 }')
+  rest = train - d - a
+  printf "%.2f %.2f %.2f %.2f %d\n", a, d, rest * s, rest * (1 - s), t * 60 - 25 }')
 STAGES="dit,selfforce"
 STAGE_MIN="dit=$DIT_MIN,selfforce=$SF_MIN"
 if awk -v d="$DEC_MIN" 'BEGIN { exit !(d > 0) }'; then
   STAGES="dec,$STAGES"; STAGE_MIN="dec=$DEC_MIN,$STAGE_MIN"
+fi
+if ((NEW_AE)); then
+  STAGES="ae,$STAGES"; STAGE_MIN="ae=$AE_MIN,$STAGE_MIN"
 fi
 say "stages $STAGES, minutes $STAGE_MIN; subject weight $SUBJECT_WEIGHT; watchdog at ${KILL_S}s"
 
@@ -117,8 +148,20 @@ run() {
 seq_list() { local a="$1" b="$2" s=""; for ((i = a; i <= b; i++)); do s+="${s:+,}$i"; done; echo "$s"; }
 # The hybrid run continues the checkpoint's loss log, so its curves show the whole history.
 mkdir -p "$WORK/hybrid"
-[[ -f "$LOSSES" ]] && cp "$LOSSES" "$WORK/hybrid/losses.json"
-if [[ "${HYBRID_ONLY:-0}" == 1 ]] && ((GPUS >= 1)); then
+((NEW_AE)) || { [[ -f "$LOSSES" ]] && cp "$LOSSES" "$WORK/hybrid/losses.json"; }
+if ((NEW_AE)); then
+  # A new model: fresh autoencoder (AE_ARGS), the DiT from $RESUME or fresh; its own loss log.
+  # shellcheck disable=SC2206
+  NEW=(--keep-stage-exports $AE_ARGS)
+  [[ "$DIT_INIT" == shipped ]] && NEW+=(--init-dit-from "$RESUME")
+  say "new autoencoder: $AE_ARGS; DiT $DIT_INIT; baselines skipped"
+  if ((GPUS >= 1)); then
+    run hybrid "$(seq_list 0 $((GPUS - 1)))" "$GPUS" "${NEW[@]}"
+  else
+    say "no GPU: CPU dry run (tiny budgets only)"
+    run hybrid "" 1 "${NEW[@]}" --device cpu
+  fi
+elif [[ "${HYBRID_ONLY:-0}" == 1 ]] && ((GPUS >= 1)); then
   run hybrid "$(seq_list 0 $((GPUS - 1)))" "$GPUS" --resume "$RESUME"
   say "baselines skipped: HYBRID_ONLY=1"
 elif ((GPUS >= 4)); then
@@ -153,6 +196,21 @@ collect() {
         cp "$WORK/$name/$src" "$OUT/.$name.$src.tmp" && mv -f "$OUT/.$name.$src.tmp" "$OUT/$name.$src"
     done
   done
+  if [[ -n "$CEIL_PID" && ! -f "$OUT/ae_ceiling.json" && -s "$WORK/ae_ceiling.json" ]] &&
+     ! kill -0 "$CEIL_PID" 2>/dev/null; then
+    cp "$WORK/ae_ceiling.json" "$OUT/.ae_ceiling.tmp" && mv -f "$OUT/.ae_ceiling.tmp" "$OUT/ae_ceiling.json"
+  fi
+}
+# AE_MIN > 0: once the ae stage's own export (train.py --keep-stage-exports) is there, copies
+# it to $OUT/ae.safetensors and scores it on the CPU in the background while the DiT trains.
+CEIL_PID=""
+ceiling() {
+  ((NEW_AE)) && [[ -z "$CEIL_PID" && -f "$WORK/hybrid/model.ae.safetensors" ]] || return 0
+  cp "$WORK/hybrid/model.ae.safetensors" "$OUT/.ae.tmp" && mv -f "$OUT/.ae.tmp" "$OUT/ae.safetensors"
+  say "ae stage done: $OUT/ae.safetensors; ae_ceiling.py on $CEIL_FRAMES frames"
+  "$PY" training/ae_ceiling.py "$OUT/ae.safetensors" --frames "$CEIL_FRAMES" --threads 4 \
+    --text-encoder "$ENCODER" >"$WORK/ae_ceiling.json" 2>"$WORK/ae_ceiling.log" &
+  CEIL_PID=$! CEIL_T0=$(date +%s)
 }
 pack() {
   collect
@@ -162,7 +220,7 @@ pack() {
     ls "$WORK/$name"/train-*.png >/dev/null 2>&1 || { [[ -f "$WORK/$name/losses.json" ]] &&
       "$PY" training/train_lib/logbook.py "$WORK/$name/losses.json" >/dev/null 2>&1; }
   done
-  (cd "$WORK" && find . -type f ! -name 'model.safetensors' ! -name '.*' -print0 |
+  (cd "$WORK" && find . -type f ! -name '*.safetensors' ! -name '.*' -print0 |
      tar -czf "$OUT/.logs.tmp" --null -T -) && mv -f "$OUT/.logs.tmp" "$OUT/logs.tar.gz"
 }
 
@@ -172,6 +230,7 @@ while alive; do
   sleep 5
   now=$(( $(date +%s) - T0 ))
   collect
+  ceiling
   if ((now - last_print >= 30)); then
     last_print=$now
     for name in "${NAMES[@]}"; do
@@ -187,6 +246,16 @@ while alive; do
     break
   fi
 done
+ceiling
+if [[ -n "$CEIL_PID" ]]; then
+  # The ceiling takes well under a minute; it may not hold the slot past its end.
+  while kill -0 "$CEIL_PID" 2>/dev/null && (( $(date +%s) - T0 < KILL_S + 15 )); do sleep 1; done
+  kill -TERM "$CEIL_PID" 2>/dev/null
+  wait "$CEIL_PID" 2>/dev/null || say "ae_ceiling.py failed or was stopped: $(tail -3 "$WORK/ae_ceiling.log")"
+  say "ae ceiling ($(( $(stat -c %Y "$WORK/ae_ceiling.json") - CEIL_T0 ))s): $(cat "$WORK/ae_ceiling.json" 2>/dev/null)"
+elif ((NEW_AE)); then
+  say "no ae stage export: the ae stage did not finish"
+fi
 status=0
 for i in "${!PIDS[@]}"; do
   wait "${PIDS[$i]}" 2>/dev/null; rc=$?

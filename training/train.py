@@ -22,7 +22,10 @@ The softmax_kv baselines of the same size: --layers softmax_kv (full cache) and
 --layers softmax_kv --window W (windowed), trained with the same stages.
 
 Runs resume from exported weights (--resume MODEL.safetensors); the model is exported at the end
-of each stage and every --checkpoint-minutes. Losses go to OUT/losses.json and OUT/train-*.png.
+of each stage and every --checkpoint-minutes. A new autoencoder under a trained DiT (run 9):
+--stage ae,dit,selfforce with the new --ae-channels / --latent-channels / --patch and
+--init-dit-from MODEL (the DiT's tensors whose shapes still fit; --keep-stage-exports keeps the
+ae stage's export for training/ae_ceiling.py). Losses go to OUT/losses.json and OUT/train-*.png.
 Several GPUs: torchrun (train.sh --gpus N) gives data parallelism (DDP), one process per GPU.
 """
 from __future__ import annotations
@@ -33,6 +36,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 import warnings
@@ -51,6 +55,8 @@ from train_lib.logbook import Logbook  # noqa: E402
 from train_lib.text import TextBank  # noqa: E402
 
 STAGES = ("ae", "dec", "dit", "selfforce")
+# The DiT's input and output layers, sized by the latent channels and the patch (--init-dit-from).
+DIT_IO_LAYERS = ("patch_embedding.", "head.head.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,6 +343,8 @@ class Trainer:
             self.model = modelio.new_model(config, self.text, args.seed)
         if args.init_from:
             self.init_from(args.init_from)
+        if args.init_dit_from:
+            self.init_dit_from(args.init_dit_from)
         self.config = self.model.config
         self.model.to(self.device)
         # The model's text_encoder holds the frozen encoder's weights (pretrained or own).
@@ -373,6 +381,35 @@ class Trainer:
         self.model.load_state_dict(own)
         if self.dist.main:
             print(f"train: initialised {len(taken)} of {len(own)} tensors from {path}", flush=True)
+
+    def init_dit_from(self, path: str) -> None:
+        """Copies the DiT of an exported model into this one: every tensor outside the
+        autoencoder and the text encoder whose name and shape match. The autoencoder and the
+        config stay this run's own, so a DiT trained on one autoencoder's latents can start a
+        model with another (run 9: the shipped 8x model's DiT into a 4x autoencoder at patch 4,
+        where only the patch embedding's weight and the head's output layer differ in shape and
+        stay freshly initialised)."""
+        from strand_ref.export import read_tensors
+
+        tensors, _ = read_tensors(path)
+        own = self.model.state_dict()
+        dit = [k for k in own if not k.startswith(("encoder.", "decoder.", modelio.TEXT_PREFIX))]
+        taken = {k: torch.from_numpy(tensors[k].astype("float32")) for k in dit
+                 if k in tensors and tuple(own[k].shape) == tuple(tensors[k].shape)}
+        # Only the layers sized by the latent channels and the patch may differ; anything else
+        # (width, depth, layer kinds, text size) would leave a half-copied transformer.
+        misfit = [k for k in dit if k not in taken and not k.startswith(DIT_IO_LAYERS)]
+        if misfit:
+            raise SystemExit(f"--init-dit-from {path}: the DiT does not fit this config "
+                             f"({len(misfit)} tensors differ, e.g. {misfit[0]}): same dim, heads, "
+                             "mlp dim, depth and layer kinds needed")
+        own.update(taken)
+        self.model.load_state_dict(own)
+        if self.dist.main:
+            fresh = sorted(k for k in dit if k not in taken)
+            print(f"train: DiT initialised from {path}: {len(taken)} of {len(dit)} tensors "
+                  f"({sum(v.numel() for v in taken.values())} parameters); fresh: "
+                  f"{', '.join(fresh) or 'none'}", flush=True)
 
     def config_like(self, path: str):
         """The config of the exported model at `path` (sizes, autoencoder, video, sampler) with
@@ -634,6 +671,12 @@ class Trainer:
                 self.checkpoint(ema)
                 last_ckpt = time.time()
         self.checkpoint(ema)
+        if a.keep_stage_exports and self.dist.main:
+            # A copy that later stages' checkpoints do not overwrite (gpu_run.sh scores the ae
+            # stage's autoencoder while the DiT trains); renamed into place, never half written.
+            kept = os.path.join(a.out, f"model.{stage}.safetensors")
+            shutil.copyfile(self.model_path, kept + ".tmp")
+            os.replace(kept + ".tmp", kept)
         if self.dist.main:
             took = time.time() - start
             peak = (f", peak GPU memory {torch.cuda.max_memory_allocated(self.device) / 2**30:.1f}"
@@ -670,6 +713,12 @@ def parse_args(argv=None):
     p.add_argument("--init-from",
                    help="copy matching tensors (the autoencoder...) from this exported model "
                         "into a new model (baselines of another layer kind)")
+    p.add_argument("--init-dit-from",
+                   help="copy the DiT (every tensor outside the autoencoder and the text "
+                        "encoder whose name and shape match) from this exported model, keeping "
+                        "this run's config and autoencoder (a DiT moved to a new autoencoder)")
+    p.add_argument("--keep-stage-exports", action="store_true",
+                   help="also keep each stage's final export as OUT/model.<stage>.safetensors")
     p.add_argument("--max-steps", type=int, default=0, help="stop a stage after N steps (tests)")
     p.add_argument("--out", default="out/train")
     p.add_argument("--resume", help="exported model (.safetensors) to continue from")
