@@ -87,7 +87,8 @@ def tests(work: str) -> dict:
     passed = len(re.findall(r"Test\s+#\d+: \S+ .*\bPassed\b", text))
     failed_names = re.findall(r"Test\s+#\d+: (\S+) .*\*\*\*(?:Failed|Exception|Timeout)", text)
     skipped = len(re.findall(r"Test\s+#\d+: \S+ .*\bSkipped\b", text))
-    summary = re.search(r"(\d+)% tests passed, (\d+) tests failed out of (\d+)", text)
+    # "100% tests passed, 0 tests failed out of N", or without the failed part (newer ctest).
+    summary = re.search(r"(\d+)% tests passed(?:, (\d+) tests failed)? out of (\d+)", text)
     return {"available": True, "passed": passed, "failed": len(failed_names),
             "failed_names": failed_names[:40], "skipped": skipped,
             "complete": summary is not None,
