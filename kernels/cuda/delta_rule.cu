@@ -133,35 +133,31 @@ __device__ __forceinline__ void mma_split(MmaAcc& acc, const uint32_t (&a_hi)[4]
   mma_tf32(acc.hi, a_hi, b_hi);
 }
 
-// A fragment of rows [r0, r0 + 16) and columns [c0, c0 + 8) of row-major m (stride ld), split.
+// A fragment (rows [r0, r0 + 16), columns [c0, c0 + 8)) of a matrix whose element (r, c) is
+// m[r * row_step + c * col_step], split.
+template <bool kExact>
+__device__ __forceinline__ void load_a_strided(const float* m, int row_step, int col_step, int r0,
+                                               int c0, int g, int t, uint32_t (&hi)[4],
+                                               uint32_t (&lo)[4]) {
+  const float* p = m + (r0 + g) * row_step + (c0 + t) * col_step;
+  split_tf32<kExact>(p[0], hi[0], lo[0]);
+  split_tf32<kExact>(p[8 * row_step], hi[1], lo[1]);
+  split_tf32<kExact>(p[4 * col_step], hi[2], lo[2]);
+  split_tf32<kExact>(p[8 * row_step + 4 * col_step], hi[3], lo[3]);
+}
+
+// A fragment of row-major m (stride ld).
 template <bool kExact>
 __device__ __forceinline__ void load_a(const float* m, int ld, int r0, int c0, int g, int t,
                                        uint32_t (&hi)[4], uint32_t (&lo)[4]) {
-  const float* p = m + (r0 + g) * ld + c0 + t;
-  split_tf32<kExact>(p[0], hi[0], lo[0]);
-  split_tf32<kExact>(p[8 * ld], hi[1], lo[1]);
-  split_tf32<kExact>(p[4], hi[2], lo[2]);
-  split_tf32<kExact>(p[8 * ld + 4], hi[3], lo[3]);
+  load_a_strided<kExact>(m, ld, 1, r0, c0, g, t, hi, lo);
 }
 
-// A fragment of the transpose: A[m][k] = m_src[c0 + k][r0 + m] (row-major m_src, stride ld).
+// A fragment of the transpose of row-major m (stride ld): A[r][c] = m[c][r].
 template <bool kExact>
 __device__ __forceinline__ void load_a_transposed(const float* m, int ld, int r0, int c0, int g,
                                                   int t, uint32_t (&hi)[4], uint32_t (&lo)[4]) {
-  const float* p = m + (c0 + t) * ld + r0 + g;
-  split_tf32<kExact>(p[0], hi[0], lo[0]);
-  split_tf32<kExact>(p[8], hi[1], lo[1]);
-  split_tf32<kExact>(p[4 * ld], hi[2], lo[2]);
-  split_tf32<kExact>(p[4 * ld + 8], hi[3], lo[3]);
-}
-
-// B fragment of rows [k0, k0 + 8) and columns [n0, n0 + 8) of row-major m (stride ld), split.
-template <bool kExact>
-__device__ __forceinline__ void load_b(const float* m, int ld, int k0, int n0, int g, int t,
-                                       uint32_t (&hi)[2], uint32_t (&lo)[2]) {
-  const float* p = m + (k0 + t) * ld + n0 + g;
-  split_tf32<kExact>(p[0], hi[0], lo[0]);
-  split_tf32<kExact>(p[4 * ld], hi[1], lo[1]);
+  load_a_strided<kExact>(m, 1, ld, r0, c0, g, t, hi, lo);
 }
 
 // cp.async with zero fill: src_bytes 0 writes zeros and reads nothing (src must still be a valid
@@ -467,17 +463,19 @@ __global__ void __launch_bounds__(kThreads)
   // The state: fp32 in the registers of the warp that updates it (C-fragment order: rows
   // [16 warp, 16 warp + 16), column tiles 0 and 1), split in shared memory for K S.
   float s_reg[2][4] = {};
-  if (warp < kStateWarps) {
+  // Visits this warp's state elements: f(column tile, C-fragment element, row, column).
+  auto for_each_state_element = [&](auto&& f) {
 #pragma unroll
     for (int ct = 0; ct < 2; ++ct)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int row = 16 * warp + g + 8 * (e >> 1), col = 8 * ct + 2 * t + (e & 1);
-        s_reg[ct][e] =
-            row < dk && col < cols ? s_head[static_cast<size_t>(row) * dv + j0 + col] : 0.0f;
-        store_split<kExact>(state + row * kLdS + col, kStateLo, s_reg[ct][e]);
-      }
-  }
+      for (int e = 0; e < 4; ++e) f(ct, e, 16 * warp + g + 8 * (e >> 1), 8 * ct + 2 * t + (e & 1));
+  };
+  if (warp < kStateWarps)
+    for_each_state_element([&](int ct, int e, int row, int col) {
+      s_reg[ct][e] =
+          row < dk && col < cols ? s_head[static_cast<size_t>(row) * dv + j0 + col] : 0.0f;
+      store_split<kExact>(state + row * kLdS + col, kStateLo, s_reg[ct][e]);
+    });
 
   const int row_tile = warp & 3, col_tile = warp >> 2, key_half = warp >> 2;
   const int out_row = 16 * row_tile + g, out_col = 8 * col_tile + 2 * t;  // C element 0
@@ -561,26 +559,16 @@ __global__ void __launch_bounds__(kThreads)
           mma_split<kExact>((kk / 8) % 2 ? odd[ct] : even[ct], a_hi, a_lo, b_hi, b_lo);
         }
       }
-#pragma unroll
-      for (int ct = 0; ct < 2; ++ct)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          s_reg[ct][e] = decay * s_reg[ct][e] + (even[ct].value(e) + odd[ct].value(e));
-          store_split<kExact>(
-              state + (16 * warp + g + 8 * (e >> 1)) * kLdS + 8 * ct + 2 * t + (e & 1), kStateLo,
-              s_reg[ct][e]);
-        }
+      for_each_state_element([&](int ct, int e, int row, int col) {
+        s_reg[ct][e] = decay * s_reg[ct][e] + (even[ct].value(e) + odd[ct].value(e));
+        store_split<kExact>(state + row * kLdS + col, kStateLo, s_reg[ct][e]);
+      });
     }
   }
-  if (warp < kStateWarps) {
-#pragma unroll
-    for (int ct = 0; ct < 2; ++ct)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int row = 16 * warp + g + 8 * (e >> 1), col = 8 * ct + 2 * t + (e & 1);
-        if (row < dk && col < cols) s_head[static_cast<size_t>(row) * dv + j0 + col] = s_reg[ct][e];
-      }
-  }
+  if (warp < kStateWarps)
+    for_each_state_element([&](int ct, int e, int row, int col) {
+      if (row < dk && col < cols) s_head[static_cast<size_t>(row) * dv + j0 + col] = s_reg[ct][e];
+    });
 }
 
 // ------------------------------------------------------------------------ grouped: phase 1 kernel
