@@ -9,6 +9,8 @@
 // with the K S_0, X R and K^T U products on the tensor cores (mma.sync m16n8k8 TF32, split 3x for
 // fp32 accuracy) and the next chunk's K, V and X prefetched with cp.async while the current one
 // is computed. The grouped kernels still use WMMA m16n16k8.
+// tools/gpu/slice_delta_kernels.py cuts the device code out of this file by its section comments
+// (the CPU emulator of the prepare and single-pass kernels, ctest DeltaKernelsEmulated): keep them.
 #include <cublas_v2.h>
 #include <mma.h>
 

@@ -37,8 +37,10 @@ enum class DeltaPrecision { fp32, tf32 };
 //               (H200, docs/performance.md run K, 4680 tokens x 12 heads x 128): 497 us against
 //               312 us for the tensor-core single pass (whose step issues far fewer instructions
 //               since it reads mma.sync fragments straight from shared memory); automatic does
-//               not pick it. Its device code also runs on the CPU (tools/gpu/emulate_delta_fma.sh,
-//               a ctest).
+//               not pick it.
+// The device code of the prepare kernel and of both single-pass recurrences also runs on the CPU
+// (tools/gpu/emulate_delta_rule.sh, the ctest DeltaKernelsEmulated): the place to try changes to
+// these kernels before they take GPU time.
 enum class DeltaSchedule { automatic, single_pass, grouped, fma_single_pass };
 
 // Tokens per sub-chunk of the chunked (WY / UT-transform) form.

@@ -1,0 +1,374 @@
+// Host emulator for the delta rule's kernels (kernels/cuda/delta_rule.cu): the prepare kernel,
+// the tensor-core single-pass recurrence and the FMA recurrence run on the CPU, so that their
+// indexing, fragment layouts, barriers and cp.async double buffering can be checked without a
+// GPU. It compiles the real kernel source (kernel.inc, sliced out by slice_delta_kernels.py) with
+// one std::thread per CUDA thread, std::barrier for __syncthreads, and per-warp barriers for the
+// warp-wide operations: mma.sync m16n8k8 TF32 (operands truncated to TF32 as the tensor cores
+// read them, each lane's outputs from the PTX fragment layout) and __shfl_xor_sync. cp.async
+// copies land either at issue ("early") or at cp.async.wait_group ("late"): a missing wait or
+// barrier shows up in one of the two. Shared memory starts as NaNs, so a read of anything never
+// written poisons the result.
+// Checks, per shape and copy mode: the emulated prepare kernel's X = (I + A)^-1 and decay factors
+// against a double-precision model of their definitions; the tensor-core recurrence fed by the
+// emulated prepare (fp32 = 3xTF32, and TF32 on one shape) and the FMA recurrence fed by the model,
+// each against the sequential rule in double. Run through tools/gpu/emulate_delta_rule.sh.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "kernels/cuda/delta_rule.h"
+
+#undef __global__
+#undef __device__
+#undef __forceinline__
+#undef __launch_bounds__
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+
+struct Dim3 {
+  unsigned x = 0, y = 0, z = 0;
+};
+thread_local Dim3 threadIdx, blockIdx;
+Dim3 blockDim;
+
+struct PendingCopy {
+  float* dst;
+  const float* src;
+  int floats;
+  bool valid;
+};
+// What the lanes of one warp exchange in a warp-wide operation.
+struct WarpCtx {
+  std::unique_ptr<std::barrier<>> bar;
+  uint32_t a[32][4];
+  uint32_t b[32][2];
+  float shuffle[32];
+};
+struct CtaCtx {
+  std::unique_ptr<std::barrier<>> bar;
+  std::vector<float> smem;
+  WarpCtx warps[8];
+};
+thread_local CtaCtx* cta;
+thread_local std::vector<PendingCopy> pending;
+bool g_early_copies = false;
+
+unsigned char* emu_shared() {
+  return reinterpret_cast<unsigned char*>(cta->smem.data());
+}
+void __syncthreads() {
+  cta->bar->arrive_and_wait();
+}
+inline uint32_t __float_as_uint(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+}
+inline float __uint_as_float(uint32_t u) {
+  float x;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+}
+WarpCtx& this_warp() {
+  return cta->warps[threadIdx.x / 32];
+}
+float __shfl_xor_sync(unsigned, float value, int lane_mask) {
+  WarpCtx& w = this_warp();
+  const unsigned lane = threadIdx.x % 32;
+  w.shuffle[lane] = value;
+  w.bar->arrive_and_wait();
+  const float got = w.shuffle[lane ^ static_cast<unsigned>(lane_mask)];
+  w.bar->arrive_and_wait();  // every lane has read before the next exchange writes
+  return got;
+}
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32, d += A B over the warp. Fragments (PTX ISA),
+// lane = 4 g + t: A a0 (g, t), a1 (g + 8, t), a2 (g, t + 4), a3 (g + 8, t + 4); B b0 (t, g),
+// b1 (t + 4, g); C c0 (g, 2t), c1 (g, 2t + 1), c2 (g + 8, 2t), c3 (g + 8, 2t + 1). Operands are
+// read as TF32 (the low 13 mantissa bits dropped).
+void emu_mma_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  WarpCtx& w = this_warp();
+  const unsigned lane = threadIdx.x % 32;
+  std::memcpy(w.a[lane], a, sizeof w.a[lane]);
+  std::memcpy(w.b[lane], b, sizeof w.b[lane]);
+  w.bar->arrive_and_wait();
+  auto tf32 = [](uint32_t bits) { return __uint_as_float(bits & 0xffffe000u); };
+  auto a_at = [&](int r, int k) { return tf32(w.a[(r % 8) * 4 + k % 4][(r >= 8) + 2 * (k >= 4)]); };
+  auto b_at = [&](int k, int n) { return tf32(w.b[n * 4 + k % 4][k >= 4]); };
+  const int g = static_cast<int>(lane) / 4, t = static_cast<int>(lane) % 4;
+  for (int e = 0; e < 4; ++e) {
+    const int r = g + 8 * (e >> 1), n = 2 * t + (e & 1);
+    float sum = 0.0f;
+    for (int k = 0; k < 8; ++k) sum += a_at(r, k) * b_at(k, n);
+    d[e] += sum;
+  }
+  w.bar->arrive_and_wait();
+}
+inline int min(int a, int b) {
+  return a < b ? a : b;
+}
+void land(const PendingCopy& c) {
+  for (int i = 0; i < c.floats; ++i) c.dst[i] = c.valid ? c.src[i] : 0.0f;
+}
+void copy_async(float* dst, const float* src, int floats, bool valid) {
+  const PendingCopy c{dst, src, floats, valid};
+  if (g_early_copies) {
+    land(c);
+  } else {
+    pending.push_back(c);
+  }
+}
+inline void copy_async16(float* dst, const float* src, bool valid) {
+  copy_async(dst, src, 4, valid);
+}
+inline void copy_async4(float* dst, const float* src, bool valid) {
+  copy_async(dst, src, 1, valid);
+}
+inline void copy_commit() {}
+inline void copy_wait_all() {
+  for (const PendingCopy& c : pending) land(c);
+  pending.clear();
+}
+
+namespace emu {
+using strand::cuda::kDeltaChunk;
+#include "kernel.inc"
+}  // namespace emu
+
+namespace {
+
+using strand::cuda::kDeltaChunk;
+
+struct Shape {
+  int tokens, heads, dk, dv, pad;
+  bool resets;
+};
+
+// The prepare kernel's outputs for one (chunk, head), in double, as floats: X (kChunk x kChunk,
+// identity past the chunk's last token) and the coefficients [beta gamma, beta, tail, decay].
+void model_prepare(const std::vector<float>& k, int k_stride, const std::vector<float>& alpha,
+                   const std::vector<float>& beta, const Shape& c, int chunk, int h, float* x,
+                   float* coef) {
+  constexpr int C = strand::cuda::kDeltaChunk;
+  const int t0 = chunk * C, n = std::min(C, c.tokens - t0);
+  auto key = [&](int t, int i) { return static_cast<double>(k[(t0 + t) * k_stride + h * c.dk + i]); };
+  auto al = [&](int t) { return static_cast<double>(alpha[(t0 + t) * c.heads + h]); };
+  auto be = [&](int t) { return static_cast<double>(beta[(t0 + t) * c.heads + h]); };
+  std::vector<double> a(C * C, 0.0), xd(C * C, 0.0);
+  for (int t = 0; t < n; ++t)
+    for (int i = 0; i < t; ++i) {
+      double dot = 0.0, ratio = 1.0;
+      for (int d = 0; d < c.dk; ++d) dot += key(t, d) * key(i, d);
+      for (int s = i + 1; s <= t; ++s) ratio *= al(s);
+      a[t * C + i] = be(t) * ratio * dot;
+    }
+  for (int j = 0; j < C; ++j)  // forward substitution, column by column
+    for (int t = 0; t < C; ++t) {
+      double sum = 0.0;
+      for (int i = 0; i < t; ++i) sum += a[t * C + i] * xd[i * C + j];
+      xd[t * C + j] = t < j ? 0.0 : (t == j ? 1.0 : -sum);
+    }
+  for (int i = 0; i < C * C; ++i) x[i] = static_cast<float>(xd[i]);
+  std::fill(coef, coef + 4 * C, 0.0f);
+  for (int i = 0; i < n; ++i) {
+    double gamma = 1.0, tail = 1.0;
+    for (int s = 0; s <= i; ++s) gamma *= al(s);
+    for (int s = n - 1; s > i; --s) tail *= al(s);
+    coef[i] = static_cast<float>(be(i) * gamma);
+    coef[C + i] = static_cast<float>(be(i));
+    coef[2 * C + i] = static_cast<float>(tail);
+    if (i == n - 1) coef[3 * C] = static_cast<float>(gamma);
+  }
+}
+
+// Runs body(cta x, cta y) as a grid of grid_x x grid_y CTAs of 256 threads, one CTA at a time,
+// with smem_floats of NaN-filled shared memory.
+void launch(int grid_x, int grid_y, size_t smem_floats, const std::function<void()>& body) {
+  constexpr int kThreads = 256;
+  blockDim.x = kThreads;
+  for (int y = 0; y < grid_y; ++y)
+    for (int x = 0; x < grid_x; ++x) {
+      CtaCtx ctx;
+      ctx.bar = std::make_unique<std::barrier<>>(kThreads);
+      for (WarpCtx& w : ctx.warps) w.bar = std::make_unique<std::barrier<>>(32);
+      ctx.smem.assign(smem_floats, std::nanf(""));
+      std::vector<std::thread> pool;
+      for (int t = 0; t < kThreads; ++t)
+        pool.emplace_back([&, t] {
+          cta = &ctx;
+          pending.clear();
+          threadIdx.x = static_cast<unsigned>(t);
+          blockIdx.x = static_cast<unsigned>(x);
+          blockIdx.y = static_cast<unsigned>(y);
+          body();
+        });
+      for (std::thread& th : pool) th.join();
+    }
+}
+
+struct Problem {
+  Shape c;
+  int k_stride, v_stride, chunks;
+  bool vec16;
+  std::vector<float> k, v, alpha, beta, s0;
+  std::vector<double> ref;  // the sequential rule in double
+};
+
+Problem make_problem(const Shape& c, unsigned seed) {
+  Problem p{c, c.heads * c.dk + c.pad, c.heads * c.dv + c.pad, 0, false, {}, {}, {}, {}, {}, {}};
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f), gate(0.85f, 1.0f), rate(0.05f, 0.95f);
+  p.k.resize(static_cast<size_t>(c.tokens) * p.k_stride);
+  p.v.resize(static_cast<size_t>(c.tokens) * p.v_stride);
+  for (float& e : p.k) e = uni(rng);
+  for (float& e : p.v) e = uni(rng);
+  for (int t = 0; t < c.tokens; ++t)  // unit keys, as the engine's l2 norm makes them
+    for (int h = 0; h < c.heads; ++h) {
+      float* row = p.k.data() + t * p.k_stride + h * c.dk;
+      double norm = 0.0;
+      for (int i = 0; i < c.dk; ++i) norm += static_cast<double>(row[i]) * row[i];
+      for (int i = 0; i < c.dk; ++i) row[i] = static_cast<float>(row[i] / std::sqrt(norm));
+    }
+  p.alpha.resize(static_cast<size_t>(c.tokens) * c.heads);
+  p.beta.resize(p.alpha.size());
+  for (float& e : p.alpha) e = gate(rng);
+  for (float& e : p.beta) e = rate(rng);
+  if (c.resets)
+    for (size_t i = 17; i < p.alpha.size(); i += 97) p.alpha[i] = 0.0f;  // full forgets mid-chunk
+  p.s0.resize(static_cast<size_t>(c.heads) * c.dk * c.dv);
+  for (float& e : p.s0) e = 0.5f * uni(rng);
+  p.ref.assign(p.s0.begin(), p.s0.end());
+  for (int h = 0; h < c.heads; ++h) {
+    double* st = p.ref.data() + static_cast<size_t>(h) * c.dk * c.dv;
+    for (int t = 0; t < c.tokens; ++t) {
+      const float* kt = p.k.data() + t * p.k_stride + h * c.dk;
+      const float* vt = p.v.data() + t * p.v_stride + h * c.dv;
+      const double a = p.alpha[t * c.heads + h], b = p.beta[t * c.heads + h];
+      for (int i = 0; i < c.dk * c.dv; ++i) st[i] *= a;
+      for (int j = 0; j < c.dv; ++j) {
+        double sk = 0.0;
+        for (int i = 0; i < c.dk; ++i) sk += st[i * c.dv + j] * kt[i];
+        const double u = b * (vt[j] - sk);
+        for (int i = 0; i < c.dk; ++i) st[i * c.dv + j] += kt[i] * u;
+      }
+    }
+  }
+  p.chunks = (c.tokens + kDeltaChunk - 1) / kDeltaChunk;
+  p.vec16 = c.pad % 4 == 0 && c.dk % 4 == 0 && c.dv % 4 == 0;
+  return p;
+}
+
+double rel_error(const std::vector<float>& got, const std::vector<double>& want) {
+  double num = 0.0, den = 0.0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double d = static_cast<double>(got[i]) - want[i];
+    num += d * d;
+    den += want[i] * want[i];
+  }
+  return std::isfinite(num) ? std::sqrt(num / std::max(den, 1e-30)) : INFINITY;
+}
+
+struct Results {
+  double prepare_x, prepare_coef, tensor_core, fma;
+};
+
+template <int kKeyPad, bool kExact>
+Results run_all(const Problem& p) {
+  const Shape& c = p.c;
+  constexpr int C = kDeltaChunk;
+  const size_t x_size = static_cast<size_t>(c.heads) * p.chunks * C * C;
+  const size_t coef_size = static_cast<size_t>(c.heads) * p.chunks * 4 * C;
+  // The double model of the prepare kernel.
+  std::vector<float> x_model(x_size), coef_model(coef_size);
+  for (int h = 0; h < c.heads; ++h)
+    for (int ch = 0; ch < p.chunks; ++ch)
+      model_prepare(p.k, p.k_stride, p.alpha, p.beta, c, ch, h,
+                    x_model.data() + (static_cast<size_t>(h) * p.chunks + ch) * C * C,
+                    coef_model.data() + (static_cast<size_t>(h) * p.chunks + ch) * 4 * C);
+  // The prepare kernel.
+  std::vector<float> x(x_size, std::nanf("")), coef(coef_size, std::nanf(""));
+  launch(p.chunks, c.heads, emu::prepare_smem_bytes<kKeyPad>() / sizeof(float) + 1, [&] {
+    emu::delta_prepare_kernel<kKeyPad, kExact>(p.k.data(), p.k_stride, p.alpha.data(),
+                                               p.beta.data(), c.tokens, c.heads, c.dk, p.vec16,
+                                               p.chunks, x.data(), coef.data());
+  });
+  Results r{};
+  r.prepare_x = rel_error(x, std::vector<double>(x_model.begin(), x_model.end()));
+  r.prepare_coef = rel_error(coef, std::vector<double>(coef_model.begin(), coef_model.end()));
+  // The tensor-core recurrence on the prepare kernel's outputs.
+  constexpr int kTile = 16;
+  const int tiles = (c.dv + kTile - 1) / kTile;
+  std::vector<float> s = p.s0;
+  launch(tiles, c.heads, emu::RecurLayout<kKeyPad>::total, [&] {
+    emu::delta_recur_kernel<kKeyPad, kExact>(s.data(), p.k.data(), p.k_stride, p.v.data(),
+                                             p.v_stride, c.tokens, c.dk, c.dv, p.vec16, p.chunks,
+                                             x.data(), coef.data());
+  });
+  r.tensor_core = rel_error(s, p.ref);
+  // The FMA recurrence (exact fp32 whatever kExact) on the model's outputs.
+  std::vector<float> s_fma = p.s0;
+  launch(tiles, c.heads, emu::FmaLayout<kKeyPad>::total, [&] {
+    emu::delta_recur_fma_kernel<kKeyPad>(s_fma.data(), p.k.data(), p.k_stride, p.v.data(),
+                                         p.v_stride, c.tokens, c.dk, c.dv, p.vec16, p.chunks,
+                                         x_model.data(), coef_model.data());
+  });
+  r.fma = rel_error(s_fma, p.ref);
+  return r;
+}
+
+template <bool kExact>
+Results run_padded(const Problem& p) {
+  const int dk = p.c.dk;
+  if (dk <= 32) return run_all<32, kExact>(p);
+  if (dk <= 64) return run_all<64, kExact>(p);
+  return run_all<128, kExact>(p);
+}
+
+}  // namespace
+
+int main() {
+  // Tokens not a multiple of 64 (partial last chunk), one token, value tiles cut short, dk below
+  // the padded width, strides that force the 4-byte copies, resets inside chunks. The last shape
+  // also runs the TF32 (one product a multiply) variants.
+  const std::vector<Shape> shapes = {
+      {200, 2, 128, 32, 0, false}, {1, 1, 128, 16, 0, false}, {130, 2, 64, 40, 0, true},
+      {65, 1, 32, 16, 3, false},   {150, 1, 100, 36, 1, true},
+  };
+  int failures = 0;
+  unsigned seed = 1;
+  auto report = [&](const char* what, double err, double limit, const Shape& c, bool early) {
+    const bool ok = err < limit;
+    failures += ok ? 0 : 1;
+    std::printf("%s %-26s T%d h%d dk%d dv%d pad%d%s, copies %s: rel error %.3g (limit %.0e)\n",
+                ok ? "ok  " : "FAIL", what, c.tokens, c.heads, c.dk, c.dv, c.pad,
+                c.resets ? " resets" : "", early ? "early" : "late", err, limit);
+  };
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const Shape& c = shapes[i];
+    const Problem p = make_problem(c, seed++);
+    for (const bool early : {false, true}) {
+      g_early_copies = early;
+      const Results r = run_padded<true>(p);
+      report("prepare X vs model", r.prepare_x, 1e-5, c, early);
+      report("prepare decays vs model", r.prepare_coef, 1e-6, c, early);
+      report("tensor-core pass (3xTF32)", r.tensor_core, 2e-5, c, early);
+      report("FMA pass", r.fma, 2e-5, c, early);
+      if (i + 1 == shapes.size()) {
+        const Results t = run_padded<false>(p);
+        report("tensor-core pass (TF32)", t.tensor_core, 2e-2, c, early);
+      }
+    }
+  }
+  std::printf("%s\n", failures == 0 ? "all checks passed" : "FAILURES");
+  return failures == 0 ? 0 : 1;
+}
