@@ -24,55 +24,9 @@
 #include <thread>
 #include <vector>
 
-// The device-code qualifiers become plain C++ (cuda_bf16.h defined them for its host build).
-#undef __global__
-#undef __device__
-#undef __forceinline__
-#undef __launch_bounds__
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __launch_bounds__(...)
+#include "tools/gpu/cuda_emulation.h"
 
-struct Dim3 {
-  unsigned x = 0, y = 0, z = 0;
-};
-thread_local Dim3 threadIdx, blockIdx;
-
-struct WarpCtx {
-  std::barrier<> bar{32};
-  uint32_t u[32][8];
-  float f[32][8];
-};
-struct CtaCtx {
-  std::unique_ptr<std::barrier<>> bar;
-  std::vector<unsigned char> smem;
-  std::vector<std::unique_ptr<WarpCtx>> warps;
-};
-thread_local CtaCtx* cta;
-thread_local int emu_lane;
 bool g_early_copies = false;  // perform cp.async at issue (true) or as late as allowed (false)
-
-unsigned char* emu_shared() {
-  return cta->smem.data();
-}
-void __syncthreads() {
-  cta->bar->arrive_and_wait();
-}
-WarpCtx& my_warp() {
-  return *cta->warps[threadIdx.x / 32];
-}
-void __syncwarp() {
-  my_warp().bar.arrive_and_wait();
-}
-float __shfl_xor_sync(unsigned, float x, int offset) {
-  WarpCtx& w = my_warp();
-  w.f[emu_lane][0] = x;
-  w.bar.arrive_and_wait();
-  const float y = w.f[emu_lane ^ offset][0];
-  w.bar.arrive_and_wait();
-  return y;
-}
 
 int __any_sync(unsigned, int predicate) {
   WarpCtx& w = my_warp();
@@ -219,29 +173,16 @@ using std::fminf;
 
 template <typename Params>
 void launch(void (*kernel)(Params), Params p, int grid_x, int grid_y, int threads, size_t smem) {
-  for (int by = 0; by < grid_y; ++by)
-    for (int bx = 0; bx < grid_x; ++bx) {
-      CtaCtx ctx;
-      ctx.bar = std::make_unique<std::barrier<>>(threads);
-      ctx.smem.assign(smem, 0xCD);  // garbage: every read must come from a write
-      for (int w = 0; w < threads / 32; ++w) ctx.warps.push_back(std::make_unique<WarpCtx>());
-      std::vector<std::thread> pool;
-      for (int t = 0; t < threads; ++t)
-        pool.emplace_back([&, t] {
-          cta = &ctx;
-          threadIdx = {static_cast<unsigned>(t), 0, 0};
-          blockIdx = {static_cast<unsigned>(bx), static_cast<unsigned>(by), 0};
-          emu_lane = t % 32;
-          copy_groups.clear();
-          open_group.clear();
-          kernel(p);
-          if (!copy_groups.empty() || !open_group.empty()) {
-            std::fprintf(stderr, "cp.async groups left pending\n");
-            std::abort();
-          }
-        });
-      for (auto& th : pool) th.join();
+  // Shared memory starts as garbage (0xCD): every read must come from a write.
+  emu_launch(grid_x, grid_y, threads, smem, 0xCD, [&] {
+    copy_groups.clear();
+    open_group.clear();
+    kernel(p);
+    if (!copy_groups.empty() || !open_group.empty()) {
+      std::fprintf(stderr, "cp.async groups left pending\n");
+      std::abort();
     }
+  });
 }
 
 float round_bf16(float x) {

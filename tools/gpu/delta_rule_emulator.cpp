@@ -15,32 +15,16 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <barrier>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <functional>
-#include <memory>
 #include <random>
-#include <thread>
 #include <vector>
 
 #include "kernels/cuda/delta_rule.h"
 
-#undef __global__
-#undef __device__
-#undef __forceinline__
-#undef __launch_bounds__
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __launch_bounds__(...)
-
-struct Dim3 {
-  unsigned x = 0, y = 0, z = 0;
-};
-thread_local Dim3 threadIdx, blockIdx;
-Dim3 blockDim;
+#include "tools/gpu/cuda_emulation.h"
 
 struct PendingCopy {
   float* dst;
@@ -48,28 +32,9 @@ struct PendingCopy {
   int floats;
   bool valid;
 };
-// What the lanes of one warp exchange in a warp-wide operation.
-struct WarpCtx {
-  std::unique_ptr<std::barrier<>> bar;
-  uint32_t a[32][4];
-  uint32_t b[32][2];
-  float shuffle[32];
-};
-struct CtaCtx {
-  std::unique_ptr<std::barrier<>> bar;
-  std::vector<float> smem;
-  WarpCtx warps[8];
-};
-thread_local CtaCtx* cta;
 thread_local std::vector<PendingCopy> pending;
 bool g_early_copies = false;
 
-unsigned char* emu_shared() {
-  return reinterpret_cast<unsigned char*>(cta->smem.data());
-}
-void __syncthreads() {
-  cta->bar->arrive_and_wait();
-}
 inline uint32_t __float_as_uint(float x) {
   uint32_t u;
   std::memcpy(&u, &x, sizeof u);
@@ -80,39 +45,26 @@ inline float __uint_as_float(uint32_t u) {
   std::memcpy(&x, &u, sizeof x);
   return x;
 }
-WarpCtx& this_warp() {
-  return cta->warps[threadIdx.x / 32];
-}
-float __shfl_xor_sync(unsigned, float value, int lane_mask) {
-  WarpCtx& w = this_warp();
-  const unsigned lane = threadIdx.x % 32;
-  w.shuffle[lane] = value;
-  w.bar->arrive_and_wait();
-  const float got = w.shuffle[lane ^ static_cast<unsigned>(lane_mask)];
-  w.bar->arrive_and_wait();  // every lane has read before the next exchange writes
-  return got;
-}
 // mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32, d += A B over the warp. Fragments (PTX ISA),
 // lane = 4 g + t: A a0 (g, t), a1 (g + 8, t), a2 (g, t + 4), a3 (g + 8, t + 4); B b0 (t, g),
 // b1 (t + 4, g); C c0 (g, 2t), c1 (g, 2t + 1), c2 (g + 8, 2t), c3 (g + 8, 2t + 1). Operands are
 // read as TF32 (the low 13 mantissa bits dropped).
 void emu_mma_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  WarpCtx& w = this_warp();
-  const unsigned lane = threadIdx.x % 32;
-  std::memcpy(w.a[lane], a, sizeof w.a[lane]);
-  std::memcpy(w.b[lane], b, sizeof w.b[lane]);
-  w.bar->arrive_and_wait();
+  WarpCtx& w = my_warp();
+  std::memcpy(w.u[emu_lane], a, 4 * sizeof(uint32_t));  // u[lane][0..3]: A, [4..5]: B
+  std::memcpy(w.u[emu_lane] + 4, b, 2 * sizeof(uint32_t));
+  w.bar.arrive_and_wait();
   auto tf32 = [](uint32_t bits) { return __uint_as_float(bits & 0xffffe000u); };
-  auto a_at = [&](int r, int k) { return tf32(w.a[(r % 8) * 4 + k % 4][(r >= 8) + 2 * (k >= 4)]); };
-  auto b_at = [&](int k, int n) { return tf32(w.b[n * 4 + k % 4][k >= 4]); };
-  const int g = static_cast<int>(lane) / 4, t = static_cast<int>(lane) % 4;
+  auto a_at = [&](int r, int k) { return tf32(w.u[(r % 8) * 4 + k % 4][(r >= 8) + 2 * (k >= 4)]); };
+  auto b_at = [&](int k, int n) { return tf32(w.u[n * 4 + k % 4][4 + (k >= 4)]); };
+  const int g = emu_lane / 4, t = emu_lane % 4;
   for (int e = 0; e < 4; ++e) {
     const int r = g + 8 * (e >> 1), n = 2 * t + (e & 1);
     float sum = 0.0f;
     for (int k = 0; k < 8; ++k) sum += a_at(r, k) * b_at(k, n);
     d[e] += sum;
   }
-  w.bar->arrive_and_wait();
+  w.bar.arrive_and_wait();
 }
 inline int min(int a, int b) {
   return a < b ? a : b;
@@ -191,29 +143,13 @@ void model_prepare(const std::vector<float>& k, int k_stride, const std::vector<
   }
 }
 
-// Runs body(cta x, cta y) as a grid of grid_x x grid_y CTAs of 256 threads, one CTA at a time,
-// with smem_floats of NaN-filled shared memory.
+// Runs the kernel call `body` as a grid of 256-thread CTAs with smem_floats of shared memory that
+// start as NaNs (all bits set).
 void launch(int grid_x, int grid_y, size_t smem_floats, const std::function<void()>& body) {
-  constexpr int kThreads = 256;
-  blockDim.x = kThreads;
-  for (int y = 0; y < grid_y; ++y)
-    for (int x = 0; x < grid_x; ++x) {
-      CtaCtx ctx;
-      ctx.bar = std::make_unique<std::barrier<>>(kThreads);
-      for (WarpCtx& w : ctx.warps) w.bar = std::make_unique<std::barrier<>>(32);
-      ctx.smem.assign(smem_floats, std::nanf(""));
-      std::vector<std::thread> pool;
-      for (int t = 0; t < kThreads; ++t)
-        pool.emplace_back([&, t] {
-          cta = &ctx;
-          pending.clear();
-          threadIdx.x = static_cast<unsigned>(t);
-          blockIdx.x = static_cast<unsigned>(x);
-          blockIdx.y = static_cast<unsigned>(y);
-          body();
-        });
-      for (std::thread& th : pool) th.join();
-    }
+  emu_launch(grid_x, grid_y, 256, smem_floats * sizeof(float), 0xff, [&] {
+    pending.clear();
+    body();
+  });
 }
 
 struct Problem {

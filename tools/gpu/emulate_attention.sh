@@ -11,7 +11,7 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 python3 "$root/tools/gpu/slice_attention_kernels.py" "$root/kernels/cuda/attention.cu" "$work/kernels.inc"
-cuda_include="${CUDA_HOME:-/usr/local/cuda}/include"
-g++ -std=c++20 -O2 -pthread -Wno-unknown-pragmas -I"$work" -isystem "$cuda_include" \
+cuda_include="${CUDA_INCLUDE:-${CUDA_HOME:-/usr/local/cuda}/include}"
+g++ -std=c++20 -O2 -pthread -Wno-unknown-pragmas -I"$work" -I"$root" -isystem "$cuda_include" \
   "$root/tools/gpu/attention_emulator.cpp" -o "$work/attention_emulator"
 "$work/attention_emulator" "$@"
