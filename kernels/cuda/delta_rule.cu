@@ -238,7 +238,8 @@ struct TilePieces {
 
 template <int kKeyPad>
 constexpr size_t prepare_smem_bytes() {
-  return sizeof(float) * (kChunk * ld_keys<kKeyPad>() + kChunk * kLdX) +
+  // keys, then X over them; the gram matrix, then A; the decays.
+  return sizeof(float) * (kChunk * std::max(ld_keys<kKeyPad>(), kLdX) + kChunk * kLdX) +
          sizeof(double) * 2 * kChunk;
 }
 
@@ -253,8 +254,8 @@ __global__ void __launch_bounds__(kThreads)
                          int chunks, float* __restrict__ x_out, float* __restrict__ coef_out) {
   constexpr int kLdK = ld_keys<kKeyPad>();
   extern __shared__ __align__(128) float smem[];
-  float* keys = smem;                  // [kChunk][kLdK]
-  float* gram = keys + kChunk * kLdK;  // [kChunk][kLdX]: K K^T, then A below the diagonal
+  float* keys = smem;  // [kChunk][kLdK], later X ([kChunk][kLdX])
+  float* gram = keys + kChunk * (kLdK > kLdX ? kLdK : kLdX);        // [kChunk][kLdX]: K K^T, then A
   auto* alpha_s = reinterpret_cast<double*>(gram + kChunk * kLdX);  // [kChunk]
   double* beta_s = alpha_s + kChunk;                                // [kChunk]
 
@@ -331,32 +332,66 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
 
-  // X = (I + A)^-1 by forward substitution: X[t][j] = -sum_{i<t} A[t][i] X[i][j] for t > j,
-  // X[j][j] = 1, zero above. Four lanes per column j (all 256 threads): lane q keeps X[i][j] for
-  // i = q mod 4 in registers (zero until computed, so the sums need no bounds), and two shuffles
-  // add the four partial sums of each row.
+  // X = (I + A)^-1 over 16 x 16 blocks (L = I + A is unit lower triangular):
+  //   X_bb = L_bb^-1 by forward substitution, the four diagonal blocks at once (16 dependent
+  //   steps instead of 64): block b = tid / 64, four lanes a column, two shuffles a row;
+  //   then block row by block row, X_ij = -X_bb T_ij with T_ij = sum_{k=j}^{i-1} A_ik X_kj
+  //   (j < i), one element of a 16 x 16 block a thread. X is built in shared memory over the
+  //   keys (no longer needed), T_ij in X's unused upper block (j, i); then X is copied out.
+  float* xs = keys;  // [kChunk][kLdX]
   {
-    const int j = tid / 4, q = tid % 4;
-    float x[kChunk / 4] = {};
-    float* xg = x_out + (static_cast<size_t>(h) * chunks + chunk) * kChunk * kChunk;
+    const int b = tid / 64, c = (tid / 4) % 16, q = tid % 4;
+    float x[4] = {};  // X_bb[4 m + q][c], zero until computed (so the sums need no bounds)
 #pragma unroll
-    for (int t = 0; t < kChunk; ++t) {
-      const float* row = gram + t * kLdX + q;
-      float s0 = 0.0f, s1 = 0.0f;
+    for (int t = 0; t < 16; ++t) {
+      const float* row = gram + (16 * b + t) * kLdX + 16 * b + q;
+      float sum = 0.0f;
 #pragma unroll
-      for (int m = 0; m < (t + 3) / 4; m += 2) {
-        s0 += row[4 * m] * x[m];
-        if (m + 1 < (t + 3) / 4) s1 += row[4 * m + 4] * x[m + 1];
-      }
-      float sum = s0 + s1;
+      for (int m = 0; m < (t + 3) / 4; ++m) sum += row[4 * m] * x[m];
       sum += __shfl_xor_sync(0xffffffffu, sum, 1);
       sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      const float value = t < j ? 0.0f : (t == j ? 1.0f : -sum);
+      const float value = t < c ? 0.0f : (t == c ? 1.0f : -sum);
       if (q == t % 4) {
         x[t / 4] = value;
-        xg[t * kChunk + j] = value;
+        xs[(16 * b + t) * kLdX + 16 * b + c] = value;
       }
     }
+  }
+  __syncthreads();
+  {
+    const int r = tid / 16, c = tid % 16;
+#pragma unroll
+    for (int i = 1; i < 4; ++i) {
+#pragma unroll
+      for (int j = 0; j < i; ++j) {  // T_ij -> block (j, i) of xs
+        float acc = 0.0f;
+#pragma unroll
+        for (int k = j; k < i; ++k) {
+          const float* a_row = gram + (16 * i + r) * kLdX + 16 * k;
+          const float* x_col = xs + 16 * k * kLdX + 16 * j + c;
+#pragma unroll
+          for (int m = 0; m < 16; ++m) acc += a_row[m] * x_col[m * kLdX];
+        }
+        xs[(16 * j + r) * kLdX + 16 * i + c] = acc;
+      }
+      __syncthreads();
+      const float* x_row = xs + (16 * i + r) * kLdX + 16 * i;  // row r of X_ii
+#pragma unroll
+      for (int j = 0; j < i; ++j) {  // X_ij = -X_ii T_ij (X_ii lower triangular)
+        const float* t_col = xs + 16 * j * kLdX + 16 * i + c;
+        float acc = 0.0f;
+#pragma unroll
+        for (int m = 0; m < 16; ++m)
+          if (m <= r) acc += x_row[m] * t_col[m * kLdX];
+        xs[(16 * i + r) * kLdX + 16 * j + c] = -acc;
+      }
+      __syncthreads();
+    }
+  }
+  float* xg = x_out + (static_cast<size_t>(h) * chunks + chunk) * kChunk * kChunk;
+  for (int idx = tid; idx < kChunk * kChunk; idx += kThreads) {
+    const int t = idx / kChunk, j = idx % kChunk;
+    xg[idx] = j / 16 > t / 16 ? 0.0f : xs[t * kLdX + j];
   }
 }
 
