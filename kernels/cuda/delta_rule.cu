@@ -397,6 +397,78 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---------------------------------------------------------------------------- recurrence kernel
 
+// The per-chunk inputs of a single-pass recurrence block (value columns [j0, j0 + cols) of one
+// head), double-buffered in shared memory: keys [2][kChunk][kLdK], X [2][kChunk][kLdX], values
+// [2][kChunk][kLdV], decay coefficients [2][kCoefs]. prefetch(c) issues chunk c's copies as one
+// cp.async group into buffer c & 1, which the *_of(c) accessors return.
+template <int kKeyPad, int kLdV>
+struct ChunkInputs {
+  static constexpr int kLdK = ld_keys<kKeyPad>();
+  float *keys, *xmat, *vals, *coef;  // both buffers of each region
+  const float *k_head, *v_head, *x_head, *coef_head;
+  int k_stride, v_stride, tokens, dk, cols;
+  bool vec16;
+  TilePieces<kKeyPad> key_pieces;
+  TilePieces<kTile> val_pieces;
+  TilePieces<kChunk> x_pieces;
+
+  // k, v: the head's first key / value column of token 0; x, coef: the head's prepare outputs.
+  __device__ ChunkInputs(float* smem_keys, float* smem_xmat, float* smem_vals, float* smem_coef,
+                         const float* k, int k_stride_, const float* v, int v_stride_,
+                         const float* x, const float* coefs, int tokens_, int dk_, int cols_,
+                         bool vec16_)
+      : keys(smem_keys),
+        xmat(smem_xmat),
+        vals(smem_vals),
+        coef(smem_coef),
+        k_head(k),
+        v_head(v),
+        x_head(x),
+        coef_head(coefs),
+        k_stride(k_stride_),
+        v_stride(v_stride_),
+        tokens(tokens_),
+        dk(dk_),
+        cols(cols_),
+        vec16(vec16_),
+        key_pieces(threadIdx.x),
+        val_pieces(threadIdx.x),
+        x_pieces(threadIdx.x) {}
+
+  __device__ __forceinline__ const float* keys_of(int c) const {
+    return keys + (c & 1) * kChunk * kLdK;
+  }
+  __device__ __forceinline__ const float* xmat_of(int c) const {
+    return xmat + (c & 1) * kChunk * kLdX;
+  }
+  __device__ __forceinline__ const float* vals_of(int c) const {
+    return vals + (c & 1) * kChunk * kLdV;
+  }
+  __device__ __forceinline__ const float* coef_of(int c) const { return coef + (c & 1) * kCoefs; }
+
+  __device__ __forceinline__ void prefetch(int c) const {
+    const int buf = c & 1, t0 = c * kChunk, n = min(kChunk, tokens - t0);
+    const float* k_src = k_head + static_cast<size_t>(t0) * k_stride;
+    const float* v_src = v_head + static_cast<size_t>(t0) * v_stride;
+    float* k_dst = keys + buf * kChunk * kLdK;
+    float* v_dst = vals + buf * kChunk * kLdV;
+    if (vec16) {
+      key_pieces.load(k_dst, kLdK, k_src, static_cast<size_t>(k_stride), n, dk);
+      val_pieces.load(v_dst, kLdV, v_src, static_cast<size_t>(v_stride), n, cols);
+    } else {
+      load_rows_async<kKeyPad>(k_dst, kLdK, k_src, static_cast<size_t>(k_stride), n, dk, false);
+      load_rows_async<kTile>(v_dst, kLdV, v_src, static_cast<size_t>(v_stride), n, cols, false);
+    }
+    x_pieces.load(xmat + buf * kChunk * kLdX, kLdX,
+                  x_head + static_cast<size_t>(c) * kChunk * kChunk, kChunk, kChunk, kChunk);
+    const int tid = threadIdx.x;
+    if (tid < kCoefs / 4)
+      copy_async16(coef + buf * kCoefs + 4 * tid,
+                   coef_head + static_cast<size_t>(c) * kCoefs + 4 * tid, true);
+    copy_commit();
+  }
+};
+
 template <int kKeyPad>
 struct RecurLayout {
   static constexpr int kLdK = ld_keys<kKeyPad>();  // = 4 mod 32: A-fragment rows on all banks
@@ -467,36 +539,13 @@ __global__ void __launch_bounds__(kThreads)
   const int j0 = tile * kTile;
   const int cols = min(kTile, dv - j0);
   float* s_head = s + static_cast<size_t>(h) * dk * dv;
-  const float* k_head = k + static_cast<size_t>(h) * dk;
-  const float* v_head = v + static_cast<size_t>(h) * dv + j0;
-  const float* x_head = x_in + static_cast<size_t>(h) * chunks * kChunk * kChunk;
-  const float* coef_head = coef_in + static_cast<size_t>(h) * chunks * kCoefs;
+  const ChunkInputs<kKeyPad, kLdS> in(
+      smem + L::keys, smem + L::xmat, smem + L::vals, smem + L::coef,
+      k + static_cast<size_t>(h) * dk, k_stride, v + static_cast<size_t>(h) * dv + j0, v_stride,
+      x_in + static_cast<size_t>(h) * chunks * kChunk * kChunk,
+      coef_in + static_cast<size_t>(h) * chunks * kCoefs, tokens, dk, cols, vec16);
 
-  const TilePieces<kKeyPad> key_pieces(tid);
-  const TilePieces<kTile> val_pieces(tid);
-  const TilePieces<kChunk> x_pieces(tid);
-  auto prefetch = [&](int c) {
-    const int buf = c & 1, t0 = c * kChunk, n = min(kChunk, tokens - t0);
-    const float* k_src = k_head + static_cast<size_t>(t0) * k_stride;
-    const float* v_src = v_head + static_cast<size_t>(t0) * v_stride;
-    float* k_dst = smem + L::keys + buf * kChunk * kLdK;
-    float* v_dst = smem + L::vals + buf * kChunk * kLdS;
-    if (vec16) {
-      key_pieces.load(k_dst, kLdK, k_src, static_cast<size_t>(k_stride), n, dk);
-      val_pieces.load(v_dst, kLdS, v_src, static_cast<size_t>(v_stride), n, cols);
-    } else {
-      load_rows_async<kKeyPad>(k_dst, kLdK, k_src, static_cast<size_t>(k_stride), n, dk, false);
-      load_rows_async<kTile>(v_dst, kLdS, v_src, static_cast<size_t>(v_stride), n, cols, false);
-    }
-    x_pieces.load(smem + L::xmat + buf * kChunk * kLdX, kLdX,
-                  x_head + static_cast<size_t>(c) * kChunk * kChunk, kChunk, kChunk, kChunk);
-    const float* coef_src = coef_head + static_cast<size_t>(c) * kCoefs;
-    if (tid < kCoefs / 4)
-      copy_async16(smem + L::coef + buf * kCoefs + 4 * tid, coef_src + 4 * tid, true);
-    copy_commit();
-  };
-
-  prefetch(0);
+  in.prefetch(0);
   // The state: fp32 in the registers of the warp that updates it (C-fragment order: rows
   // [16 warp, 16 warp + 16), column tiles 0 and 1), split in shared memory for K S.
   float s_reg[2][4] = {};
@@ -517,17 +566,16 @@ __global__ void __launch_bounds__(kThreads)
   const int row_tile = warp & 3, col_tile = warp >> 2, key_half = warp >> 2;
   const int out_row = 16 * row_tile + g, out_col = 8 * col_tile + 2 * t;  // C element 0
   for (int c = 0; c < chunks; ++c) {
-    const int buf = c & 1;
-    const float* keys = smem + L::keys + buf * kChunk * kLdK;
-    const float* xmat = smem + L::xmat + buf * kChunk * kLdX;
-    const float* vals = smem + L::vals + buf * kChunk * kLdS;
-    const float* coef = smem + L::coef + buf * kCoefs;
+    const float* keys = in.keys_of(c);
+    const float* xmat = in.xmat_of(c);
+    const float* vals = in.vals_of(c);
+    const float* coef = in.coef_of(c);
 
     copy_wait_all();
     // Chunk c has landed for every thread; every thread is done with chunk c - 1, so its buffer
     // may be refilled, and the state written after the last chunk is visible.
     __syncthreads();
-    if (c + 1 < chunks) prefetch(c + 1);
+    if (c + 1 < chunks) in.prefetch(c + 1);
 
     {  // P = K S over this warp's half of the key dim, both column tiles.
       MmaAcc acc[2];
@@ -1002,29 +1050,13 @@ __global__ void __launch_bounds__(kThreads)
   const int j0 = tile * kTile;
   const int cols = min(kTile, dv - j0);
   float* s_head = s + static_cast<size_t>(h) * dk * dv;
-  const float* k_head = k + static_cast<size_t>(h) * dk;
-  const float* v_head = v + static_cast<size_t>(h) * dv + j0;
-  const float* x_head = x_in + static_cast<size_t>(h) * chunks * kChunk * kChunk;
-  const float* coef_head = coef_in + static_cast<size_t>(h) * chunks * kCoefs;
+  const ChunkInputs<kKeyPad, kLdT> in(
+      smem + L::keys, smem + L::xmat, smem + L::vals, smem + L::coef,
+      k + static_cast<size_t>(h) * dk, k_stride, v + static_cast<size_t>(h) * dv + j0, v_stride,
+      x_in + static_cast<size_t>(h) * chunks * kChunk * kChunk,
+      coef_in + static_cast<size_t>(h) * chunks * kCoefs, tokens, dk, cols, vec16);
 
-  auto prefetch = [&](int c) {
-    const int buf = c & 1, t0 = c * kChunk, n = min(kChunk, tokens - t0);
-    load_rows_async<kKeyPad>(smem + L::keys + buf * kChunk * kLdK, kLdK,
-                             k_head + static_cast<size_t>(t0) * k_stride,
-                             static_cast<size_t>(k_stride), n, dk, vec16);
-    load_rows_async<kTile>(smem + L::vals + buf * kChunk * kLdT, kLdT,
-                           v_head + static_cast<size_t>(t0) * v_stride,
-                           static_cast<size_t>(v_stride), n, cols, vec16);
-    load_rows_async<kChunk>(smem + L::xmat + buf * kChunk * kLdX, kLdX,
-                            x_head + static_cast<size_t>(c) * kChunk * kChunk, kChunk, kChunk,
-                            kChunk, true);
-    const float* coef_src = coef_head + static_cast<size_t>(c) * kCoefs;
-    for (int idx = tid; idx < kCoefs / 4; idx += kThreads)
-      copy_async16(smem + L::coef + buf * kCoefs + 4 * idx, coef_src + 4 * idx, true);
-    copy_commit();
-  };
-
-  prefetch(0);
+  in.prefetch(0);
   // The state tile: rows past dk and columns past cols are zeros (they meet zero keys / are not
   // stored), in shared memory for P and in registers (8 values a thread, rows < kKeyPad) for S.
   const int s_row = tid / 2, s_col = 8 * (tid % 2);
@@ -1046,17 +1078,16 @@ __global__ void __launch_bounds__(kThreads)
   // need its columns below 8 w + 8 only.
   const int x_cols = (r | 7) + 1;
   for (int c = 0; c < chunks; ++c) {
-    const int buf = c & 1;
-    const float* keys = smem + L::keys + buf * kChunk * kLdK;
-    const float* xmat = smem + L::xmat + buf * kChunk * kLdX;
-    const float* vals = smem + L::vals + buf * kChunk * kLdT;
-    const float* coef = smem + L::coef + buf * kCoefs;
+    const float* keys = in.keys_of(c);
+    const float* xmat = in.xmat_of(c);
+    const float* vals = in.vals_of(c);
+    const float* coef = in.coef_of(c);
 
     copy_wait_all();
     // Chunk c has landed for every thread; every thread is done with chunk c - 1 (its buffers,
     // rhs and upd) and the state in shared memory is chunk c's.
     __syncthreads();
-    if (c + 1 < chunks) prefetch(c + 1);
+    if (c + 1 < chunks) in.prefetch(c + 1);
 
     // P = K S (row r, 4 columns), then R = beta V - beta gamma P.
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
