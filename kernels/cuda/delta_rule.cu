@@ -446,6 +446,20 @@ struct ChunkInputs {
   }
   __device__ __forceinline__ const float* coef_of(int c) const { return coef + (c & 1) * kCoefs; }
 
+  // Chunk c's inputs in shared memory.
+  struct Chunk {
+    const float *keys, *xmat, *vals, *coef;
+  };
+  // Waits until chunk c has landed for every thread, then starts chunk c + 1's copies into the
+  // other buffer (every thread is done with chunk c - 1 there: the barrier orders it). Called
+  // by all threads, once a chunk, after prefetch(0).
+  __device__ __forceinline__ Chunk begin_chunk(int c, int chunks) const {
+    copy_wait_all();
+    __syncthreads();
+    if (c + 1 < chunks) prefetch(c + 1);
+    return {keys_of(c), xmat_of(c), vals_of(c), coef_of(c)};
+  }
+
   __device__ __forceinline__ void prefetch(int c) const {
     const int buf = c & 1, t0 = c * kChunk, n = min(kChunk, tokens - t0);
     const float* k_src = k_head + static_cast<size_t>(t0) * k_stride;
@@ -566,16 +580,8 @@ __global__ void __launch_bounds__(kThreads)
   const int row_tile = warp & 3, col_tile = warp >> 2, key_half = warp >> 2;
   const int out_row = 16 * row_tile + g, out_col = 8 * col_tile + 2 * t;  // C element 0
   for (int c = 0; c < chunks; ++c) {
-    const float* keys = in.keys_of(c);
-    const float* xmat = in.xmat_of(c);
-    const float* vals = in.vals_of(c);
-    const float* coef = in.coef_of(c);
-
-    copy_wait_all();
-    // Chunk c has landed for every thread; every thread is done with chunk c - 1, so its buffer
-    // may be refilled, and the state written after the last chunk is visible.
-    __syncthreads();
-    if (c + 1 < chunks) in.prefetch(c + 1);
+    // The barrier in begin_chunk also makes the state written after the last chunk visible.
+    const auto [keys, xmat, vals, coef] = in.begin_chunk(c, chunks);
 
     {  // P = K S over this warp's half of the key dim, both column tiles.
       MmaAcc acc[2];
@@ -1078,16 +1084,8 @@ __global__ void __launch_bounds__(kThreads)
   // need its columns below 8 w + 8 only.
   const int x_cols = (r | 7) + 1;
   for (int c = 0; c < chunks; ++c) {
-    const float* keys = in.keys_of(c);
-    const float* xmat = in.xmat_of(c);
-    const float* vals = in.vals_of(c);
-    const float* coef = in.coef_of(c);
-
-    copy_wait_all();
-    // Chunk c has landed for every thread; every thread is done with chunk c - 1 (its buffers,
-    // rhs and upd) and the state in shared memory is chunk c's.
-    __syncthreads();
-    if (c + 1 < chunks) in.prefetch(c + 1);
+    // The barrier in begin_chunk also orders rhs, upd and the shared state between chunks.
+    const auto [keys, xmat, vals, coef] = in.begin_chunk(c, chunks);
 
     // P = K S (row r, 4 columns), then R = beta V - beta gamma P.
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};

@@ -1,7 +1,7 @@
 // Host emulator for the delta rule's kernels (kernels/cuda/delta_rule.cu): the prepare kernel,
 // the tensor-core single-pass recurrence and the FMA recurrence run on the CPU, so that their
 // indexing, fragment layouts, barriers and cp.async double buffering can be checked without a
-// GPU. It compiles the real kernel source (kernel.inc, sliced out by slice_delta_kernels.py) with
+// GPU. It compiles the real kernel source (kernels.inc, sliced out by slice_delta_kernels.py) with
 // one std::thread per CUDA thread, std::barrier for __syncthreads, and per-warp barriers for the
 // warp-wide operations: mma.sync m16n8k8 TF32 (operands truncated to TF32 as the tensor cores
 // read them, each lane's outputs from the PTX fragment layout) and __shfl_xor_sync. cp.async
@@ -94,7 +94,7 @@ inline void copy_wait_all() {
 
 namespace emu {
 using strand::cuda::kDeltaChunk;
-#include "kernel.inc"
+#include "kernels.inc"
 }  // namespace emu
 
 namespace {

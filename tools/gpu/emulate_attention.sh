@@ -7,11 +7,4 @@
 # names (e.g. `emulate_attention.sh tuned_128x8_n64`) restrict the run to those variants.
 # Usage: tools/gpu/emulate_attention.sh [quick | variant-name...]
 set -euo pipefail
-root="$(cd "$(dirname "$0")/../.." && pwd)"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-python3 "$root/tools/gpu/slice_attention_kernels.py" "$root/kernels/cuda/attention.cu" "$work/kernels.inc"
-cuda_include="${CUDA_INCLUDE:-${CUDA_HOME:-/usr/local/cuda}/include}"
-g++ -std=c++20 -O2 -pthread -Wno-unknown-pragmas -I"$work" -I"$root" -isystem "$cuda_include" \
-  "$root/tools/gpu/attention_emulator.cpp" -o "$work/attention_emulator"
-"$work/attention_emulator" "$@"
+exec bash "$(dirname "$0")/run_emulator.sh" tools/gpu/slice_attention_kernels.py kernels/cuda/attention.cu tools/gpu/attention_emulator.cpp "$@"

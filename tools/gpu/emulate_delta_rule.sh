@@ -6,11 +6,4 @@
 # sequential rule (tools/gpu/delta_rule_emulator.cpp). Under a minute on two cores.
 # Usage: tools/gpu/emulate_delta_rule.sh
 set -euo pipefail
-root="$(cd "$(dirname "$0")/../.." && pwd)"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-python3 "$root/tools/gpu/slice_delta_kernels.py" "$root/kernels/cuda/delta_rule.cu" "$work/kernel.inc"
-cuda_include="${CUDA_INCLUDE:-${CUDA_HOME:-/usr/local/cuda}/include}"
-g++ -std=c++20 -O2 -pthread -Wno-unknown-pragmas -I"$work" -I"$root" -isystem "$cuda_include" \
-  "$root/tools/gpu/delta_rule_emulator.cpp" -o "$work/delta_rule_emulator"
-"$work/delta_rule_emulator" "$@"
+exec bash "$(dirname "$0")/run_emulator.sh" tools/gpu/slice_delta_kernels.py kernels/cuda/delta_rule.cu tools/gpu/delta_rule_emulator.cpp "$@"
