@@ -365,16 +365,22 @@ class Trainer:
                            f"{data.HELD_OUT_PERCENT}", "combinations":
                            [data.combo_key(c) for c in data.held_out_combinations()]}, f, indent=0)
 
-    def init_from(self, path: str) -> None:
-        """Copies every tensor of an exported model whose name and shape match this model's
-        (e.g. the trained autoencoder into a softmax_kv baseline of the same size)."""
+    def matching_tensors(self, path: str, names) -> dict:
+        """The tensors of the exported model at `path` among `names` (this model's) whose shape
+        matches this model's, as float32 torch tensors."""
         from strand_ref.export import read_tensors
 
         tensors, _ = read_tensors(path)
         own = self.model.state_dict()
-        taken = {k: torch.from_numpy(v.astype("float32")) for k, v in tensors.items()
-                 if k in own and tuple(own[k].shape) == tuple(v.shape)
-                 and not k.startswith(modelio.TEXT_PREFIX)}
+        return {k: torch.from_numpy(tensors[k].astype("float32")) for k in names
+                if k in tensors and tuple(own[k].shape) == tuple(tensors[k].shape)}
+
+    def init_from(self, path: str) -> None:
+        """Copies every tensor of an exported model whose name and shape match this model's
+        (e.g. the trained autoencoder into a softmax_kv baseline of the same size)."""
+        own = self.model.state_dict()
+        taken = self.matching_tensors(path, [k for k in own
+                                             if not k.startswith(modelio.TEXT_PREFIX)])
         if not any(k.startswith("decoder.") for k in taken):
             raise SystemExit(f"--init-from {path}: no autoencoder tensor matches this config")
         own.update(taken)
@@ -389,13 +395,9 @@ class Trainer:
         model with another (run 9: the shipped 8x model's DiT into a 4x autoencoder at patch 4,
         where only the patch embedding's weight and the head's output layer differ in shape and
         stay freshly initialised)."""
-        from strand_ref.export import read_tensors
-
-        tensors, _ = read_tensors(path)
         own = self.model.state_dict()
         dit = [k for k in own if not k.startswith(("encoder.", "decoder.", modelio.TEXT_PREFIX))]
-        taken = {k: torch.from_numpy(tensors[k].astype("float32")) for k in dit
-                 if k in tensors and tuple(own[k].shape) == tuple(tensors[k].shape)}
+        taken = self.matching_tensors(path, dit)
         # Only the layers sized by the latent channels and the patch may differ; anything else
         # (width, depth, layer kinds, text size) would leave a half-copied transformer.
         misfit = [k for k in dit if k not in taken and not k.startswith(DIT_IO_LAYERS)]
