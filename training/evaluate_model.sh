@@ -6,7 +6,7 @@
 # consistency (training/eval_model.py says how the schedules and the summary are made).
 #
 #   training/evaluate_model.sh MODEL OUTDIR [--frames N] [--seed S] [--threads T] [--cli PATH]
-#                              [--keep-frames]
+#                              [--keep-frames] [--recache K]
 #
 # MODEL    a .safetensors model, or "world" for world.py's ground truth of the same schedules
 #          (the upper reference). A model names its text encoder file; strand-cli looks for it
@@ -18,6 +18,8 @@
 #             OpenMP threads contending with other work ran 13x slower than one).
 # --cli PATH  strand-cli binary (default: build/bin/strand-cli, else the newest build-*/bin one).
 # --keep-frames  keep OUTDIR/frames/ (PNG) for strips; otherwise removed once scored.
+# --recache K    at each prompt change, replay the last K blocks' clean passes under the new
+#             prompt (strand-cli render --recache; default 0: a hard switch, as the runs above).
 #
 # Everything written goes under OUTDIR: schedules/, frames/, stats/ (strand-cli --stats),
 # eval/ (evaluate.py reports, per frame), summary.json, log.txt.
@@ -30,7 +32,7 @@ PY="${STRAND_PYTHON:-$ROOT/.venv/bin/python}"
 usage() { sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [[ $# -ge 2 ]] || usage
 MODEL="$1"; OUTDIR="$2"; shift 2
-FRAMES=240; SEED=1; CLI=""; KEEP=0; THREADS=1
+FRAMES=240; SEED=1; CLI=""; KEEP=0; THREADS=1; RECACHE=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --frames) FRAMES="$2"; shift 2 ;;
@@ -38,11 +40,13 @@ while [[ $# -gt 0 ]]; do
     --cli) CLI="$2"; shift 2 ;;
     --threads) THREADS="$2"; shift 2 ;;
     --keep-frames) KEEP=1; shift ;;
+    --recache) RECACHE="$2"; shift 2 ;;
     *) echo "evaluate_model.sh: unknown option '$1'" >&2; usage ;;
   esac
 done
 [[ "$FRAMES" =~ ^[0-9]+$ ]] || { echo "evaluate_model.sh: --frames needs a number" >&2; exit 2; }
 [[ "$THREADS" =~ ^[1-9][0-9]*$ ]] || { echo "evaluate_model.sh: --threads needs a number" >&2; exit 2; }
+[[ "$RECACHE" =~ ^[0-9]+$ ]] || { echo "evaluate_model.sh: --recache needs a number" >&2; exit 2; }
 export OMP_NUM_THREADS="$THREADS" OPENBLAS_NUM_THREADS="$THREADS"
 
 if [[ "$MODEL" != "world" ]]; then
@@ -64,7 +68,7 @@ mkdir -p "$OUTDIR"/{schedules,frames,stats,eval}
 LOG="$OUTDIR/log.txt"
 : > "$LOG"
 note() { echo "$*" | tee -a "$LOG"; }
-note "model: $MODEL  cli: ${CLI:-none}  frames: $FRAMES  seed: $SEED  threads: $THREADS  block frames: $BLOCK_FRAMES"
+note "model: $MODEL  cli: ${CLI:-none}  frames: $FRAMES  seed: $SEED  threads: $THREADS  block frames: $BLOCK_FRAMES  recache: $RECACHE"
 
 "$PY" "$ROOT/training/eval_model.py" schedules --frames "$FRAMES" --out "$OUTDIR/schedules" | tee -a "$LOG"
 
@@ -80,7 +84,7 @@ for name in switches revisit long; do
     rm -f "$frames_dir/labels.json"
   else
     "$CLI" render --model "$MODEL" --schedule "$schedule" --frames "$n" --seed "$SEED" \
-      --out "$frames_dir" --stats "$OUTDIR/stats/$name.json" >/dev/null
+      --out "$frames_dir" --stats "$OUTDIR/stats/$name.json" --recache "$RECACHE" >/dev/null
   fi
   mid=$(date +%s.%N)
   "$PY" "$ROOT/training/evaluate.py" --frames "$frames_dir" --schedule "$schedule" \

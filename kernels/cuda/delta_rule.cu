@@ -398,21 +398,28 @@ __global__ void __launch_bounds__(kThreads)
 // ---------------------------------------------------------------------------- recurrence kernel
 
 // The per-chunk inputs of a single-pass recurrence block (value columns [j0, j0 + cols) of one
-// head), double-buffered in shared memory: keys [2][kChunk][kLdK], X [2][kChunk][kLdX], values
-// [2][kChunk][kLdV], decay coefficients [2][kCoefs]. prefetch(c) issues chunk c's copies as one
-// cp.async group into buffer c & 1, which the *_of(c) accessors return.
-template <int kKeyPad, int kLdV>
+// head), double-buffered in shared memory: keys [2][kChunk][kLdK], the mixing matrix
+// [2][kChunk][kLdMix], values [2][kChunk][kLdV], decay coefficients [2][kCoefs]. prefetch(c)
+// issues chunk c's copies as one cp.async group into buffer c & 1, which the *_of(c) accessors
+// return. Unfolded (kFolded false): the mixing matrix is X and the values are V. Folded: the
+// mixing matrix is W' = diag(tail) X diag(beta gamma) K ([kChunk][kKeyPad] a chunk in the
+// workspace) and the values are U0' = diag(tail) X diag(beta) V ([kChunk][dv_pad] a chunk), the
+// fold kernel's outputs; `x` then points at the head's W' and `v` at its U0' columns j0.
+template <int kKeyPad, int kLdV, bool kFolded = false>
 struct ChunkInputs {
   static constexpr int kLdK = ld_keys<kKeyPad>();
+  static constexpr int kMixCols = kFolded ? kKeyPad : kChunk;
+  static constexpr int kLdMix = kFolded ? kLdK : kLdX;
   float *keys, *xmat, *vals, *coef;  // both buffers of each region
   const float *k_head, *v_head, *x_head, *coef_head;
   int k_stride, v_stride, tokens, dk, cols;
   bool vec16;
   TilePieces<kKeyPad> key_pieces;
   TilePieces<kTile> val_pieces;
-  TilePieces<kChunk> x_pieces;
+  TilePieces<kMixCols> x_pieces;
 
-  // k, v: the head's first key / value column of token 0; x, coef: the head's prepare outputs.
+  // k, v: the head's first key / value column of token 0 (folded: v is U0' as above, v_stride
+  // its row stride); x, coef: the head's prepare (folded: fold) outputs.
   __device__ ChunkInputs(float* smem_keys, float* smem_xmat, float* smem_vals, float* smem_coef,
                          const float* k, int k_stride_, const float* v, int v_stride_,
                          const float* x, const float* coefs, int tokens_, int dk_, int cols_,
@@ -439,7 +446,7 @@ struct ChunkInputs {
     return keys + (c & 1) * kChunk * kLdK;
   }
   __device__ __forceinline__ const float* xmat_of(int c) const {
-    return xmat + (c & 1) * kChunk * kLdX;
+    return xmat + (c & 1) * kChunk * kLdMix;
   }
   __device__ __forceinline__ const float* vals_of(int c) const {
     return vals + (c & 1) * kChunk * kLdV;
@@ -468,13 +475,16 @@ struct ChunkInputs {
     float* v_dst = vals + buf * kChunk * kLdV;
     if (vec16) {
       key_pieces.load(k_dst, kLdK, k_src, static_cast<size_t>(k_stride), n, dk);
-      val_pieces.load(v_dst, kLdV, v_src, static_cast<size_t>(v_stride), n, cols);
     } else {
       load_rows_async<kKeyPad>(k_dst, kLdK, k_src, static_cast<size_t>(k_stride), n, dk, false);
+    }
+    if (vec16 || kFolded) {  // U0' (padded rows and columns, zeros past the chunk) is aligned
+      val_pieces.load(v_dst, kLdV, v_src, static_cast<size_t>(v_stride), n, cols);
+    } else {
       load_rows_async<kTile>(v_dst, kLdV, v_src, static_cast<size_t>(v_stride), n, cols, false);
     }
-    x_pieces.load(xmat + buf * kChunk * kLdX, kLdX,
-                  x_head + static_cast<size_t>(c) * kChunk * kChunk, kChunk, kChunk, kChunk);
+    x_pieces.load(xmat + buf * kChunk * kLdMix, kLdMix,
+                  x_head + static_cast<size_t>(c) * kChunk * kMixCols, kMixCols, kChunk, kMixCols);
     const int tid = threadIdx.x;
     if (tid < kCoefs / 4)
       copy_async16(coef + buf * kCoefs + 4 * tid,
@@ -483,21 +493,22 @@ struct ChunkInputs {
   }
 };
 
-template <int kKeyPad>
+template <int kKeyPad, bool kFolded = false>
 struct RecurLayout {
   static constexpr int kLdK = ld_keys<kKeyPad>();  // = 4 mod 32: A-fragment rows on all banks
   static constexpr int kLdS = kTile + 8;           // = 24: B-fragment rows t, t+1.. on all banks
+  static constexpr int kLdMix = kFolded ? kLdK : kLdX;  // X, or W' (folded)
   // Offsets in floats; every region a multiple of 4 floats (16-byte cp.async). The B operands
   // (state, R, tail U) are kept split into TF32 hi and lo halves, [2][rows][kLdS], by the step
-  // that writes them, so the products read them without converting.
+  // that writes them, so the products read them without converting. Folded: no R.
   static constexpr int keys = 0;                           // [2][kChunk][kLdK]
-  static constexpr int xmat = keys + 2 * kChunk * kLdK;    // [2][kChunk][kLdX]
-  static constexpr int vals = xmat + 2 * kChunk * kLdX;    // [2][kChunk][kLdS]
+  static constexpr int xmat = keys + 2 * kChunk * kLdK;    // [2][kChunk][kLdMix]
+  static constexpr int vals = xmat + 2 * kChunk * kLdMix;  // [2][kChunk][kLdS]: V or U0'
   static constexpr int coef = vals + 2 * kChunk * kLdS;    // [2][kCoefs]
   static constexpr int state = coef + 2 * kCoefs;          // [hi, lo][kKeyPad][kLdS]
   static constexpr int part = state + 2 * kKeyPad * kLdS;  // [2 key halves][kChunk][kLdS] K S
   static constexpr int rhs = part + 2 * kChunk * kLdS;     // [hi, lo][kChunk][kLdS] R
-  static constexpr int upd = rhs + 2 * kChunk * kLdS;      // [hi, lo][kChunk][kLdS] tail * U
+  static constexpr int upd = rhs + (kFolded ? 0 : 2 * kChunk * kLdS);  // [hi, lo][kChunk][kLdS]
   static constexpr int total = upd + 2 * kChunk * kLdS;
   static constexpr size_t bytes = sizeof(float) * total;
 };
@@ -532,20 +543,26 @@ __device__ __forceinline__ void load_b_split(const float* m, int lo_offset, int 
 //               registers (fp32) and mirrored split in shared memory for the next K S
 // Four barriers a chunk. Splitting K S over the key dim halves its dependent chain and shares each
 // A fragment of K between the two column tiles.
-template <int kKeyPad, bool kExact>
+// kFolded: X was folded into the chunk's operands beforehand (fold kernel), Ud = U0' - W' S with
+// W' = diag(tail) X diag(beta gamma) K and U0' = diag(tail) X diag(beta) V, so a chunk is
+//   P = W' S (as K S above)  ->  Ud = U0' - (P0 + P1) (all threads)  ->  S = decay S + K^T Ud:
+// two products and three barriers instead of three and four, for 2 x 32 KB more loads a chunk.
+// Then v is U0' ([heads][chunks * kChunk][v_stride], v_stride = dv rounded up to kTile) and x_in
+// is W' ([heads][chunks][kChunk][kKeyPad]).
+template <int kKeyPad, bool kExact, bool kFolded = false>
 __global__ void __launch_bounds__(kThreads)
     delta_recur_kernel(float* __restrict__ s, const float* __restrict__ k, int k_stride,
                        const float* __restrict__ v, int v_stride, int tokens, int dk, int dv,
                        bool vec16, int chunks, const float* __restrict__ x_in,
                        const float* __restrict__ coef_in) {
-  using L = RecurLayout<kKeyPad>;
+  using L = RecurLayout<kKeyPad, kFolded>;
   constexpr int kLdK = L::kLdK, kLdS = L::kLdS;
   constexpr int kStateWarps = kKeyPad / 16;
   constexpr int kStateLo = kKeyPad * kLdS, kChunkLo = kChunk * kLdS;  // lo-half offsets
   extern __shared__ __align__(128) float smem[];
   float* state = smem + L::state;
   float* part = smem + L::part;
-  float* rhs = smem + L::rhs;
+  [[maybe_unused]] float* rhs = smem + L::rhs;  // unfolded only
   float* upd = smem + L::upd;
 
   const int tile = blockIdx.x, h = blockIdx.y, tid = threadIdx.x, warp = tid / 32;
@@ -553,10 +570,12 @@ __global__ void __launch_bounds__(kThreads)
   const int j0 = tile * kTile;
   const int cols = min(kTile, dv - j0);
   float* s_head = s + static_cast<size_t>(h) * dk * dv;
-  const ChunkInputs<kKeyPad, kLdS> in(
+  const size_t chunk_rows = static_cast<size_t>(chunks) * kChunk;
+  const ChunkInputs<kKeyPad, kLdS, kFolded> in(
       smem + L::keys, smem + L::xmat, smem + L::vals, smem + L::coef,
-      k + static_cast<size_t>(h) * dk, k_stride, v + static_cast<size_t>(h) * dv + j0, v_stride,
-      x_in + static_cast<size_t>(h) * chunks * kChunk * kChunk,
+      k + static_cast<size_t>(h) * dk, k_stride,
+      v + (kFolded ? h * chunk_rows * v_stride : static_cast<size_t>(h) * dv) + j0, v_stride,
+      x_in + h * chunk_rows * (kFolded ? kKeyPad : kChunk),
       coef_in + static_cast<size_t>(h) * chunks * kCoefs, tokens, dk, cols, vec16);
 
   in.prefetch(0);
@@ -583,11 +602,11 @@ __global__ void __launch_bounds__(kThreads)
     // The barrier in begin_chunk also makes the state written after the last chunk visible.
     const auto [keys, xmat, vals, coef] = in.begin_chunk(c, chunks);
 
-    {  // P = K S over this warp's half of the key dim, both column tiles.
+    {  // P = K S (folded: W' S) over this warp's half of the key dim, both column tiles.
       MmaAcc acc[2];
       constexpr int kHalf = kKeyPad / 2;
-      const float* key_cols = keys + key_half * kHalf;            // K[:, half]
-      const float* state_rows = state + key_half * kHalf * kLdS;  // S[half, :]
+      const float* key_cols = (kFolded ? xmat : keys) + key_half * kHalf;  // K[:, half]
+      const float* state_rows = state + key_half * kHalf * kLdS;           // S[half, :]
 #pragma unroll
       for (int kk = 0; kk < kHalf; kk += 8) {
         uint32_t a_hi[4], a_lo[4];
@@ -607,15 +626,22 @@ __global__ void __launch_bounds__(kThreads)
           out[(out_row + 8 * (e >> 1)) * kLdS + 8 * ct + 2 * t + (e & 1)] = acc[ct].value(e);
     }
     __syncthreads();
+    if constexpr (kFolded) {
 #pragma unroll
-    for (int idx = tid; idx < kChunk * kTile; idx += kThreads) {  // R = beta V - beta gamma P
-      const int row = idx / kTile, o = row * kLdS + idx % kTile;
-      store_split<kExact>(
-          rhs + o, kChunkLo,
-          coef[kChunk + row] * vals[o] - coef[row] * (part[o] + part[kChunkLo + o]));
-    }
-    __syncthreads();
-    {  // U = X R -> Ud = tail U
+      for (int idx = tid; idx < kChunk * kTile; idx += kThreads) {  // Ud = U0' - W' S
+        const int o = (idx / kTile) * kLdS + idx % kTile;
+        store_split<kExact>(upd + o, kChunkLo, vals[o] - (part[o] + part[kChunkLo + o]));
+      }
+    } else {
+#pragma unroll
+      for (int idx = tid; idx < kChunk * kTile; idx += kThreads) {  // R = beta V - beta gamma P
+        const int row = idx / kTile, o = row * kLdS + idx % kTile;
+        store_split<kExact>(
+            rhs + o, kChunkLo,
+            coef[kChunk + row] * vals[o] - coef[row] * (part[o] + part[kChunkLo + o]));
+      }
+      __syncthreads();
+      // U = X R -> Ud = tail U
       MmaAcc even, odd;
 #pragma unroll
       for (int kk = 0; kk < kChunk; kk += 16) {  // an even and an odd step
@@ -660,6 +686,80 @@ __global__ void __launch_bounds__(kThreads)
     for_each_state_element([&](int ct, int e, int row, int col) {
       if (row < dk && col < cols) s_head[static_cast<size_t>(row) * dv + j0 + col] = s_reg[ct][e];
     });
+}
+
+// ---------------------------------------------------------------------------------- fold kernel
+
+constexpr int kFoldCols = 128;  // output columns per fold block
+
+constexpr size_t fold_smem_bytes() {
+  return sizeof(float) * (kChunk * kLdX + kChunk * (kFoldCols + 4) + kChunk);
+}
+
+// Folds X and the decay factors of one chunk into the operands of the folded recurrence, for
+// 128 columns of one head (block x = chunk * column_blocks + column block, y = head; block 0 of a
+// chunk: keys -> W', the others: values -> U0'):
+//   W'[t][i]  = tail_t sum_j X[t][j] beta_j gamma_j K[j][i]   ([kChunk][kKeyPad] a chunk)
+//   U0'[t][c] = tail_t sum_j X[t][j] beta_j V[j][c]           ([chunks * kChunk][dv_pad] a head)
+// Plain fp32 FMA (X is lower triangular: half the terms are zeros). Zeros past the chunk's last
+// token (tail is 0 there) and in the padding columns, so the recurrence copies whole tiles.
+template <int kKeyPad>
+__global__ void __launch_bounds__(kThreads)
+    delta_fold_kernel(const float* __restrict__ k, int k_stride, const float* __restrict__ v,
+                      int v_stride, int tokens, int heads, int dk, int dv, int dv_pad, int chunks,
+                      const float* __restrict__ x_in, const float* __restrict__ coef_in,
+                      float* __restrict__ w_out, float* __restrict__ u_out) {
+  static_assert(kThreads == 2 * kFoldCols, "two rows of outputs a column");
+  constexpr int kLdSrc = kFoldCols + 4;
+  extern __shared__ __align__(128) float smem[];
+  float* xs = smem;                     // [kChunk][kLdX]
+  float* src = xs + kChunk * kLdX;      // [kChunk][kLdSrc]: scaled keys or values
+  float* tail = src + kChunk * kLdSrc;  // [kChunk]
+
+  const int column_blocks = 1 + (dv_pad + kFoldCols - 1) / kFoldCols;
+  const int chunk = blockIdx.x / column_blocks, block = blockIdx.x % column_blocks;
+  const int h = blockIdx.y, tid = threadIdx.x;
+  const int t0 = chunk * kChunk, n = min(kChunk, tokens - t0);
+  const bool keys = block == 0;
+  const int c0 = keys ? 0 : (block - 1) * kFoldCols;
+  const int width = keys ? kKeyPad : min(kFoldCols, dv_pad - c0);  // output columns
+  const int valid = keys ? dk : min(kFoldCols, dv - c0);           // non-padding columns
+  const float* coef = coef_in + (static_cast<size_t>(h) * chunks + chunk) * kCoefs;
+  const float* scale = keys ? coef : coef + kChunk;  // beta gamma, or beta
+  const float* xg = x_in + (static_cast<size_t>(h) * chunks + chunk) * kChunk * kChunk;
+
+  for (int idx = tid; idx < kChunk * kChunk; idx += kThreads)
+    xs[(idx / kChunk) * kLdX + idx % kChunk] = xg[idx];
+  for (int idx = tid; idx < kChunk * kFoldCols; idx += kThreads) {
+    const int row = idx / kFoldCols, col = idx % kFoldCols;
+    float value = 0.0f;
+    if (row < n && col < valid) {
+      const size_t token = static_cast<size_t>(t0 + row);
+      value = scale[row] * (keys ? k[token * k_stride + static_cast<size_t>(h) * dk + col]
+                                 : v[token * v_stride + static_cast<size_t>(h) * dv + c0 + col]);
+    }
+    src[row * kLdSrc + col] = value;
+  }
+  if (tid < kChunk) tail[tid] = coef[2 * kChunk + tid];
+  __syncthreads();
+
+  const int col = tid % kFoldCols, row0 = tid / kFoldCols;  // rows row0, row0 + 2, ...
+  float acc[kChunk / 2] = {};
+#pragma unroll 4
+  for (int j = 0; j < kChunk; ++j) {
+    const float x_j = src[j * kLdSrc + col];
+#pragma unroll
+    for (int m = 0; m < kChunk / 2; ++m) acc[m] += xs[(row0 + 2 * m) * kLdX + j] * x_j;
+  }
+  if (col >= width) return;
+  float* out = keys ? w_out + ((static_cast<size_t>(h) * chunks + chunk) * kChunk) * kKeyPad + col
+                    : u_out + (static_cast<size_t>(h) * chunks * kChunk + t0) * dv_pad + c0 + col;
+  const int ld = keys ? kKeyPad : dv_pad;
+#pragma unroll
+  for (int m = 0; m < kChunk / 2; ++m) {
+    const int row = row0 + 2 * m;
+    out[static_cast<size_t>(row) * ld] = tail[row] * acc[m];
+  }
 }
 
 // ------------------------------------------------------------------------ grouped: phase 1 kernel
@@ -1362,6 +1462,65 @@ void dispatch_fma(float* s, const float* k, int k_stride, const float* v, int v_
   }
 }
 
+// Value columns of U0' in the folded workspace: dv rounded up to whole recurrence tiles.
+int folded_dv_pad(int dv) {
+  return (dv + kTile - 1) / kTile * kTile;
+}
+
+// Floats of W' and U0' behind the base workspace (folded single pass).
+size_t folded_floats(int tokens, int heads, int dk, int dv) {
+  return static_cast<size_t>(heads) * chunk_count(tokens) * kChunk *
+         (static_cast<size_t>(key_pad(dk)) + folded_dv_pad(dv));
+}
+
+template <int kKeyPad, bool kExact>
+void launch_folded(float* s, const float* k, int k_stride, const float* v, int v_stride,
+                   const float* alpha, const float* beta, int tokens, int heads, int dk, int dv,
+                   float* x_ws, float* coef_ws, float* fold_ws, cudaStream_t stream) {
+  const int chunks = chunk_count(tokens);
+  const bool vec16 = can_vec16(k, k_stride, v, v_stride, dk, dv);
+  launch_prepare<kKeyPad, kExact>(k, k_stride, alpha, beta, tokens, heads, dk, vec16, x_ws, coef_ws,
+                                  stream);
+  const int dv_pad = folded_dv_pad(dv);
+  float* w_ws = fold_ws;
+  float* u_ws = fold_ws + static_cast<size_t>(heads) * chunks * kChunk * kKeyPad;
+  constexpr size_t fold_bytes = fold_smem_bytes();
+  auto* fold = delta_fold_kernel<kKeyPad>;
+  cudaFuncSetAttribute(fold, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                       static_cast<int>(fold_bytes));
+  const int column_blocks = 1 + (dv_pad + kFoldCols - 1) / kFoldCols;
+  fold<<<dim3(static_cast<unsigned>(chunks * column_blocks), static_cast<unsigned>(heads)),
+         kThreads, fold_bytes, stream>>>(k, k_stride, v, v_stride, tokens, heads, dk, dv, dv_pad,
+                                         chunks, x_ws, coef_ws, w_ws, u_ws);
+  check_launch("gated_delta_update (fold)");
+
+  constexpr size_t recur_bytes = RecurLayout<kKeyPad, true>::bytes;
+  auto* recur = delta_recur_kernel<kKeyPad, kExact, true>;
+  cudaFuncSetAttribute(recur, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                       static_cast<int>(recur_bytes));
+  const unsigned tiles = static_cast<unsigned>(dv_pad / kTile);
+  recur<<<dim3(tiles, static_cast<unsigned>(heads)), kThreads, recur_bytes, stream>>>(
+      s, k, k_stride, u_ws, dv_pad, tokens, dk, dv, vec16, chunks, w_ws, coef_ws);
+  check_launch("gated_delta_update (folded recurrence)");
+}
+
+template <bool kExact>
+void dispatch_folded(float* s, const float* k, int k_stride, const float* v, int v_stride,
+                     const float* alpha, const float* beta, int tokens, int heads, int dk, int dv,
+                     float* x_ws, float* coef_ws, float* fold_ws, cudaStream_t stream) {
+  switch (key_pad(dk)) {
+    case 32:
+      return launch_folded<32, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk,
+                                       dv, x_ws, coef_ws, fold_ws, stream);
+    case 64:
+      return launch_folded<64, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk,
+                                       dv, x_ws, coef_ws, fold_ws, stream);
+    default:
+      return launch_folded<128, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk,
+                                        dv, x_ws, coef_ws, fold_ws, stream);
+  }
+}
+
 int group_tiles(int width) {
   return (width + kGroupCols - 1) / kGroupCols;
 }
@@ -1490,6 +1649,12 @@ size_t gated_delta_workspace_bytes(int tokens, int heads) {
   return gated_delta_workspace_bytes(tokens, heads, kDeltaMaxKeyDim, kDeltaMaxKeyDim, 0);
 }
 
+size_t gated_delta_folded_workspace_bytes(int tokens, int heads, int dk, int dv) {
+  if (tokens <= 0 || heads <= 0) return 0;
+  return gated_delta_workspace_bytes(tokens, heads, dk, dv, 1) +
+         sizeof(float) * folded_floats(tokens, heads, std::max(dk, 0), std::max(dv, 0));
+}
+
 int gated_delta_groups(int tokens, int heads, int dk, int dv, DeltaPrecision precision) {
   if (tokens <= 0 || heads <= 0 || dk <= 0 || dv <= 0 || dk > kDeltaMaxKeyDim) return 1;
   const int chunks = chunk_count(tokens);
@@ -1546,8 +1711,10 @@ void gated_delta_update(float* s, const float* k, int k_stride, const float* v, 
       --run_groups;
   }
   const bool use_grouped = schedule == DeltaSchedule::grouped || run_groups > 1;
-  if (workspace == nullptr ||
-      workspace_bytes < gated_delta_workspace_bytes(tokens, heads, dk, dv, run_groups) ||
+  const size_t need = schedule == DeltaSchedule::folded_single_pass
+                          ? gated_delta_folded_workspace_bytes(tokens, heads, dk, dv)
+                          : gated_delta_workspace_bytes(tokens, heads, dk, dv, run_groups);
+  if (workspace == nullptr || workspace_bytes < need ||
       reinterpret_cast<uintptr_t>(workspace) % 256 != 0)
     fail(ErrorKind::invalid_argument, "gated_delta_update: workspace missing, short or unaligned");
   auto* x_ws = static_cast<float*>(workspace);
@@ -1557,6 +1724,14 @@ void gated_delta_update(float* s, const float* k, int k_stride, const float* v, 
   if (schedule == DeltaSchedule::fma_single_pass) {
     dispatch_fma(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv, x_ws, coef_ws,
                  stream);
+  } else if (schedule == DeltaSchedule::folded_single_pass) {
+    // W' and U0' where the grouped schedule keeps its augmented states.
+    if (exact)
+      dispatch_folded<true>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv, x_ws,
+                            coef_ws, aug_ws, stream);
+    else
+      dispatch_folded<false>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv, x_ws,
+                             coef_ws, aug_ws, stream);
   } else if (use_grouped) {
     if (exact)
       dispatch_grouped<true>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv,
@@ -1587,7 +1762,9 @@ void gated_delta_update(float* s, const float* k, int k_stride, const float* v, 
                              : gated_delta_groups(tokens, heads, dk, dv, precision);
   else if (schedule == DeltaSchedule::automatic)
     need_groups = gated_delta_groups(tokens, heads, dk, dv, precision);
-  const size_t bytes = gated_delta_workspace_bytes(tokens, heads, dk, dv, need_groups);
+  const size_t bytes = schedule == DeltaSchedule::folded_single_pass
+                           ? gated_delta_folded_workspace_bytes(tokens, heads, dk, dv)
+                           : gated_delta_workspace_bytes(tokens, heads, dk, dv, need_groups);
   void* workspace = nullptr;
   if (cudaMallocAsync(&workspace, bytes, stream) != cudaSuccess) {
     cudaGetLastError();

@@ -38,10 +38,16 @@ enum class DeltaPrecision { fp32, tf32 };
 //               312 us for the tensor-core single pass (whose step issues far fewer instructions
 //               since it reads mma.sync fragments straight from shared memory); automatic does
 //               not pick it.
+//  folded_single_pass: the single pass with X folded into each chunk's operands by a third kernel
+//               beforehand (W' = diag(tail) X diag(beta gamma) K, U0' = diag(tail) X diag(beta) V,
+//               plain fp32), so a chunk step is Ud = U0' - W' S and S = decay S + K^T Ud: two
+//               tensor-core products and three barriers instead of three and four, for 64 KB more
+//               workspace reads a chunk and head. Opt-in until timed against single_pass (its
+//               device code is checked on the CPU emulator); automatic does not pick it.
 // The device code of the prepare kernel and of both single-pass recurrences also runs on the CPU
 // (tools/gpu/emulate_delta_rule.sh, the ctest DeltaKernelsEmulated): the place to try changes to
 // these kernels before they take GPU time.
-enum class DeltaSchedule { automatic, single_pass, grouped, fma_single_pass };
+enum class DeltaSchedule { automatic, single_pass, grouped, fma_single_pass, folded_single_pass };
 
 // Tokens per sub-chunk of the chunked (WY / UT-transform) form.
 constexpr int kDeltaChunk = 64;
@@ -75,6 +81,9 @@ size_t gated_delta_workspace_bytes(int tokens, int heads);
 // need.
 size_t gated_delta_workspace_bytes(int tokens, int heads, int dk, int dv, int groups);
 
+// Bytes of scratch the folded single pass needs: the single pass's plus W' and U0'
+// (heads x chunks x kDeltaChunk x (dk and dv, padded) floats; 58 MB at 4680 x 12 x 128 x 128).
+size_t gated_delta_folded_workspace_bytes(int tokens, int heads, int dk, int dv);
 // The group count the automatic schedule uses for this shape on the current device (1: single
 // pass): the count with the lowest estimated time (waves of blocks on the device's multiprocessors
 // x chunk steps, a grouped step weighed as 4 single-pass steps), at most 8, with at least 4 chunks

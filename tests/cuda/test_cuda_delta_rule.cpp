@@ -65,7 +65,9 @@ enum class Kernel {
   single_tf32,
   grouped_fp32,
   grouped_tf32,
-  fma,  // DeltaSchedule::fma_single_pass (exact fp32 whatever the precision)
+  fma,          // DeltaSchedule::fma_single_pass (exact fp32 whatever the precision)
+  folded_fp32,  // DeltaSchedule::folded_single_pass
+  folded_tf32,
   sequential
 };
 
@@ -76,13 +78,14 @@ Vec gpu_update(const Inputs& in, Kernel kernel, int groups = 0) {
                                   in.tokens, in.heads, in.dk, in.dv, nullptr);
   } else {
     const bool fp32 = kernel == Kernel::chunked_fp32 || kernel == Kernel::single_fp32 ||
-                      kernel == Kernel::grouped_fp32;
+                      kernel == Kernel::grouped_fp32 || kernel == Kernel::folded_fp32;
     const DeltaSchedule schedule =
         kernel == Kernel::single_fp32 || kernel == Kernel::single_tf32 ? DeltaSchedule::single_pass
-        : kernel == Kernel::grouped_fp32 || kernel == Kernel::grouped_tf32
-            ? DeltaSchedule::grouped
+        : kernel == Kernel::grouped_fp32 || kernel == Kernel::grouped_tf32 ? DeltaSchedule::grouped
         : kernel == Kernel::fma ? DeltaSchedule::fma_single_pass
-                                : DeltaSchedule::automatic;
+        : kernel == Kernel::folded_fp32 || kernel == Kernel::folded_tf32
+            ? DeltaSchedule::folded_single_pass
+            : DeltaSchedule::automatic;
     gated_delta_update(s.get(), k.get(), in.ks, v.get(), in.vs, alpha.get(), beta.get(), in.tokens,
                        in.heads, in.dk, in.dv, nullptr,
                        fp32 ? DeltaPrecision::fp32 : DeltaPrecision::tf32, schedule, groups);
@@ -108,14 +111,25 @@ std::string shape_name(const Shape& c) {
 
 // Tokens not a multiple of 64, dk != dv, dims 16..128, odd strides (the 4-byte copy path), resets.
 const std::vector<Shape> kShapes = {
-    {1, 1, 32, 32, 0, false},     {64, 1, 128, 128, 0, false}, {65, 2, 64, 64, 0, false},
-    {600, 1, 128, 128, 0, false}, {520, 2, 32, 32, 3, false},  {301, 3, 16, 24, 5, false},
-    {300, 2, 24, 16, 0, true},    {200, 2, 64, 128, 4, false}, {333, 2, 128, 64, 0, false},
-    {257, 3, 128, 40, 1, true},   {130, 2, 100, 36, 0, false}, {4680 / 4, 12, 128, 128, 0, false},
+    {1, 1, 32, 32, 0, false},
+    {64, 1, 128, 128, 0, false},
+    {65, 2, 64, 64, 0, false},
+    {600, 1, 128, 128, 0, false},
+    {520, 2, 32, 32, 3, false},
+    {301, 3, 16, 24, 5, false},
+    {300, 2, 24, 16, 0, true},
+    {200, 2, 64, 128, 4, false},
+    {333, 2, 128, 64, 0, false},
+    {257, 3, 128, 40, 1, true},
+    {130, 2, 100, 36, 0, false},
+    {4680 / 4, 12, 128, 128, 0, false},
     // Enough chunks for several groups: partial last chunk and group, resets, small and odd dims
     // (state columns [M | N] of width dk + dv straddling the 64-column tiles).
-    {777, 2, 128, 128, 0, true},  {1000, 3, 32, 32, 2, false}, {901, 2, 100, 36, 0, true},
-    {1100, 2, 16, 24, 5, false},  {1300, 4, 64, 64, 0, false},
+    {777, 2, 128, 128, 0, true},
+    {1000, 3, 32, 32, 2, false},
+    {901, 2, 100, 36, 0, true},
+    {1100, 2, 16, 24, 5, false},
+    {1300, 4, 64, 64, 0, false},
 };
 
 class CudaDeltaRule : public ::testing::TestWithParam<Shape> {};
@@ -142,6 +156,22 @@ TEST_P(CudaDeltaRule, FmaSinglePassMatchesCpuSequential) {
   RecordProperty("normalised_error", std::to_string(err));
   std::printf("  fma single pass %s: %.3g\n", shape_name(c).c_str(), err);
   EXPECT_LE(err, 1e-4);
+}
+
+// The folded schedule (X folded into W' and U0' first): fp32 as close as the single pass, TF32
+// within TF32's error.
+TEST_P(CudaDeltaRule, FoldedSinglePassMatchesCpuSequential) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const Shape c = GetParam();
+  const Inputs in = make_inputs(c.tokens, c.heads, c.dk, c.dv, c.pad, c.harsh,
+                                static_cast<unsigned>(c.tokens * 7 + c.dk + c.dv));
+  const Vec want = cpu_sequential(in);
+  const double fp32 = rel_error(gpu_update(in, Kernel::folded_fp32), want);
+  const double tf32 = rel_error(gpu_update(in, Kernel::folded_tf32), want);
+  RecordProperty("normalised_error", std::to_string(fp32));
+  std::printf("  folded single pass %s: fp32 %.3g, tf32 %.3g\n", shape_name(c).c_str(), fp32, tf32);
+  EXPECT_LE(fp32, 1e-4);
+  EXPECT_LE(tf32, 1e-2);
 }
 
 // tf32 mode: reduced precision by design, but still the same update (a wrong kernel is O(1) off).
@@ -328,8 +358,8 @@ TEST(CudaDeltaRuleWorkspace, GroupedSizes) {
   check_cuda(cudaDeviceSynchronize(), "grouped update");
   EXPECT_EQ(s.download(), gpu_update(in, Kernel::grouped_fp32, 4));
   EXPECT_THROW(gated_delta_update(s.get(), k.get(), in.ks, v.get(), in.vs, alpha.get(), beta.get(),
-                                  in.tokens, in.heads, in.dk, in.dv, ws, grouped_bytes - 4,
-                                  nullptr, DeltaPrecision::fp32, DeltaSchedule::grouped, 4),
+                                  in.tokens, in.heads, in.dk, in.dv, ws, grouped_bytes - 4, nullptr,
+                                  DeltaPrecision::fp32, DeltaSchedule::grouped, 4),
                Error);
   DeviceVec s2(in.s0);
   gated_delta_update(s2.get(), k.get(), in.ks, v.get(), in.vs, alpha.get(), beta.get(), in.tokens,
@@ -340,6 +370,28 @@ TEST(CudaDeltaRuleWorkspace, GroupedSizes) {
 }
 
 // A caller-owned workspace gives the same state as the allocating overload, bit for bit.
+// The folded schedule with caller-owned scratch: its own (larger) size, the allocating call's
+// result, and a short workspace refused.
+TEST(CudaDeltaRuleWorkspace, FoldedSizes) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const Inputs in = make_inputs(700, 3, 100, 36, 0, true, 19);
+  const size_t bytes = gated_delta_folded_workspace_bytes(in.tokens, in.heads, in.dk, in.dv);
+  ASSERT_GT(bytes, gated_delta_workspace_bytes(in.tokens, in.heads, in.dk, in.dv, 1));
+  DeviceVec s(in.s0), k(in.k), v(in.v), alpha(in.alpha), beta(in.beta);
+  void* ws = nullptr;
+  check_cuda(cudaMalloc(&ws, bytes), "workspace");
+  gated_delta_update(s.get(), k.get(), in.ks, v.get(), in.vs, alpha.get(), beta.get(), in.tokens,
+                     in.heads, in.dk, in.dv, ws, bytes, nullptr, DeltaPrecision::fp32,
+                     DeltaSchedule::folded_single_pass);
+  check_cuda(cudaDeviceSynchronize(), "folded update");
+  EXPECT_EQ(s.download(), gpu_update(in, Kernel::folded_fp32));
+  EXPECT_THROW(gated_delta_update(s.get(), k.get(), in.ks, v.get(), in.vs, alpha.get(), beta.get(),
+                                  in.tokens, in.heads, in.dk, in.dv, ws, bytes - 4, nullptr,
+                                  DeltaPrecision::fp32, DeltaSchedule::folded_single_pass),
+               Error);
+  cudaFree(ws);
+}
+
 TEST(CudaDeltaRuleWorkspace, MatchesAllocatingCall) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   const Inputs in = make_inputs(777, 3, 128, 128, 0, false, 77);

@@ -3,8 +3,8 @@
 // engine lays them out) against its roofline floor and the issue-6 target (state update <= 0.05 ms
 // on one H100), plus the block memory read and the simple sequential kernel. Also checks the result
 // against the CPU rule. The "chunked" lines run the automatic schedule (the engine's); the
-// "single pass", "grouped ..., N groups" and "FMA single pass" lines pin the schedule
-// (kernels/cuda/delta_rule.h).
+// "single pass", "folded single pass", "grouped ..., N groups" and "FMA single pass" lines pin the
+// schedule (kernels/cuda/delta_rule.h).
 // Usage: strand-bench-delta-rule [repeats (default 50)]
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -26,7 +26,6 @@
 namespace {
 
 using strand::cuda::DeltaPrecision;
-
 
 constexpr int kTokens = 4680, kHeads = 12, kDim = 128, kWidth = kHeads * kDim;
 
@@ -108,10 +107,10 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaMemcpy(db, beta.data(), beta.size() * 4, cudaMemcpyHostToDevice));
   // Room for every schedule timed below (the sweep goes up to kSweepMaxGroups groups).
   constexpr int kSweepMaxGroups = 8;
-  const size_t ws_bytes =
-      std::max(strand::cuda::gated_delta_workspace_bytes(kTokens, kHeads),
-               strand::cuda::gated_delta_workspace_bytes(kTokens, kHeads, kDim, kDim,
-                                                         kSweepMaxGroups));
+  const size_t ws_bytes = std::max(
+      {strand::cuda::gated_delta_workspace_bytes(kTokens, kHeads),
+       strand::cuda::gated_delta_workspace_bytes(kTokens, kHeads, kDim, kDim, kSweepMaxGroups),
+       strand::cuda::gated_delta_folded_workspace_bytes(kTokens, kHeads, kDim, kDim)});
   void* ws = nullptr;
   CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
   const auto reset_state = [&] {
@@ -158,10 +157,11 @@ int main(int argc, char** argv) {
   std::vector<float> got(s0.size());
   using strand::cuda::DeltaSchedule;
   const auto schedule_name = [](DeltaSchedule schedule) {
-    return schedule == DeltaSchedule::automatic       ? "automatic"
-           : schedule == DeltaSchedule::single_pass   ? "single pass"
-           : schedule == DeltaSchedule::fma_single_pass ? "FMA single pass"
-                                                        : "grouped";
+    return schedule == DeltaSchedule::automatic            ? "automatic"
+           : schedule == DeltaSchedule::single_pass        ? "single pass"
+           : schedule == DeltaSchedule::fma_single_pass    ? "FMA single pass"
+           : schedule == DeltaSchedule::folded_single_pass ? "folded single pass"
+                                                           : "grouped";
   };
   for (const auto precision : {DeltaPrecision::fp32, DeltaPrecision::tf32}) {
     const char* pname = precision == DeltaPrecision::fp32 ? "fp32" : "tf32";
@@ -169,7 +169,7 @@ int main(int argc, char** argv) {
                 strand::cuda::gated_delta_groups(kTokens, kHeads, kDim, kDim, precision));
     for (const auto schedule :
          {DeltaSchedule::automatic, DeltaSchedule::single_pass, DeltaSchedule::grouped,
-          DeltaSchedule::fma_single_pass}) {
+          DeltaSchedule::fma_single_pass, DeltaSchedule::folded_single_pass}) {
       for (const int groups : {0, 2, 4, 8}) {
         if (groups != 0 && schedule != DeltaSchedule::grouped) continue;
         reset_state();
@@ -227,16 +227,22 @@ int main(int argc, char** argv) {
     char label[64];
     std::snprintf(label, sizeof label, "single pass %s, own workspace", pname);
     report(label, time_us(stream, repeats, [&] {
-             strand::cuda::gated_delta_update(ds, dk_, kWidth, dv_, kWidth, da, db, kTokens,
-                                              kHeads, kDim, kDim, ws, ws_bytes, stream, precision,
+             strand::cuda::gated_delta_update(ds, dk_, kWidth, dv_, kWidth, da, db, kTokens, kHeads,
+                                              kDim, kDim, ws, ws_bytes, stream, precision,
                                               DeltaSchedule::single_pass);
+           }));
+    std::snprintf(label, sizeof label, "folded single pass %s, own workspace", pname);
+    report(label, time_us(stream, repeats, [&] {
+             strand::cuda::gated_delta_update(ds, dk_, kWidth, dv_, kWidth, da, db, kTokens, kHeads,
+                                              kDim, kDim, ws, ws_bytes, stream, precision,
+                                              DeltaSchedule::folded_single_pass);
            }));
     for (int groups = 2; groups <= kSweepMaxGroups; ++groups) {
       std::snprintf(label, sizeof label, "grouped %s, %d groups, own workspace", pname, groups);
       report(label, time_us(stream, repeats, [&] {
                strand::cuda::gated_delta_update(ds, dk_, kWidth, dv_, kWidth, da, db, kTokens,
-                                                kHeads, kDim, kDim, ws, ws_bytes, stream,
-                                                precision, DeltaSchedule::grouped, groups);
+                                                kHeads, kDim, kDim, ws, ws_bytes, stream, precision,
+                                                DeltaSchedule::grouped, groups);
              }));
     }
   }

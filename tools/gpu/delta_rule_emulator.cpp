@@ -1,5 +1,6 @@
 // Host emulator for the delta rule's kernels (kernels/cuda/delta_rule.cu): the prepare kernel,
-// the tensor-core single-pass recurrence and the FMA recurrence run on the CPU, so that their
+// the tensor-core single-pass recurrence (unfolded, and folded with the fold kernel before it) and
+// the FMA recurrence run on the CPU, so that their
 // indexing, fragment layouts, barriers and cp.async double buffering can be checked without a
 // GPU. It compiles the real kernel source (kernels.inc, sliced out by slice_delta_kernels.py) with
 // one std::thread per CUDA thread, std::barrier for __syncthreads, and per-warp barriers for the
@@ -10,8 +11,10 @@
 // written poisons the result.
 // Checks, per shape and copy mode: the emulated prepare kernel's X = (I + A)^-1 and decay factors
 // against a double-precision model of their definitions; the tensor-core recurrence fed by the
-// emulated prepare (fp32 = 3xTF32, and TF32 on one shape) and the FMA recurrence fed by the model,
-// each against the sequential rule in double. Run through tools/gpu/emulate_delta_rule.sh.
+// emulated prepare (fp32 = 3xTF32, and TF32 on one shape), the fold kernel and the folded
+// recurrence after the same prepare (W' and U0' start as NaNs: all must be written), and the FMA
+// recurrence fed by the model, each against the sequential rule in double. Run through
+// tools/gpu/emulate_delta_rule.sh.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -215,7 +218,7 @@ double rel_error(const std::vector<float>& got, const std::vector<double>& want)
 }
 
 struct Results {
-  double prepare_x, prepare_coef, tensor_core, fma;
+  double prepare_x, prepare_coef, tensor_core, fma, folded;
 };
 
 template <int kKeyPad, bool kExact>
@@ -251,6 +254,24 @@ Results run_all(const Problem& p) {
                                              x.data(), coef.data());
   });
   r.tensor_core = rel_error(s, p.ref);
+  // The fold kernel on the prepare kernel's outputs, then the folded recurrence. W' and U0' start
+  // as NaNs: every element the recurrence reads must have been written.
+  const int dv_pad = tiles * kTile;
+  const int column_blocks = 1 + (dv_pad + emu::kFoldCols - 1) / emu::kFoldCols;
+  std::vector<float> w(static_cast<size_t>(c.heads) * p.chunks * C * kKeyPad, std::nanf("")),
+      u(static_cast<size_t>(c.heads) * p.chunks * C * dv_pad, std::nanf(""));
+  launch(p.chunks * column_blocks, c.heads, emu::fold_smem_bytes() / sizeof(float), [&] {
+    emu::delta_fold_kernel<kKeyPad>(p.k.data(), p.k_stride, p.v.data(), p.v_stride, c.tokens,
+                                    c.heads, c.dk, c.dv, dv_pad, p.chunks, x.data(), coef.data(),
+                                    w.data(), u.data());
+  });
+  std::vector<float> s_folded = p.s0;
+  launch(tiles, c.heads, emu::RecurLayout<kKeyPad, true>::total, [&] {
+    emu::delta_recur_kernel<kKeyPad, kExact, true>(s_folded.data(), p.k.data(), p.k_stride,
+                                                   u.data(), dv_pad, c.tokens, c.dk, c.dv,
+                                                   p.vec16, p.chunks, w.data(), coef.data());
+  });
+  r.folded = rel_error(s_folded, p.ref);
   // The FMA recurrence (exact fp32 whatever kExact) on the model's outputs.
   std::vector<float> s_fma = p.s0;
   launch(tiles, c.heads, emu::FmaLayout<kKeyPad>::total, [&] {
@@ -299,9 +320,11 @@ int main() {
       report("prepare decays vs model", r.prepare_coef, 1e-6, c, early);
       report("tensor-core pass (3xTF32)", r.tensor_core, 2e-5, c, early);
       report("FMA pass", r.fma, 2e-5, c, early);
+      report("folded pass (3xTF32)", r.folded, 2e-5, c, early);
       if (i + 1 == shapes.size()) {
         const Results t = run_padded<false>(p);
         report("tensor-core pass (TF32)", t.tensor_core, 2e-2, c, early);
+        report("folded pass (TF32)", t.folded, 2e-2, c, early);
       }
     }
   }
