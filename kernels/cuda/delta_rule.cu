@@ -181,6 +181,22 @@ __device__ __forceinline__ void copy_wait_all() {
   asm volatile("cp.async.wait_group 0;\n" ::);
 }
 
+// Per-chunk ready flags of the overlapped single pass (prepare on a second stream, beside the
+// recurrence): the prepare block of (head, chunk) publishes its X and decay factors with a
+// release store of 1 after a barrier (so every thread's writes come first); one recurrence thread
+// waits for the flag with acquire loads, then a barrier passes the ordering to its block's copies.
+__device__ __forceinline__ void publish_ready(int* flag) {
+  asm volatile("st.release.gpu.global.b32 [%0], %1;\n" ::"l"(flag), "r"(1) : "memory");
+}
+__device__ __forceinline__ void wait_ready(const int* flag) {
+  for (;;) {
+    int value = 0;
+    asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(value) : "l"(flag) : "memory");
+    if (value != 0) return;
+    __nanosleep(64);
+  }
+}
+
 // dst[row * ld + col] = src[row * src_stride + col] for row < kRows, col < kWidth, zero where
 // row >= rows_valid or col >= cols_valid. vec16: 16-byte pieces (src, src_stride and cols_valid
 // multiples of 4 floats); otherwise single floats. rows_valid and cols_valid are >= 1. Called by
@@ -246,12 +262,15 @@ constexpr size_t prepare_smem_bytes() {
 // One block per (chunk, head): x_out[t][j] = X = (I + A)^-1 (unit lower triangular, zeros above the
 // diagonal, identity rows and columns past the chunk's last token) and coef_out = [beta_t gamma_t,
 // beta_t, tail_t, gamma_{n-1}] (zeros past the last token). Decay products in double without any
-// division, in the CPU's order, so alpha == 0 (a full reset) is exact.
+// division, in the CPU's order, so alpha == 0 (a full reset) is exact. Grid (chunks, heads); with
+// ready flags (overlapped single pass) grid (heads, chunks), so that blocks start chunk by chunk,
+// and each block sets ready[h * chunks + chunk] when its outputs are written.
 template <int kKeyPad, bool kExact>
 __global__ void __launch_bounds__(kThreads)
     delta_prepare_kernel(const float* __restrict__ k, int k_stride, const float* __restrict__ alpha,
                          const float* __restrict__ beta, int tokens, int heads, int dk, bool vec16,
-                         int chunks, float* __restrict__ x_out, float* __restrict__ coef_out) {
+                         int chunks, float* __restrict__ x_out, float* __restrict__ coef_out,
+                         int* __restrict__ ready) {
   constexpr int kLdK = ld_keys<kKeyPad>();
   extern __shared__ __align__(128) float smem[];
   float* keys = smem;  // [kChunk][kLdK], later X ([kChunk][kLdX])
@@ -259,7 +278,8 @@ __global__ void __launch_bounds__(kThreads)
   auto* alpha_s = reinterpret_cast<double*>(gram + kChunk * kLdX);  // [kChunk]
   double* beta_s = alpha_s + kChunk;                                // [kChunk]
 
-  const int chunk = blockIdx.x, h = blockIdx.y, tid = threadIdx.x, warp = tid / 32;
+  const int chunk = ready != nullptr ? blockIdx.y : blockIdx.x;
+  const int h = ready != nullptr ? blockIdx.x : blockIdx.y, tid = threadIdx.x, warp = tid / 32;
   const int t0 = chunk * kChunk;
   const int n = min(kChunk, tokens - t0);
 
@@ -393,6 +413,10 @@ __global__ void __launch_bounds__(kThreads)
     const int t = idx / kChunk, j = idx % kChunk;
     xg[idx] = j / 16 > t / 16 ? 0.0f : xs[t * kLdX + j];
   }
+  if (ready != nullptr) {
+    __syncthreads();
+    if (tid == 0) publish_ready(ready + static_cast<size_t>(h) * chunks + chunk);
+  }
 }
 
 // ---------------------------------------------------------------------------- recurrence kernel
@@ -412,6 +436,7 @@ struct ChunkInputs {
   static constexpr int kLdMix = kFolded ? kLdK : kLdX;
   float *keys, *xmat, *vals, *coef;  // both buffers of each region
   const float *k_head, *v_head, *x_head, *coef_head;
+  const int* ready;  // the head's per-chunk ready flags (overlapped), or nullptr
   int k_stride, v_stride, tokens, dk, cols;
   bool vec16;
   TilePieces<kKeyPad> key_pieces;
@@ -423,7 +448,7 @@ struct ChunkInputs {
   __device__ ChunkInputs(float* smem_keys, float* smem_xmat, float* smem_vals, float* smem_coef,
                          const float* k, int k_stride_, const float* v, int v_stride_,
                          const float* x, const float* coefs, int tokens_, int dk_, int cols_,
-                         bool vec16_)
+                         bool vec16_, const int* ready_ = nullptr)
       : keys(smem_keys),
         xmat(smem_xmat),
         vals(smem_vals),
@@ -432,6 +457,7 @@ struct ChunkInputs {
         v_head(v),
         x_head(x),
         coef_head(coefs),
+        ready(ready_),
         k_stride(k_stride_),
         v_stride(v_stride_),
         tokens(tokens_),
@@ -457,10 +483,21 @@ struct ChunkInputs {
   struct Chunk {
     const float *keys, *xmat, *vals, *coef;
   };
+  // Starts chunk 0's copies (once its prepare block has finished, when overlapped). Called by all
+  // threads, once, before begin_chunk(0).
+  __device__ __forceinline__ void start() const {
+    if (ready != nullptr) {
+      if (threadIdx.x == 0) wait_ready(ready);
+      __syncthreads();
+    }
+    prefetch(0);
+  }
   // Waits until chunk c has landed for every thread, then starts chunk c + 1's copies into the
-  // other buffer (every thread is done with chunk c - 1 there: the barrier orders it). Called
-  // by all threads, once a chunk, after prefetch(0).
+  // other buffer (every thread is done with chunk c - 1 there: the barrier orders it; when
+  // overlapped, thread 0 has seen chunk c + 1's ready flag before it). Called by all threads,
+  // once a chunk, after start().
   __device__ __forceinline__ Chunk begin_chunk(int c, int chunks) const {
+    if (ready != nullptr && c + 1 < chunks && threadIdx.x == 0) wait_ready(ready + c + 1);
     copy_wait_all();
     __syncthreads();
     if (c + 1 < chunks) prefetch(c + 1);
@@ -548,13 +585,14 @@ __device__ __forceinline__ void load_b_split(const float* m, int lo_offset, int 
 //   P = W' S (as K S above)  ->  Ud = U0' - (P0 + P1) (all threads)  ->  S = decay S + K^T Ud:
 // two products and three barriers instead of three and four, for 2 x 32 KB more loads a chunk.
 // Then v is U0' ([heads][chunks * kChunk][v_stride], v_stride = dv rounded up to kTile) and x_in
-// is W' ([heads][chunks][kChunk][kKeyPad]).
+// is W' ([heads][chunks][kChunk][kKeyPad]). ready (overlapped single pass, else nullptr): the
+// prepare kernel's per-(head, chunk) flags; each chunk is copied only once its flag is set.
 template <int kKeyPad, bool kExact, bool kFolded = false>
 __global__ void __launch_bounds__(kThreads)
     delta_recur_kernel(float* __restrict__ s, const float* __restrict__ k, int k_stride,
                        const float* __restrict__ v, int v_stride, int tokens, int dk, int dv,
                        bool vec16, int chunks, const float* __restrict__ x_in,
-                       const float* __restrict__ coef_in) {
+                       const float* __restrict__ coef_in, const int* __restrict__ ready) {
   using L = RecurLayout<kKeyPad, kFolded>;
   constexpr int kLdK = L::kLdK, kLdS = L::kLdS;
   constexpr int kStateWarps = kKeyPad / 16;
@@ -576,9 +614,10 @@ __global__ void __launch_bounds__(kThreads)
       k + static_cast<size_t>(h) * dk, k_stride,
       v + (kFolded ? h * chunk_rows * v_stride : static_cast<size_t>(h) * dv) + j0, v_stride,
       x_in + h * chunk_rows * (kFolded ? kKeyPad : kChunk),
-      coef_in + static_cast<size_t>(h) * chunks * kCoefs, tokens, dk, cols, vec16);
+      coef_in + static_cast<size_t>(h) * chunks * kCoefs, tokens, dk, cols, vec16,
+      ready != nullptr ? ready + static_cast<size_t>(h) * chunks : nullptr);
 
-  in.prefetch(0);
+  in.start();
   // The state: fp32 in the registers of the warp that updates it (C-fragment order: rows
   // [16 warp, 16 warp + 16), column tiles 0 and 1), split in shared memory for K S.
   float s_reg[2][4] = {};
@@ -1162,7 +1201,7 @@ __global__ void __launch_bounds__(kThreads)
       x_in + static_cast<size_t>(h) * chunks * kChunk * kChunk,
       coef_in + static_cast<size_t>(h) * chunks * kCoefs, tokens, dk, cols, vec16);
 
-  in.prefetch(0);
+  in.start();
   // The state tile: rows past dk and columns past cols are zeros (they meet zero keys / are not
   // stored), in shared memory for P and in registers (8 values a thread, rows < kKeyPad) for S.
   const int s_row = tid / 2, s_col = 8 * (tid % 2);
@@ -1378,53 +1417,117 @@ bool can_vec16(const float* k, int k_stride, const float* v, int v_stride, int d
          dv % 4 == 0;
 }
 
+// ready: per-(head, chunk) flags the blocks set when done (overlapped single pass; the grid is
+// then chunk-major), or nullptr.
 template <int kKeyPad, bool kExact>
 void launch_prepare(const float* k, int k_stride, const float* alpha, const float* beta, int tokens,
-                    int heads, int dk, bool vec16, float* x_ws, float* coef_ws,
-                    cudaStream_t stream) {
+                    int heads, int dk, bool vec16, float* x_ws, float* coef_ws, cudaStream_t stream,
+                    int* ready = nullptr) {
   const int chunks = chunk_count(tokens);
   constexpr size_t prep_bytes = prepare_smem_bytes<kKeyPad>();
   auto* prep = delta_prepare_kernel<kKeyPad, kExact>;
   cudaFuncSetAttribute(prep, cudaFuncAttributeMaxDynamicSharedMemorySize,
                        static_cast<int>(prep_bytes));
-  prep<<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(heads)), kThreads, prep_bytes,
-         stream>>>(k, k_stride, alpha, beta, tokens, heads, dk, vec16, chunks, x_ws, coef_ws);
+  const auto c = static_cast<unsigned>(chunks), h = static_cast<unsigned>(heads);
+  prep<<<ready != nullptr ? dim3(h, c) : dim3(c, h), kThreads, prep_bytes, stream>>>(
+      k, k_stride, alpha, beta, tokens, heads, dk, vec16, chunks, x_ws, coef_ws, ready);
   check_launch("gated_delta_update (prepare)");
 }
 
+void check_call(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) fail(ErrorKind::device, std::string(what) + ": " + cudaGetErrorString(e));
+}
+
+// The helper stream and fork/join events of the overlapped single pass, one set per thread and
+// device, created on first use and kept for the thread's life (as the cuBLAS handle below). The
+// helper stream has the highest priority, so prepare blocks are dispatched ahead of any waiting.
+struct OverlapStreams {
+  cudaStream_t aux = nullptr;
+  cudaEvent_t fork = nullptr, join = nullptr;
+};
+const OverlapStreams& overlap_streams() {
+  int device = 0;
+  check_call(cudaGetDevice(&device), "gated_delta_update (overlapped): no device");
+  thread_local std::vector<OverlapStreams> per_device;
+  if (static_cast<size_t>(device) >= per_device.size())
+    per_device.resize(static_cast<size_t>(device) + 1);
+  OverlapStreams& o = per_device[static_cast<size_t>(device)];
+  if (o.aux == nullptr) {
+    int least = 0, greatest = 0;
+    check_call(cudaDeviceGetStreamPriorityRange(&least, &greatest), "stream priorities");
+    check_call(cudaStreamCreateWithPriority(&o.aux, cudaStreamNonBlocking, greatest),
+               "gated_delta_update (overlapped): helper stream");
+    check_call(cudaEventCreateWithFlags(&o.fork, cudaEventDisableTiming), "fork event");
+    check_call(cudaEventCreateWithFlags(&o.join, cudaEventDisableTiming), "join event");
+  }
+  return o;
+}
+
+// Whether the overlapped single pass can run `blocks` recurrence blocks: all of them resident at
+// once with a multiprocessor left free for prepare blocks (waiting recurrence blocks must never
+// keep the prepare blocks they wait for from starting). With blocks <= multiprocessors - 1, some
+// multiprocessor holds no recurrence block whatever their occupancy.
+bool overlap_fits(long long blocks) {
+  int device = 0, sms = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return blocks <= sms - 1;
+}
+
+// ready_ws: heads x chunks flags (overlapped single pass: prepare runs on the helper stream beside
+// the recurrence, which copies each chunk once its flag is set), or nullptr (prepare, then the
+// recurrence, on `stream`). Overlapped falls back to the plain order where overlap_fits says no.
 template <int kKeyPad, bool kExact>
 void launch_chunked(float* s, const float* k, int k_stride, const float* v, int v_stride,
                     const float* alpha, const float* beta, int tokens, int heads, int dk, int dv,
-                    float* x_ws, float* coef_ws, cudaStream_t stream) {
+                    float* x_ws, float* coef_ws, cudaStream_t stream, int* ready_ws = nullptr) {
   const int chunks = chunk_count(tokens);
   const bool vec16 = can_vec16(k, k_stride, v, v_stride, dk, dv);
-  launch_prepare<kKeyPad, kExact>(k, k_stride, alpha, beta, tokens, heads, dk, vec16, x_ws, coef_ws,
-                                  stream);
-
   constexpr size_t recur_bytes = RecurLayout<kKeyPad>::bytes;
   auto* recur = delta_recur_kernel<kKeyPad, kExact>;
   cudaFuncSetAttribute(recur, cudaFuncAttributeMaxDynamicSharedMemorySize,
                        static_cast<int>(recur_bytes));
   const unsigned tiles = static_cast<unsigned>((dv + kTile - 1) / kTile);
-  recur<<<dim3(tiles, static_cast<unsigned>(heads)), kThreads, recur_bytes, stream>>>(
-      s, k, k_stride, v, v_stride, tokens, dk, dv, vec16, chunks, x_ws, coef_ws);
+  const dim3 grid(tiles, static_cast<unsigned>(heads));
+  if (ready_ws != nullptr && overlap_fits(static_cast<long long>(tiles) * heads)) {
+    const OverlapStreams& o = overlap_streams();
+    check_call(cudaMemsetAsync(ready_ws, 0, sizeof(int) * heads * chunks, stream),
+               "gated_delta_update (ready flags)");
+    check_call(cudaEventRecord(o.fork, stream), "gated_delta_update (fork)");
+    check_call(cudaStreamWaitEvent(o.aux, o.fork, 0), "gated_delta_update (fork)");
+    launch_prepare<kKeyPad, kExact>(k, k_stride, alpha, beta, tokens, heads, dk, vec16, x_ws,
+                                    coef_ws, o.aux, ready_ws);
+    check_call(cudaEventRecord(o.join, o.aux), "gated_delta_update (join)");
+    recur<<<grid, kThreads, recur_bytes, stream>>>(s, k, k_stride, v, v_stride, tokens, dk, dv,
+                                                   vec16, chunks, x_ws, coef_ws, ready_ws);
+    check_launch("gated_delta_update (overlapped recurrence)");
+    check_call(cudaStreamWaitEvent(stream, o.join, 0), "gated_delta_update (join)");
+    return;
+  }
+  launch_prepare<kKeyPad, kExact>(k, k_stride, alpha, beta, tokens, heads, dk, vec16, x_ws, coef_ws,
+                                  stream);
+  recur<<<grid, kThreads, recur_bytes, stream>>>(s, k, k_stride, v, v_stride, tokens, dk, dv, vec16,
+                                                 chunks, x_ws, coef_ws, nullptr);
   check_launch("gated_delta_update (recurrence)");
 }
 
 template <bool kExact>
 void dispatch_chunked(float* s, const float* k, int k_stride, const float* v, int v_stride,
                       const float* alpha, const float* beta, int tokens, int heads, int dk, int dv,
-                      float* x_ws, float* coef_ws, cudaStream_t stream) {
+                      float* x_ws, float* coef_ws, cudaStream_t stream, int* ready_ws) {
   switch (key_pad(dk)) {
     case 32:
       return launch_chunked<32, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk,
-                                        dv, x_ws, coef_ws, stream);
+                                        dv, x_ws, coef_ws, stream, ready_ws);
     case 64:
       return launch_chunked<64, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk,
-                                        dv, x_ws, coef_ws, stream);
+                                        dv, x_ws, coef_ws, stream, ready_ws);
     default:
       return launch_chunked<128, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads,
-                                         dk, dv, x_ws, coef_ws, stream);
+                                         dk, dv, x_ws, coef_ws, stream, ready_ws);
   }
 }
 
@@ -1500,7 +1603,7 @@ void launch_folded(float* s, const float* k, int k_stride, const float* v, int v
                        static_cast<int>(recur_bytes));
   const unsigned tiles = static_cast<unsigned>(dv_pad / kTile);
   recur<<<dim3(tiles, static_cast<unsigned>(heads)), kThreads, recur_bytes, stream>>>(
-      s, k, k_stride, u_ws, dv_pad, tokens, dk, dv, vec16, chunks, w_ws, coef_ws);
+      s, k, k_stride, u_ws, dv_pad, tokens, dk, dv, vec16, chunks, w_ws, coef_ws, nullptr);
   check_launch("gated_delta_update (folded recurrence)");
 }
 
@@ -1649,10 +1752,24 @@ size_t gated_delta_workspace_bytes(int tokens, int heads) {
   return gated_delta_workspace_bytes(tokens, heads, kDeltaMaxKeyDim, kDeltaMaxKeyDim, 0);
 }
 
-size_t gated_delta_folded_workspace_bytes(int tokens, int heads, int dk, int dv) {
+size_t gated_delta_workspace_bytes(DeltaSchedule schedule, int tokens, int heads, int dk, int dv,
+                                   int groups) {
   if (tokens <= 0 || heads <= 0) return 0;
-  return gated_delta_workspace_bytes(tokens, heads, dk, dv, 1) +
-         sizeof(float) * folded_floats(tokens, heads, std::max(dk, 0), std::max(dv, 0));
+  const size_t single = gated_delta_workspace_bytes(tokens, heads, dk, dv, 1);
+  switch (schedule) {
+    case DeltaSchedule::folded_single_pass:
+      return single +
+             sizeof(float) * folded_floats(tokens, heads, std::max(dk, 0), std::max(dv, 0));
+    case DeltaSchedule::overlapped_single_pass:
+      return single + sizeof(int) * static_cast<size_t>(heads) * chunk_count(tokens);
+    case DeltaSchedule::single_pass:
+    case DeltaSchedule::fma_single_pass:
+      return single;
+    case DeltaSchedule::grouped:
+    case DeltaSchedule::automatic:
+      break;
+  }
+  return gated_delta_workspace_bytes(tokens, heads, dk, dv, groups);
 }
 
 int gated_delta_groups(int tokens, int heads, int dk, int dv, DeltaPrecision precision) {
@@ -1711,8 +1828,9 @@ void gated_delta_update(float* s, const float* k, int k_stride, const float* v, 
       --run_groups;
   }
   const bool use_grouped = schedule == DeltaSchedule::grouped || run_groups > 1;
-  const size_t need = schedule == DeltaSchedule::folded_single_pass
-                          ? gated_delta_folded_workspace_bytes(tokens, heads, dk, dv)
+  const size_t need = schedule == DeltaSchedule::folded_single_pass ||
+                              schedule == DeltaSchedule::overlapped_single_pass
+                          ? gated_delta_workspace_bytes(schedule, tokens, heads, dk, dv, 1)
                           : gated_delta_workspace_bytes(tokens, heads, dk, dv, run_groups);
   if (workspace == nullptr || workspace_bytes < need ||
       reinterpret_cast<uintptr_t>(workspace) % 256 != 0)
@@ -1739,12 +1857,17 @@ void gated_delta_update(float* s, const float* k, int k_stride, const float* v, 
     else
       dispatch_grouped<false>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv,
                               run_groups, x_ws, coef_ws, aug_ws, stream);
-  } else if (exact) {
-    dispatch_chunked<true>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv, x_ws,
-                           coef_ws, stream);
   } else {
-    dispatch_chunked<false>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv, x_ws,
-                            coef_ws, stream);
+    // Overlapped: the ready flags where the grouped schedule keeps its augmented states.
+    int* ready_ws = schedule == DeltaSchedule::overlapped_single_pass
+                        ? reinterpret_cast<int*>(aug_ws)
+                        : nullptr;
+    if (exact)
+      dispatch_chunked<true>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv, x_ws,
+                             coef_ws, stream, ready_ws);
+    else
+      dispatch_chunked<false>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv, x_ws,
+                              coef_ws, stream, ready_ws);
   }
 }
 
@@ -1762,8 +1885,9 @@ void gated_delta_update(float* s, const float* k, int k_stride, const float* v, 
                              : gated_delta_groups(tokens, heads, dk, dv, precision);
   else if (schedule == DeltaSchedule::automatic)
     need_groups = gated_delta_groups(tokens, heads, dk, dv, precision);
-  const size_t bytes = schedule == DeltaSchedule::folded_single_pass
-                           ? gated_delta_folded_workspace_bytes(tokens, heads, dk, dv)
+  const size_t bytes = schedule == DeltaSchedule::folded_single_pass ||
+                               schedule == DeltaSchedule::overlapped_single_pass
+                           ? gated_delta_workspace_bytes(schedule, tokens, heads, dk, dv, 1)
                            : gated_delta_workspace_bytes(tokens, heads, dk, dv, need_groups);
   void* workspace = nullptr;
   if (cudaMallocAsync(&workspace, bytes, stream) != cudaSuccess) {

@@ -44,10 +44,25 @@ enum class DeltaPrecision { fp32, tf32 };
 //               tensor-core products and three barriers instead of three and four, for 64 KB more
 //               workspace reads a chunk and head. Opt-in until timed against single_pass (its
 //               device code is checked on the CPU emulator); automatic does not pick it.
+//  overlapped_single_pass: the single pass with its prepare kernel on a helper stream beside the
+//               recurrence instead of before it: prepare blocks start chunk by chunk on the
+//               multiprocessors the recurrence leaves free (96 of 132 busy at the 1.3B shape) and
+//               set a ready flag per (head, chunk); a recurrence block copies a chunk once its
+//               flag is set. Needs every recurrence block resident with a multiprocessor to spare
+//               (heads x value tiles < multiprocessors), else it runs as single_pass. The helper
+//               stream forks from and joins `stream` with events, so CUDA graph capture records
+//               it. Opt-in until timed (device code checked on the CPU emulator).
 // The device code of the prepare kernel and of both single-pass recurrences also runs on the CPU
 // (tools/gpu/emulate_delta_rule.sh, the ctest DeltaKernelsEmulated): the place to try changes to
 // these kernels before they take GPU time.
-enum class DeltaSchedule { automatic, single_pass, grouped, fma_single_pass, folded_single_pass };
+enum class DeltaSchedule {
+  automatic,
+  single_pass,
+  grouped,
+  fma_single_pass,
+  folded_single_pass,
+  overlapped_single_pass
+};
 
 // Tokens per sub-chunk of the chunked (WY / UT-transform) form.
 constexpr int kDeltaChunk = 64;
@@ -81,9 +96,12 @@ size_t gated_delta_workspace_bytes(int tokens, int heads);
 // need.
 size_t gated_delta_workspace_bytes(int tokens, int heads, int dk, int dv, int groups);
 
-// Bytes of scratch the folded single pass needs: the single pass's plus W' and U0'
-// (heads x chunks x kDeltaChunk x (dk and dv, padded) floats; 58 MB at 4680 x 12 x 128 x 128).
-size_t gated_delta_folded_workspace_bytes(int tokens, int heads, int dk, int dv);
+// Bytes of scratch `schedule` needs: single_pass and fma_single_pass the single pass's
+// (groups == 1 above); folded_single_pass that plus W' and U0' (heads x chunks x kDeltaChunk x
+// (dk and dv, padded) floats: 58 MB at 4680 x 12 x 128 x 128); overlapped_single_pass that plus
+// heads x chunks ready flags; grouped and automatic as the overload above with `groups`.
+size_t gated_delta_workspace_bytes(DeltaSchedule schedule, int tokens, int heads, int dk, int dv,
+                                   int groups = 0);
 // The group count the automatic schedule uses for this shape on the current device (1: single
 // pass): the count with the lowest estimated time (waves of blocks on the device's multiprocessors
 // x chunk steps, a grouped step weighed as 4 single-pass steps), at most 8, with at least 4 chunks

@@ -68,6 +68,8 @@ enum class Kernel {
   fma,          // DeltaSchedule::fma_single_pass (exact fp32 whatever the precision)
   folded_fp32,  // DeltaSchedule::folded_single_pass
   folded_tf32,
+  overlapped_fp32,  // DeltaSchedule::overlapped_single_pass
+  overlapped_tf32,
   sequential
 };
 
@@ -78,13 +80,16 @@ Vec gpu_update(const Inputs& in, Kernel kernel, int groups = 0) {
                                   in.tokens, in.heads, in.dk, in.dv, nullptr);
   } else {
     const bool fp32 = kernel == Kernel::chunked_fp32 || kernel == Kernel::single_fp32 ||
-                      kernel == Kernel::grouped_fp32 || kernel == Kernel::folded_fp32;
+                      kernel == Kernel::grouped_fp32 || kernel == Kernel::folded_fp32 ||
+                      kernel == Kernel::overlapped_fp32;
     const DeltaSchedule schedule =
         kernel == Kernel::single_fp32 || kernel == Kernel::single_tf32 ? DeltaSchedule::single_pass
         : kernel == Kernel::grouped_fp32 || kernel == Kernel::grouped_tf32 ? DeltaSchedule::grouped
         : kernel == Kernel::fma ? DeltaSchedule::fma_single_pass
         : kernel == Kernel::folded_fp32 || kernel == Kernel::folded_tf32
             ? DeltaSchedule::folded_single_pass
+        : kernel == Kernel::overlapped_fp32 || kernel == Kernel::overlapped_tf32
+            ? DeltaSchedule::overlapped_single_pass
             : DeltaSchedule::automatic;
     gated_delta_update(s.get(), k.get(), in.ks, v.get(), in.vs, alpha.get(), beta.get(), in.tokens,
                        in.heads, in.dk, in.dv, nullptr,
@@ -172,6 +177,17 @@ TEST_P(CudaDeltaRule, FoldedSinglePassMatchesCpuSequential) {
   std::printf("  folded single pass %s: fp32 %.3g, tf32 %.3g\n", shape_name(c).c_str(), fp32, tf32);
   EXPECT_LE(fp32, 1e-4);
   EXPECT_LE(tf32, 1e-2);
+}
+
+// The overlapped schedule (prepare beside the recurrence, per-chunk ready flags) computes what the
+// single pass computes, bit for bit: the same kernels' arithmetic, only their order changes.
+TEST_P(CudaDeltaRule, OverlappedSinglePassEqualsSinglePass) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const Shape c = GetParam();
+  const Inputs in = make_inputs(c.tokens, c.heads, c.dk, c.dv, c.pad, c.harsh,
+                                static_cast<unsigned>(c.tokens * 7 + c.dk + c.dv));
+  EXPECT_EQ(gpu_update(in, Kernel::overlapped_fp32), gpu_update(in, Kernel::single_fp32));
+  EXPECT_EQ(gpu_update(in, Kernel::overlapped_tf32), gpu_update(in, Kernel::single_tf32));
 }
 
 // tf32 mode: reduced precision by design, but still the same update (a wrong kernel is O(1) off).
@@ -287,6 +303,43 @@ TEST(CudaDeltaRuleLong, RepeatedUpdatesStayAccurate) {
   EXPECT_LE(worst, 1e-4);
 }
 
+// The overlapped schedule inside a CUDA graph (as the engine records its passes): the helper
+// stream's fork and join are captured, and replays reset the ready flags (two replays in a row,
+// each on a fresh state, give the single pass's result).
+TEST(CudaDeltaRuleOverlapped, GraphReplaysMatchSinglePass) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const Inputs in = make_inputs(1000, 3, 128, 64, 0, true, 23);
+  const Vec want = gpu_update(in, Kernel::single_fp32);
+  EXPECT_EQ(gpu_update(in, Kernel::overlapped_fp32), want);  // (also creates the helper stream)
+  const size_t bytes = gated_delta_workspace_bytes(DeltaSchedule::overlapped_single_pass, in.tokens,
+                                                   in.heads, in.dk, in.dv);
+  DeviceVec s(in.s0), k(in.k), v(in.v), alpha(in.alpha), beta(in.beta);
+  void* ws = nullptr;
+  check_cuda(cudaMalloc(&ws, bytes), "workspace");
+  cudaStream_t stream = nullptr;
+  check_cuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
+  cudaGraph_t graph = nullptr;
+  check_cuda(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "capture");
+  gated_delta_update(s.get(), k.get(), in.ks, v.get(), in.vs, alpha.get(), beta.get(), in.tokens,
+                     in.heads, in.dk, in.dv, ws, bytes, stream, DeltaPrecision::fp32,
+                     DeltaSchedule::overlapped_single_pass);
+  check_cuda(cudaStreamEndCapture(stream, &graph), "end capture");
+  cudaGraphExec_t exec = nullptr;
+  check_cuda(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+  for (int replay = 0; replay < 2; ++replay) {
+    check_cuda(
+        cudaMemcpy(s.get(), in.s0.data(), in.s0.size() * sizeof(float), cudaMemcpyHostToDevice),
+        "reset state");
+    check_cuda(cudaGraphLaunch(exec, stream), "replay");
+    check_cuda(cudaStreamSynchronize(stream), "replay");
+    EXPECT_EQ(s.download(), want) << "replay " << replay;
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+  cudaFree(ws);
+}
+
 // The engine's shape (12 heads, 128 x 128 state, one 4680-token block) on the schedule the engine
 // gets (automatic: grouped where the device allows) and on the single pass.
 TEST(CudaDeltaRuleFullShape, AutomaticAndSinglePassMatchCpu) {
@@ -375,7 +428,8 @@ TEST(CudaDeltaRuleWorkspace, GroupedSizes) {
 TEST(CudaDeltaRuleWorkspace, FoldedSizes) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   const Inputs in = make_inputs(700, 3, 100, 36, 0, true, 19);
-  const size_t bytes = gated_delta_folded_workspace_bytes(in.tokens, in.heads, in.dk, in.dv);
+  const size_t bytes = gated_delta_workspace_bytes(DeltaSchedule::folded_single_pass, in.tokens,
+                                                   in.heads, in.dk, in.dv);
   ASSERT_GT(bytes, gated_delta_workspace_bytes(in.tokens, in.heads, in.dk, in.dv, 1));
   DeviceVec s(in.s0), k(in.k), v(in.v), alpha(in.alpha), beta(in.beta);
   void* ws = nullptr;

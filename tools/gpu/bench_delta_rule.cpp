@@ -3,8 +3,8 @@
 // engine lays them out) against its roofline floor and the issue-6 target (state update <= 0.05 ms
 // on one H100), plus the block memory read and the simple sequential kernel. Also checks the result
 // against the CPU rule. The "chunked" lines run the automatic schedule (the engine's); the
-// "single pass", "folded single pass", "grouped ..., N groups" and "FMA single pass" lines pin the
-// schedule (kernels/cuda/delta_rule.h).
+// "single pass", "overlapped single pass", "folded single pass", "grouped ..., N groups" and "FMA
+// single pass" lines pin the schedule (kernels/cuda/delta_rule.h).
 // Usage: strand-bench-delta-rule [repeats (default 50)]
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -26,6 +26,7 @@
 namespace {
 
 using strand::cuda::DeltaPrecision;
+using strand::cuda::DeltaSchedule;
 
 constexpr int kTokens = 4680, kHeads = 12, kDim = 128, kWidth = kHeads * kDim;
 
@@ -110,7 +111,10 @@ int main(int argc, char** argv) {
   const size_t ws_bytes = std::max(
       {strand::cuda::gated_delta_workspace_bytes(kTokens, kHeads),
        strand::cuda::gated_delta_workspace_bytes(kTokens, kHeads, kDim, kDim, kSweepMaxGroups),
-       strand::cuda::gated_delta_folded_workspace_bytes(kTokens, kHeads, kDim, kDim)});
+       strand::cuda::gated_delta_workspace_bytes(DeltaSchedule::folded_single_pass, kTokens, kHeads,
+                                                 kDim, kDim),
+       strand::cuda::gated_delta_workspace_bytes(DeltaSchedule::overlapped_single_pass, kTokens,
+                                                 kHeads, kDim, kDim)});
   void* ws = nullptr;
   CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
   const auto reset_state = [&] {
@@ -155,13 +159,13 @@ int main(int argc, char** argv) {
                                              alpha.data(), beta.data(), kTokens, kHeads, kDim,
                                              kDim);
   std::vector<float> got(s0.size());
-  using strand::cuda::DeltaSchedule;
   const auto schedule_name = [](DeltaSchedule schedule) {
-    return schedule == DeltaSchedule::automatic            ? "automatic"
-           : schedule == DeltaSchedule::single_pass        ? "single pass"
-           : schedule == DeltaSchedule::fma_single_pass    ? "FMA single pass"
-           : schedule == DeltaSchedule::folded_single_pass ? "folded single pass"
-                                                           : "grouped";
+    return schedule == DeltaSchedule::automatic                ? "automatic"
+           : schedule == DeltaSchedule::single_pass            ? "single pass"
+           : schedule == DeltaSchedule::fma_single_pass        ? "FMA single pass"
+           : schedule == DeltaSchedule::folded_single_pass     ? "folded single pass"
+           : schedule == DeltaSchedule::overlapped_single_pass ? "overlapped single pass"
+                                                               : "grouped";
   };
   for (const auto precision : {DeltaPrecision::fp32, DeltaPrecision::tf32}) {
     const char* pname = precision == DeltaPrecision::fp32 ? "fp32" : "tf32";
@@ -169,7 +173,8 @@ int main(int argc, char** argv) {
                 strand::cuda::gated_delta_groups(kTokens, kHeads, kDim, kDim, precision));
     for (const auto schedule :
          {DeltaSchedule::automatic, DeltaSchedule::single_pass, DeltaSchedule::grouped,
-          DeltaSchedule::fma_single_pass, DeltaSchedule::folded_single_pass}) {
+          DeltaSchedule::fma_single_pass, DeltaSchedule::folded_single_pass,
+          DeltaSchedule::overlapped_single_pass}) {
       for (const int groups : {0, 2, 4, 8}) {
         if (groups != 0 && schedule != DeltaSchedule::grouped) continue;
         reset_state();
@@ -230,6 +235,12 @@ int main(int argc, char** argv) {
              strand::cuda::gated_delta_update(ds, dk_, kWidth, dv_, kWidth, da, db, kTokens, kHeads,
                                               kDim, kDim, ws, ws_bytes, stream, precision,
                                               DeltaSchedule::single_pass);
+           }));
+    std::snprintf(label, sizeof label, "overlapped single pass %s, own workspace", pname);
+    report(label, time_us(stream, repeats, [&] {
+             strand::cuda::gated_delta_update(ds, dk_, kWidth, dv_, kWidth, da, db, kTokens, kHeads,
+                                              kDim, kDim, ws, ws_bytes, stream, precision,
+                                              DeltaSchedule::overlapped_single_pass);
            }));
     std::snprintf(label, sizeof label, "folded single pass %s, own workspace", pname);
     report(label, time_us(stream, repeats, [&] {
