@@ -254,29 +254,43 @@ struct TilePieces {
 
 template <int kKeyPad>
 constexpr size_t prepare_smem_bytes() {
-  // keys, then X over them; the gram matrix, then A; the decays.
+  // keys, then X over them; the gram matrix, then A, then (folding) a source tile; the decays;
+  // beta gamma, beta and tail as floats (folding).
   return sizeof(float) * (kChunk * std::max(ld_keys<kKeyPad>(), kLdX) + kChunk * kLdX) +
-         sizeof(double) * 2 * kChunk;
+         sizeof(double) * 2 * kChunk + sizeof(float) * 3 * kChunk;
 }
+
+// The operands of the folded recurrence, written by the prepare kernel instead of X:
+//   W'[t][i]  = tail_t sum_j X[t][j] beta_j gamma_j K[j][i]   ([heads][chunks][kChunk][kKeyPad])
+//   U0'[t][c] = tail_t sum_j X[t][j] beta_j V[j][c]           ([heads][chunks * kChunk][dv_pad])
+// Zeros past the chunk's last token (tail is 0 there) and in the padding columns, so the
+// recurrence copies whole tiles. dv_pad: dv rounded up to whole recurrence tiles (kTile).
+struct FoldOutputs {
+  const float* v;
+  int v_stride, dv, dv_pad;
+  float *w, *u;
+};
 
 // One block per (chunk, head): x_out[t][j] = X = (I + A)^-1 (unit lower triangular, zeros above the
 // diagonal, identity rows and columns past the chunk's last token) and coef_out = [beta_t gamma_t,
 // beta_t, tail_t, gamma_{n-1}] (zeros past the last token). Decay products in double without any
 // division, in the CPU's order, so alpha == 0 (a full reset) is exact. Grid (chunks, heads); with
-// ready flags (overlapped single pass) grid (heads, chunks), so that blocks start chunk by chunk,
-// and each block sets ready[h * chunks + chunk] when its outputs are written.
+// ready flags (overlapped schedules) grid (heads, chunks), so that blocks start chunk by chunk,
+// and each block sets ready[h * chunks + chunk] when its outputs are written. With fold.w set
+// (folded schedules) it writes W' and U0' (FoldOutputs) instead of X.
 template <int kKeyPad, bool kExact>
 __global__ void __launch_bounds__(kThreads)
     delta_prepare_kernel(const float* __restrict__ k, int k_stride, const float* __restrict__ alpha,
                          const float* __restrict__ beta, int tokens, int heads, int dk, bool vec16,
                          int chunks, float* __restrict__ x_out, float* __restrict__ coef_out,
-                         int* __restrict__ ready) {
+                         int* __restrict__ ready, FoldOutputs fold) {
   constexpr int kLdK = ld_keys<kKeyPad>();
   extern __shared__ __align__(128) float smem[];
   float* keys = smem;  // [kChunk][kLdK], later X ([kChunk][kLdX])
   float* gram = keys + kChunk * (kLdK > kLdX ? kLdK : kLdX);        // [kChunk][kLdX]: K K^T, then A
   auto* alpha_s = reinterpret_cast<double*>(gram + kChunk * kLdX);  // [kChunk]
   double* beta_s = alpha_s + kChunk;                                // [kChunk]
+  auto* scale_s = reinterpret_cast<float*>(beta_s + kChunk);  // [3][kChunk]: beta gamma, beta, tail
 
   const int chunk = ready != nullptr ? blockIdx.y : blockIdx.x;
   const int h = ready != nullptr ? blockIdx.x : blockIdx.y, tid = threadIdx.x, warp = tid / 32;
@@ -349,6 +363,9 @@ __global__ void __launch_bounds__(kThreads)
     coef[kChunk + i] = beta_f;
     coef[2 * kChunk + i] = tail_f;
     if (i > 0) coef[3 * kChunk + i] = 0.0f;
+    scale_s[i] = beta_gamma;
+    scale_s[kChunk + i] = beta_f;
+    scale_s[2 * kChunk + i] = tail_f;
   }
   __syncthreads();
 
@@ -408,10 +425,62 @@ __global__ void __launch_bounds__(kThreads)
       __syncthreads();
     }
   }
-  float* xg = x_out + (static_cast<size_t>(h) * chunks + chunk) * kChunk * kChunk;
-  for (int idx = tid; idx < kChunk * kChunk; idx += kThreads) {
-    const int t = idx / kChunk, j = idx % kChunk;
-    xg[idx] = j / 16 > t / 16 ? 0.0f : xs[t * kLdX + j];
+  if (fold.w == nullptr) {
+    float* xg = x_out + (static_cast<size_t>(h) * chunks + chunk) * kChunk * kChunk;
+    for (int idx = tid; idx < kChunk * kChunk; idx += kThreads) {
+      const int t = idx / kChunk, j = idx % kChunk;
+      xg[idx] = j / 16 > t / 16 ? 0.0f : xs[t * kLdX + j];
+    }
+  } else {
+    // Fold X into W' and U0', 64 columns of [K | V] at a time: the source tile (scaled rows,
+    // zeros past the chunk and in padding columns) in the gram matrix's space, 16 outputs a thread.
+    for (int idx = tid; idx < kChunk * kChunk; idx += kThreads) {  // X's upper blocks held T_ij
+      const int t = idx / kChunk, j = idx % kChunk;
+      if (j / 16 > t / 16) xs[t * kLdX + j] = 0.0f;
+    }
+    float* src = gram;
+    const int key_blocks = (kKeyPad + 63) / 64, blocks = key_blocks + (fold.dv_pad + 63) / 64;
+    const int col = tid % 64, row0 = tid / 64;  // rows row0, row0 + 4, ...
+    for (int b = 0; b < blocks; ++b) {
+      const bool is_key = b < key_blocks;
+      const int c0 = 64 * (is_key ? b : b - key_blocks);
+      const int width = min(64, (is_key ? kKeyPad : fold.dv_pad) - c0);
+      const int valid = min(64, (is_key ? dk : fold.dv) - c0);
+      const float* scale = scale_s + (is_key ? 0 : kChunk);
+      __syncthreads();  // X complete (first block); the previous block done with src
+      for (int idx = tid; idx < kChunk * 64; idx += kThreads) {
+        const int row = idx / 64, c = idx % 64;
+        float value = 0.0f;
+        if (row < n && c < valid) {
+          const size_t token = static_cast<size_t>(t0 + row);
+          value =
+              scale[row] *
+              (is_key ? k[token * k_stride + static_cast<size_t>(h) * dk + c0 + c]
+                      : fold.v[token * fold.v_stride + static_cast<size_t>(h) * fold.dv + c0 + c]);
+        }
+        src[row * kLdX + c] = value;
+      }
+      __syncthreads();
+      float acc[kChunk / 4] = {};
+#pragma unroll 4
+      for (int j = 0; j < kChunk; ++j) {
+        const float x_j = src[j * kLdX + col];
+#pragma unroll
+        for (int m = 0; m < kChunk / 4; ++m) acc[m] += xs[(row0 + 4 * m) * kLdX + j] * x_j;
+      }
+      if (col < width) {
+        float* out =
+            is_key
+                ? fold.w + (static_cast<size_t>(h) * chunks + chunk) * kChunk * kKeyPad + c0 + col
+                : fold.u + (static_cast<size_t>(h) * chunks * kChunk + t0) * fold.dv_pad + c0 + col;
+        const int ld = is_key ? kKeyPad : fold.dv_pad;
+#pragma unroll
+        for (int m = 0; m < kChunk / 4; ++m) {
+          const int row = row0 + 4 * m;
+          out[static_cast<size_t>(row) * ld] = scale_s[2 * kChunk + row] * acc[m];
+        }
+      }
+    }
   }
   if (ready != nullptr) {
     __syncthreads();
@@ -725,80 +794,6 @@ __global__ void __launch_bounds__(kThreads)
     for_each_state_element([&](int ct, int e, int row, int col) {
       if (row < dk && col < cols) s_head[static_cast<size_t>(row) * dv + j0 + col] = s_reg[ct][e];
     });
-}
-
-// ---------------------------------------------------------------------------------- fold kernel
-
-constexpr int kFoldCols = 128;  // output columns per fold block
-
-constexpr size_t fold_smem_bytes() {
-  return sizeof(float) * (kChunk * kLdX + kChunk * (kFoldCols + 4) + kChunk);
-}
-
-// Folds X and the decay factors of one chunk into the operands of the folded recurrence, for
-// 128 columns of one head (block x = chunk * column_blocks + column block, y = head; block 0 of a
-// chunk: keys -> W', the others: values -> U0'):
-//   W'[t][i]  = tail_t sum_j X[t][j] beta_j gamma_j K[j][i]   ([kChunk][kKeyPad] a chunk)
-//   U0'[t][c] = tail_t sum_j X[t][j] beta_j V[j][c]           ([chunks * kChunk][dv_pad] a head)
-// Plain fp32 FMA (X is lower triangular: half the terms are zeros). Zeros past the chunk's last
-// token (tail is 0 there) and in the padding columns, so the recurrence copies whole tiles.
-template <int kKeyPad>
-__global__ void __launch_bounds__(kThreads)
-    delta_fold_kernel(const float* __restrict__ k, int k_stride, const float* __restrict__ v,
-                      int v_stride, int tokens, int heads, int dk, int dv, int dv_pad, int chunks,
-                      const float* __restrict__ x_in, const float* __restrict__ coef_in,
-                      float* __restrict__ w_out, float* __restrict__ u_out) {
-  static_assert(kThreads == 2 * kFoldCols, "two rows of outputs a column");
-  constexpr int kLdSrc = kFoldCols + 4;
-  extern __shared__ __align__(128) float smem[];
-  float* xs = smem;                     // [kChunk][kLdX]
-  float* src = xs + kChunk * kLdX;      // [kChunk][kLdSrc]: scaled keys or values
-  float* tail = src + kChunk * kLdSrc;  // [kChunk]
-
-  const int column_blocks = 1 + (dv_pad + kFoldCols - 1) / kFoldCols;
-  const int chunk = blockIdx.x / column_blocks, block = blockIdx.x % column_blocks;
-  const int h = blockIdx.y, tid = threadIdx.x;
-  const int t0 = chunk * kChunk, n = min(kChunk, tokens - t0);
-  const bool keys = block == 0;
-  const int c0 = keys ? 0 : (block - 1) * kFoldCols;
-  const int width = keys ? kKeyPad : min(kFoldCols, dv_pad - c0);  // output columns
-  const int valid = keys ? dk : min(kFoldCols, dv - c0);           // non-padding columns
-  const float* coef = coef_in + (static_cast<size_t>(h) * chunks + chunk) * kCoefs;
-  const float* scale = keys ? coef : coef + kChunk;  // beta gamma, or beta
-  const float* xg = x_in + (static_cast<size_t>(h) * chunks + chunk) * kChunk * kChunk;
-
-  for (int idx = tid; idx < kChunk * kChunk; idx += kThreads)
-    xs[(idx / kChunk) * kLdX + idx % kChunk] = xg[idx];
-  for (int idx = tid; idx < kChunk * kFoldCols; idx += kThreads) {
-    const int row = idx / kFoldCols, col = idx % kFoldCols;
-    float value = 0.0f;
-    if (row < n && col < valid) {
-      const size_t token = static_cast<size_t>(t0 + row);
-      value = scale[row] * (keys ? k[token * k_stride + static_cast<size_t>(h) * dk + col]
-                                 : v[token * v_stride + static_cast<size_t>(h) * dv + c0 + col]);
-    }
-    src[row * kLdSrc + col] = value;
-  }
-  if (tid < kChunk) tail[tid] = coef[2 * kChunk + tid];
-  __syncthreads();
-
-  const int col = tid % kFoldCols, row0 = tid / kFoldCols;  // rows row0, row0 + 2, ...
-  float acc[kChunk / 2] = {};
-#pragma unroll 4
-  for (int j = 0; j < kChunk; ++j) {
-    const float x_j = src[j * kLdSrc + col];
-#pragma unroll
-    for (int m = 0; m < kChunk / 2; ++m) acc[m] += xs[(row0 + 2 * m) * kLdX + j] * x_j;
-  }
-  if (col >= width) return;
-  float* out = keys ? w_out + ((static_cast<size_t>(h) * chunks + chunk) * kChunk) * kKeyPad + col
-                    : u_out + (static_cast<size_t>(h) * chunks * kChunk + t0) * dv_pad + c0 + col;
-  const int ld = keys ? kKeyPad : dv_pad;
-#pragma unroll
-  for (int m = 0; m < kChunk / 2; ++m) {
-    const int row = row0 + 2 * m;
-    out[static_cast<size_t>(row) * ld] = tail[row] * acc[m];
-  }
 }
 
 // ------------------------------------------------------------------------ grouped: phase 1 kernel
@@ -1417,12 +1412,12 @@ bool can_vec16(const float* k, int k_stride, const float* v, int v_stride, int d
          dv % 4 == 0;
 }
 
-// ready: per-(head, chunk) flags the blocks set when done (overlapped single pass; the grid is
-// then chunk-major), or nullptr.
+// ready: per-(head, chunk) flags the blocks set when done (overlapped schedules; the grid is
+// then chunk-major), or nullptr. fold.w set: W' and U0' instead of X (folded schedules).
 template <int kKeyPad, bool kExact>
 void launch_prepare(const float* k, int k_stride, const float* alpha, const float* beta, int tokens,
                     int heads, int dk, bool vec16, float* x_ws, float* coef_ws, cudaStream_t stream,
-                    int* ready = nullptr) {
+                    int* ready = nullptr, FoldOutputs fold = {}) {
   const int chunks = chunk_count(tokens);
   constexpr size_t prep_bytes = prepare_smem_bytes<kKeyPad>();
   auto* prep = delta_prepare_kernel<kKeyPad, kExact>;
@@ -1430,7 +1425,7 @@ void launch_prepare(const float* k, int k_stride, const float* alpha, const floa
                        static_cast<int>(prep_bytes));
   const auto c = static_cast<unsigned>(chunks), h = static_cast<unsigned>(heads);
   prep<<<ready != nullptr ? dim3(h, c) : dim3(c, h), kThreads, prep_bytes, stream>>>(
-      k, k_stride, alpha, beta, tokens, heads, dk, vec16, chunks, x_ws, coef_ws, ready);
+      k, k_stride, alpha, beta, tokens, heads, dk, vec16, chunks, x_ws, coef_ws, ready, fold);
   check_launch("gated_delta_update (prepare)");
 }
 
@@ -1576,51 +1571,56 @@ size_t folded_floats(int tokens, int heads, int dk, int dv) {
          (static_cast<size_t>(key_pad(dk)) + folded_dv_pad(dv));
 }
 
+// Folded single pass: prepare writes W' and U0' (no X), then the folded recurrence. ready_ws:
+// as launch_chunked's (the overlapped folded schedule), or nullptr.
 template <int kKeyPad, bool kExact>
 void launch_folded(float* s, const float* k, int k_stride, const float* v, int v_stride,
                    const float* alpha, const float* beta, int tokens, int heads, int dk, int dv,
-                   float* x_ws, float* coef_ws, float* fold_ws, cudaStream_t stream) {
+                   float* coef_ws, float* fold_ws, cudaStream_t stream, int* ready_ws) {
   const int chunks = chunk_count(tokens);
   const bool vec16 = can_vec16(k, k_stride, v, v_stride, dk, dv);
-  launch_prepare<kKeyPad, kExact>(k, k_stride, alpha, beta, tokens, heads, dk, vec16, x_ws, coef_ws,
-                                  stream);
   const int dv_pad = folded_dv_pad(dv);
   float* w_ws = fold_ws;
   float* u_ws = fold_ws + static_cast<size_t>(heads) * chunks * kChunk * kKeyPad;
-  constexpr size_t fold_bytes = fold_smem_bytes();
-  auto* fold = delta_fold_kernel<kKeyPad>;
-  cudaFuncSetAttribute(fold, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                       static_cast<int>(fold_bytes));
-  const int column_blocks = 1 + (dv_pad + kFoldCols - 1) / kFoldCols;
-  fold<<<dim3(static_cast<unsigned>(chunks * column_blocks), static_cast<unsigned>(heads)),
-         kThreads, fold_bytes, stream>>>(k, k_stride, v, v_stride, tokens, heads, dk, dv, dv_pad,
-                                         chunks, x_ws, coef_ws, w_ws, u_ws);
-  check_launch("gated_delta_update (fold)");
-
+  const FoldOutputs fold{v, v_stride, dv, dv_pad, w_ws, u_ws};
   constexpr size_t recur_bytes = RecurLayout<kKeyPad, true>::bytes;
   auto* recur = delta_recur_kernel<kKeyPad, kExact, true>;
   cudaFuncSetAttribute(recur, cudaFuncAttributeMaxDynamicSharedMemorySize,
                        static_cast<int>(recur_bytes));
-  const unsigned tiles = static_cast<unsigned>(dv_pad / kTile);
-  recur<<<dim3(tiles, static_cast<unsigned>(heads)), kThreads, recur_bytes, stream>>>(
-      s, k, k_stride, u_ws, dv_pad, tokens, dk, dv, vec16, chunks, w_ws, coef_ws, nullptr);
+  const dim3 grid(static_cast<unsigned>(dv_pad / kTile), static_cast<unsigned>(heads));
+  const bool overlap = ready_ws != nullptr && overlap_fits(static_cast<long long>(grid.x) * heads);
+  const OverlapStreams* o = overlap ? &overlap_streams() : nullptr;
+  if (overlap) {
+    check_call(cudaMemsetAsync(ready_ws, 0, sizeof(int) * heads * chunks, stream),
+               "gated_delta_update (ready flags)");
+    check_call(cudaEventRecord(o->fork, stream), "gated_delta_update (fork)");
+    check_call(cudaStreamWaitEvent(o->aux, o->fork, 0), "gated_delta_update (fork)");
+  }
+  launch_prepare<kKeyPad, kExact>(k, k_stride, alpha, beta, tokens, heads, dk, vec16, nullptr,
+                                  coef_ws, overlap ? o->aux : stream, overlap ? ready_ws : nullptr,
+                                  fold);
+  if (overlap) check_call(cudaEventRecord(o->join, o->aux), "gated_delta_update (join)");
+  recur<<<grid, kThreads, recur_bytes, stream>>>(s, k, k_stride, u_ws, dv_pad, tokens, dk, dv,
+                                                 vec16, chunks, w_ws, coef_ws,
+                                                 overlap ? ready_ws : nullptr);
   check_launch("gated_delta_update (folded recurrence)");
+  if (overlap) check_call(cudaStreamWaitEvent(stream, o->join, 0), "gated_delta_update (join)");
 }
 
 template <bool kExact>
 void dispatch_folded(float* s, const float* k, int k_stride, const float* v, int v_stride,
                      const float* alpha, const float* beta, int tokens, int heads, int dk, int dv,
-                     float* x_ws, float* coef_ws, float* fold_ws, cudaStream_t stream) {
+                     float* coef_ws, float* fold_ws, cudaStream_t stream, int* ready_ws) {
   switch (key_pad(dk)) {
     case 32:
       return launch_folded<32, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk,
-                                       dv, x_ws, coef_ws, fold_ws, stream);
+                                       dv, coef_ws, fold_ws, stream, ready_ws);
     case 64:
       return launch_folded<64, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk,
-                                       dv, x_ws, coef_ws, fold_ws, stream);
+                                       dv, coef_ws, fold_ws, stream, ready_ws);
     default:
       return launch_folded<128, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk,
-                                        dv, x_ws, coef_ws, fold_ws, stream);
+                                        dv, coef_ws, fold_ws, stream, ready_ws);
   }
 }
 
@@ -1762,6 +1762,10 @@ size_t gated_delta_workspace_bytes(DeltaSchedule schedule, int tokens, int heads
              sizeof(float) * folded_floats(tokens, heads, std::max(dk, 0), std::max(dv, 0));
     case DeltaSchedule::overlapped_single_pass:
       return single + sizeof(int) * static_cast<size_t>(heads) * chunk_count(tokens);
+    case DeltaSchedule::overlapped_folded_single_pass:
+      return single +
+             sizeof(float) * folded_floats(tokens, heads, std::max(dk, 0), std::max(dv, 0)) +
+             sizeof(int) * static_cast<size_t>(heads) * chunk_count(tokens);
     case DeltaSchedule::single_pass:
     case DeltaSchedule::fma_single_pass:
       return single;
@@ -1828,10 +1832,9 @@ void gated_delta_update(float* s, const float* k, int k_stride, const float* v, 
       --run_groups;
   }
   const bool use_grouped = schedule == DeltaSchedule::grouped || run_groups > 1;
-  const size_t need = schedule == DeltaSchedule::folded_single_pass ||
-                              schedule == DeltaSchedule::overlapped_single_pass
-                          ? gated_delta_workspace_bytes(schedule, tokens, heads, dk, dv, 1)
-                          : gated_delta_workspace_bytes(tokens, heads, dk, dv, run_groups);
+  const bool grouping = schedule == DeltaSchedule::grouped || schedule == DeltaSchedule::automatic;
+  const size_t need = grouping ? gated_delta_workspace_bytes(tokens, heads, dk, dv, run_groups)
+                               : gated_delta_workspace_bytes(schedule, tokens, heads, dk, dv, 1);
   if (workspace == nullptr || workspace_bytes < need ||
       reinterpret_cast<uintptr_t>(workspace) % 256 != 0)
     fail(ErrorKind::invalid_argument, "gated_delta_update: workspace missing, short or unaligned");
@@ -1842,14 +1845,18 @@ void gated_delta_update(float* s, const float* k, int k_stride, const float* v, 
   if (schedule == DeltaSchedule::fma_single_pass) {
     dispatch_fma(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv, x_ws, coef_ws,
                  stream);
-  } else if (schedule == DeltaSchedule::folded_single_pass) {
-    // W' and U0' where the grouped schedule keeps its augmented states.
+  } else if (schedule == DeltaSchedule::folded_single_pass ||
+             schedule == DeltaSchedule::overlapped_folded_single_pass) {
+    // W' and U0' where the grouped schedule keeps its augmented states, then the ready flags.
+    int* ready_ws = schedule == DeltaSchedule::overlapped_folded_single_pass
+                        ? reinterpret_cast<int*>(aug_ws + folded_floats(tokens, heads, dk, dv))
+                        : nullptr;
     if (exact)
-      dispatch_folded<true>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv, x_ws,
-                            coef_ws, aug_ws, stream);
+      dispatch_folded<true>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv,
+                            coef_ws, aug_ws, stream, ready_ws);
     else
-      dispatch_folded<false>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv, x_ws,
-                             coef_ws, aug_ws, stream);
+      dispatch_folded<false>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv,
+                             coef_ws, aug_ws, stream, ready_ws);
   } else if (use_grouped) {
     if (exact)
       dispatch_grouped<true>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv,
@@ -1885,10 +1892,9 @@ void gated_delta_update(float* s, const float* k, int k_stride, const float* v, 
                              : gated_delta_groups(tokens, heads, dk, dv, precision);
   else if (schedule == DeltaSchedule::automatic)
     need_groups = gated_delta_groups(tokens, heads, dk, dv, precision);
-  const size_t bytes = schedule == DeltaSchedule::folded_single_pass ||
-                               schedule == DeltaSchedule::overlapped_single_pass
-                           ? gated_delta_workspace_bytes(schedule, tokens, heads, dk, dv, 1)
-                           : gated_delta_workspace_bytes(tokens, heads, dk, dv, need_groups);
+  const bool grouping = schedule == DeltaSchedule::grouped || schedule == DeltaSchedule::automatic;
+  const size_t bytes = grouping ? gated_delta_workspace_bytes(tokens, heads, dk, dv, need_groups)
+                                : gated_delta_workspace_bytes(schedule, tokens, heads, dk, dv, 1);
   void* workspace = nullptr;
   if (cudaMallocAsync(&workspace, bytes, stream) != cudaSuccess) {
     cudaGetLastError();

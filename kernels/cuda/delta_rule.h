@@ -38,12 +38,13 @@ enum class DeltaPrecision { fp32, tf32 };
 //               312 us for the tensor-core single pass (whose step issues far fewer instructions
 //               since it reads mma.sync fragments straight from shared memory); automatic does
 //               not pick it.
-//  folded_single_pass: the single pass with X folded into each chunk's operands by a third kernel
-//               beforehand (W' = diag(tail) X diag(beta gamma) K, U0' = diag(tail) X diag(beta) V,
-//               plain fp32), so a chunk step is Ud = U0' - W' S and S = decay S + K^T Ud: two
-//               tensor-core products and three barriers instead of three and four, for 64 KB more
-//               workspace reads a chunk and head. Opt-in until timed against single_pass (its
-//               device code is checked on the CPU emulator); automatic does not pick it.
+//  folded_single_pass: the single pass with X folded into each chunk's operands by the prepare
+//               kernel (W' = diag(tail) X diag(beta gamma) K, U0' = diag(tail) X diag(beta) V,
+//               plain fp32, written instead of X), so a chunk step is Ud = U0' - W' S and
+//               S = decay S + K^T Ud: two tensor-core products and three barriers instead of
+//               three and four, for 16 KB more workspace reads a chunk step. Opt-in until
+//               timed against single_pass (its device code is checked on the CPU emulator);
+//               automatic does not pick it.
 //  overlapped_single_pass: the single pass with its prepare kernel on a helper stream beside the
 //               recurrence instead of before it: prepare blocks start chunk by chunk on the
 //               multiprocessors the recurrence leaves free (96 of 132 busy at the 1.3B shape) and
@@ -52,6 +53,7 @@ enum class DeltaPrecision { fp32, tf32 };
 //               (heads x value tiles < multiprocessors), else it runs as single_pass. The helper
 //               stream forks from and joins `stream` with events, so CUDA graph capture records
 //               it. Opt-in until timed (device code checked on the CPU emulator).
+//  overlapped_folded_single_pass: both of the above.
 // The device code of the prepare kernel and of both single-pass recurrences also runs on the CPU
 // (tools/gpu/emulate_delta_rule.sh, the ctest DeltaKernelsEmulated): the place to try changes to
 // these kernels before they take GPU time.
@@ -61,7 +63,8 @@ enum class DeltaSchedule {
   grouped,
   fma_single_pass,
   folded_single_pass,
-  overlapped_single_pass
+  overlapped_single_pass,
+  overlapped_folded_single_pass
 };
 
 // Tokens per sub-chunk of the chunked (WY / UT-transform) form.
@@ -99,7 +102,8 @@ size_t gated_delta_workspace_bytes(int tokens, int heads, int dk, int dv, int gr
 // Bytes of scratch `schedule` needs: single_pass and fma_single_pass the single pass's
 // (groups == 1 above); folded_single_pass that plus W' and U0' (heads x chunks x kDeltaChunk x
 // (dk and dv, padded) floats: 58 MB at 4680 x 12 x 128 x 128); overlapped_single_pass that plus
-// heads x chunks ready flags; grouped and automatic as the overload above with `groups`.
+// heads x chunks ready flags; overlapped_folded_single_pass both; grouped and automatic as the
+// overload above with `groups`.
 size_t gated_delta_workspace_bytes(DeltaSchedule schedule, int tokens, int heads, int dk, int dv,
                                    int groups = 0);
 // The group count the automatic schedule uses for this shape on the current device (1: single

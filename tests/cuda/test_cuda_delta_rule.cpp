@@ -70,6 +70,7 @@ enum class Kernel {
   folded_tf32,
   overlapped_fp32,  // DeltaSchedule::overlapped_single_pass
   overlapped_tf32,
+  overlapped_folded_fp32,  // DeltaSchedule::overlapped_folded_single_pass
   sequential
 };
 
@@ -81,7 +82,7 @@ Vec gpu_update(const Inputs& in, Kernel kernel, int groups = 0) {
   } else {
     const bool fp32 = kernel == Kernel::chunked_fp32 || kernel == Kernel::single_fp32 ||
                       kernel == Kernel::grouped_fp32 || kernel == Kernel::folded_fp32 ||
-                      kernel == Kernel::overlapped_fp32;
+                      kernel == Kernel::overlapped_fp32 || kernel == Kernel::overlapped_folded_fp32;
     const DeltaSchedule schedule =
         kernel == Kernel::single_fp32 || kernel == Kernel::single_tf32 ? DeltaSchedule::single_pass
         : kernel == Kernel::grouped_fp32 || kernel == Kernel::grouped_tf32 ? DeltaSchedule::grouped
@@ -90,7 +91,8 @@ Vec gpu_update(const Inputs& in, Kernel kernel, int groups = 0) {
             ? DeltaSchedule::folded_single_pass
         : kernel == Kernel::overlapped_fp32 || kernel == Kernel::overlapped_tf32
             ? DeltaSchedule::overlapped_single_pass
-            : DeltaSchedule::automatic;
+        : kernel == Kernel::overlapped_folded_fp32 ? DeltaSchedule::overlapped_folded_single_pass
+                                                   : DeltaSchedule::automatic;
     gated_delta_update(s.get(), k.get(), in.ks, v.get(), in.vs, alpha.get(), beta.get(), in.tokens,
                        in.heads, in.dk, in.dv, nullptr,
                        fp32 ? DeltaPrecision::fp32 : DeltaPrecision::tf32, schedule, groups);
@@ -188,6 +190,7 @@ TEST_P(CudaDeltaRule, OverlappedSinglePassEqualsSinglePass) {
                                 static_cast<unsigned>(c.tokens * 7 + c.dk + c.dv));
   EXPECT_EQ(gpu_update(in, Kernel::overlapped_fp32), gpu_update(in, Kernel::single_fp32));
   EXPECT_EQ(gpu_update(in, Kernel::overlapped_tf32), gpu_update(in, Kernel::single_tf32));
+  EXPECT_EQ(gpu_update(in, Kernel::overlapped_folded_fp32), gpu_update(in, Kernel::folded_fp32));
 }
 
 // tf32 mode: reduced precision by design, but still the same update (a wrong kernel is O(1) off).

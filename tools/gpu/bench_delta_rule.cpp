@@ -114,7 +114,9 @@ int main(int argc, char** argv) {
        strand::cuda::gated_delta_workspace_bytes(DeltaSchedule::folded_single_pass, kTokens, kHeads,
                                                  kDim, kDim),
        strand::cuda::gated_delta_workspace_bytes(DeltaSchedule::overlapped_single_pass, kTokens,
-                                                 kHeads, kDim, kDim)});
+                                                 kHeads, kDim, kDim),
+       strand::cuda::gated_delta_workspace_bytes(DeltaSchedule::overlapped_folded_single_pass,
+                                                 kTokens, kHeads, kDim, kDim)});
   void* ws = nullptr;
   CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
   const auto reset_state = [&] {
@@ -165,7 +167,9 @@ int main(int argc, char** argv) {
            : schedule == DeltaSchedule::fma_single_pass        ? "FMA single pass"
            : schedule == DeltaSchedule::folded_single_pass     ? "folded single pass"
            : schedule == DeltaSchedule::overlapped_single_pass ? "overlapped single pass"
-                                                               : "grouped";
+           : schedule == DeltaSchedule::overlapped_folded_single_pass
+               ? "overlapped folded single pass"
+               : "grouped";
   };
   for (const auto precision : {DeltaPrecision::fp32, DeltaPrecision::tf32}) {
     const char* pname = precision == DeltaPrecision::fp32 ? "fp32" : "tf32";
@@ -174,7 +178,7 @@ int main(int argc, char** argv) {
     for (const auto schedule :
          {DeltaSchedule::automatic, DeltaSchedule::single_pass, DeltaSchedule::grouped,
           DeltaSchedule::fma_single_pass, DeltaSchedule::folded_single_pass,
-          DeltaSchedule::overlapped_single_pass}) {
+          DeltaSchedule::overlapped_single_pass, DeltaSchedule::overlapped_folded_single_pass}) {
       for (const int groups : {0, 2, 4, 8}) {
         if (groups != 0 && schedule != DeltaSchedule::grouped) continue;
         reset_state();
@@ -241,6 +245,12 @@ int main(int argc, char** argv) {
              strand::cuda::gated_delta_update(ds, dk_, kWidth, dv_, kWidth, da, db, kTokens, kHeads,
                                               kDim, kDim, ws, ws_bytes, stream, precision,
                                               DeltaSchedule::overlapped_single_pass);
+           }));
+    std::snprintf(label, sizeof label, "overlapped folded single pass %s, own workspace", pname);
+    report(label, time_us(stream, repeats, [&] {
+             strand::cuda::gated_delta_update(ds, dk_, kWidth, dv_, kWidth, da, db, kTokens, kHeads,
+                                              kDim, kDim, ws, ws_bytes, stream, precision,
+                                              DeltaSchedule::overlapped_folded_single_pass);
            }));
     std::snprintf(label, sizeof label, "folded single pass %s, own workspace", pname);
     report(label, time_us(stream, repeats, [&] {

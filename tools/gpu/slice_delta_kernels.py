@@ -1,9 +1,8 @@
 # Slices the device code of kernels/cuda/delta_rule.cu that tools/gpu/delta_rule_emulator.cpp runs
 # on the CPU: the tile constants, the raw mma.sync helpers (with the inline-asm product swapped for
 # the emulator's emu_mma_tf32), load_rows_async and TilePieces, the prepare kernel, the
-# single-pass recurrence kernel (unfolded and folded), the fold kernel and the FMA recurrence
-# kernel, with each dynamic shared-memory
-# declaration replaced by the emulator's per-CTA buffer. Left out: the WMMA helpers and the
+# single-pass recurrence kernel (unfolded and folded) and the FMA recurrence kernel, with each
+# dynamic shared-memory declaration replaced by the emulator's per-CTA buffer. Left out: the WMMA helpers and the
 # grouped kernels (nvcuda::wmma has no host form), the cp.async helpers (the emulator defines its
 # own) and everything from the sequential kernel on (host code).
 # Usage: slice_delta_kernels.py delta_rule.cu out.inc
@@ -35,8 +34,8 @@ for begin, end in pieces:
     text += '\n'.join(src[a:b]) + '\n'
 
 device_line = 'extern __shared__ __align__(128) float smem[];'
-if text.count(device_line) < 4:
-    raise SystemExit('expected the shared-memory declaration in four kernels: ' + device_line)
+if text.count(device_line) < 3:
+    raise SystemExit('expected the shared-memory declaration in three kernels: ' + device_line)
 text = text.replace(device_line, 'float* smem = reinterpret_cast<float*>(emu_shared());')
 
 # The tensor-core product: its inline asm becomes a call to the emulator's warp-level model.
