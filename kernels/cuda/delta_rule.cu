@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cuda/delta_rule.h"
@@ -1402,6 +1403,20 @@ int key_pad(int dk) {
   return dk <= 32 ? 32 : (dk <= 64 ? 64 : 128);
 }
 
+// Calls f(std::integral_constant<int, P>{}) with P = key_pad(dk), the padded key width the
+// kernels are compiled for.
+template <class F>
+void with_key_pad(int dk, F&& f) {
+  switch (key_pad(dk)) {
+    case 32:
+      return f(std::integral_constant<int, 32>{});
+    case 64:
+      return f(std::integral_constant<int, 64>{});
+    default:
+      return f(std::integral_constant<int, 128>{});
+  }
+}
+
 size_t x_floats(int tokens, int heads) {
   return static_cast<size_t>(heads) * chunk_count(tokens) * kChunk * kChunk;
 }
@@ -1513,17 +1528,10 @@ template <bool kExact>
 void dispatch_chunked(float* s, const float* k, int k_stride, const float* v, int v_stride,
                       const float* alpha, const float* beta, int tokens, int heads, int dk, int dv,
                       float* x_ws, float* coef_ws, cudaStream_t stream, int* ready_ws) {
-  switch (key_pad(dk)) {
-    case 32:
-      return launch_chunked<32, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk,
-                                        dv, x_ws, coef_ws, stream, ready_ws);
-    case 64:
-      return launch_chunked<64, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk,
-                                        dv, x_ws, coef_ws, stream, ready_ws);
-    default:
-      return launch_chunked<128, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads,
-                                         dk, dv, x_ws, coef_ws, stream, ready_ws);
-  }
+  with_key_pad(dk, [&](auto pad) {
+    launch_chunked<decltype(pad)::value, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens,
+                                                 heads, dk, dv, x_ws, coef_ws, stream, ready_ws);
+  });
 }
 
 template <int kKeyPad>
@@ -1547,17 +1555,10 @@ void launch_fma(float* s, const float* k, int k_stride, const float* v, int v_st
 void dispatch_fma(float* s, const float* k, int k_stride, const float* v, int v_stride,
                   const float* alpha, const float* beta, int tokens, int heads, int dk, int dv,
                   float* x_ws, float* coef_ws, cudaStream_t stream) {
-  switch (key_pad(dk)) {
-    case 32:
-      return launch_fma<32>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv, x_ws,
-                            coef_ws, stream);
-    case 64:
-      return launch_fma<64>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv, x_ws,
-                            coef_ws, stream);
-    default:
-      return launch_fma<128>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk, dv, x_ws,
-                             coef_ws, stream);
-  }
+  with_key_pad(dk, [&](auto pad) {
+    launch_fma<decltype(pad)::value>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk,
+                                     dv, x_ws, coef_ws, stream);
+  });
 }
 
 // Value columns of U0' in the folded workspace: dv rounded up to whole recurrence tiles.
@@ -1611,17 +1612,10 @@ template <bool kExact>
 void dispatch_folded(float* s, const float* k, int k_stride, const float* v, int v_stride,
                      const float* alpha, const float* beta, int tokens, int heads, int dk, int dv,
                      float* coef_ws, float* fold_ws, cudaStream_t stream, int* ready_ws) {
-  switch (key_pad(dk)) {
-    case 32:
-      return launch_folded<32, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk,
-                                       dv, coef_ws, fold_ws, stream, ready_ws);
-    case 64:
-      return launch_folded<64, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk,
-                                       dv, coef_ws, fold_ws, stream, ready_ws);
-    default:
-      return launch_folded<128, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk,
-                                        dv, coef_ws, fold_ws, stream, ready_ws);
-  }
+  with_key_pad(dk, [&](auto pad) {
+    launch_folded<decltype(pad)::value, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens,
+                                                heads, dk, dv, coef_ws, fold_ws, stream, ready_ws);
+  });
 }
 
 int group_tiles(int width) {
@@ -1663,17 +1657,11 @@ template <bool kExact>
 void dispatch_grouped(float* s, const float* k, int k_stride, const float* v, int v_stride,
                       const float* alpha, const float* beta, int tokens, int heads, int dk, int dv,
                       int groups, float* x_ws, float* coef_ws, float* aug_ws, cudaStream_t stream) {
-  switch (key_pad(dk)) {
-    case 32:
-      return launch_grouped<32, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk,
-                                        dv, groups, x_ws, coef_ws, aug_ws, stream);
-    case 64:
-      return launch_grouped<64, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads, dk,
-                                        dv, groups, x_ws, coef_ws, aug_ws, stream);
-    default:
-      return launch_grouped<128, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens, heads,
-                                         dk, dv, groups, x_ws, coef_ws, aug_ws, stream);
-  }
+  with_key_pad(dk, [&](auto pad) {
+    launch_grouped<decltype(pad)::value, kExact>(s, k, k_stride, v, v_stride, alpha, beta, tokens,
+                                                 heads, dk, dv, groups, x_ws, coef_ws, aug_ws,
+                                                 stream);
+  });
 }
 
 // Resident grouped blocks per multiprocessor (shared memory bounds it: one at dk 128).

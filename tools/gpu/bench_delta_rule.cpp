@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <functional>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "kernels/cpu/delta_rule.h"
@@ -234,30 +235,18 @@ int main(int argc, char** argv) {
   for (const auto precision : {DeltaPrecision::fp32, DeltaPrecision::tf32}) {
     const char* pname = precision == DeltaPrecision::fp32 ? "fp32" : "tf32";
     char label[64];
-    std::snprintf(label, sizeof label, "single pass %s, own workspace", pname);
-    report(label, time_us(stream, repeats, [&] {
-             strand::cuda::gated_delta_update(ds, dk_, kWidth, dv_, kWidth, da, db, kTokens, kHeads,
-                                              kDim, kDim, ws, ws_bytes, stream, precision,
-                                              DeltaSchedule::single_pass);
-           }));
-    std::snprintf(label, sizeof label, "overlapped single pass %s, own workspace", pname);
-    report(label, time_us(stream, repeats, [&] {
-             strand::cuda::gated_delta_update(ds, dk_, kWidth, dv_, kWidth, da, db, kTokens, kHeads,
-                                              kDim, kDim, ws, ws_bytes, stream, precision,
-                                              DeltaSchedule::overlapped_single_pass);
-           }));
-    std::snprintf(label, sizeof label, "overlapped folded single pass %s, own workspace", pname);
-    report(label, time_us(stream, repeats, [&] {
-             strand::cuda::gated_delta_update(ds, dk_, kWidth, dv_, kWidth, da, db, kTokens, kHeads,
-                                              kDim, kDim, ws, ws_bytes, stream, precision,
-                                              DeltaSchedule::overlapped_folded_single_pass);
-           }));
-    std::snprintf(label, sizeof label, "folded single pass %s, own workspace", pname);
-    report(label, time_us(stream, repeats, [&] {
-             strand::cuda::gated_delta_update(ds, dk_, kWidth, dv_, kWidth, da, db, kTokens, kHeads,
-                                              kDim, kDim, ws, ws_bytes, stream, precision,
-                                              DeltaSchedule::folded_single_pass);
-           }));
+    for (const auto& [schedule, name] :
+         {std::pair{DeltaSchedule::single_pass, "single pass"},
+          std::pair{DeltaSchedule::overlapped_single_pass, "overlapped single pass"},
+          std::pair{DeltaSchedule::overlapped_folded_single_pass, "overlapped folded single pass"},
+          std::pair{DeltaSchedule::folded_single_pass, "folded single pass"}}) {
+      std::snprintf(label, sizeof label, "%s %s, own workspace", name, pname);
+      report(label, time_us(stream, repeats, [&, schedule = schedule] {
+               strand::cuda::gated_delta_update(ds, dk_, kWidth, dv_, kWidth, da, db, kTokens,
+                                                kHeads, kDim, kDim, ws, ws_bytes, stream, precision,
+                                                schedule);
+             }));
+    }
     for (int groups = 2; groups <= kSweepMaxGroups; ++groups) {
       std::snprintf(label, sizeof label, "grouped %s, %d groups, own workspace", pname, groups);
       report(label, time_us(stream, repeats, [&] {
