@@ -39,6 +39,8 @@
 #            training/prune_text_encoder.py; the exported models name the full encoder file]
 #   DIT_SHARE [0.7] share of the training minutes after the dec stage for dit (rest: selfforce)
 #   DEC_MIN [0]     minutes of the dec stage (0: none; 1.0 tries it: check with ae_ceiling.py)
+#   DECGEN_MIN [0]  minutes of a decgen stage after selfforce (the decoder on the DiT's own
+#                   predictions, against grain; 0: none; judge with evaluate_model.sh's flicker)
 #   SUBJECT_WEIGHT [6] loss weight of subject cells / pixels (1: the unweighted recipe of runs 1-7)
 #   HYBRID_ONLY [0] 1: every GPU trains the hybrid model (no baselines)
 #   CKPT_MIN [1.5]  EXTRA_ARGS [] more train.py options for every run (e.g. for a CPU dry run:
@@ -59,6 +61,7 @@ LOSSES="${LOSSES:-$ROOT/training/checkpoints/strand-world-v1.losses.json}"
 ENCODER="${ENCODER:-$ROOT/.deps/gpu-train/text-encoder-minilm-l6-v2.pruned.safetensors}"
 DIT_SHARE="${DIT_SHARE:-0.7}"
 DEC_MIN="${DEC_MIN:-0}"
+DECGEN_MIN="${DECGEN_MIN:-0}"
 SUBJECT_WEIGHT="${SUBJECT_WEIGHT:-6}"
 CKPT_MIN="${CKPT_MIN:-1.5}"
 AE_MIN="${AE_MIN:-0}"
@@ -83,18 +86,23 @@ say "$GPUS GPU(s), $(nproc) CPU cores, budget $TOTAL_MIN min, work folder $WORK"
 
 # Minutes: ~1.3 for start-up (imports, CUDA/NCCL, clip pools, batch probe) and the final packing,
 # the rest split between the stages. The watchdog stops everything 25 s before the deadline.
-# The dec stage takes DEC_MIN, at most a quarter of the training minutes; an ae stage (AE_MIN,
-# at most half of them) adds 0.2 min of start-up (its own clip pool).
+# The dec and decgen stages take DEC_MIN and DECGEN_MIN, at most a quarter of the training
+# minutes each; an ae stage (AE_MIN, at most half of them) adds 0.2 min of start-up (its own
+# clip pool).
 ((NEW_AE)) && DEC_MIN=0
-read -r AE_MIN DEC_MIN DIT_MIN SF_MIN KILL_S < <(awk -v t="$TOTAL_MIN" -v s="$DIT_SHARE" \
-    -v d="$DEC_MIN" -v a="$AE_MIN" -v n="$NEW_AE" 'BEGIN {
+read -r AE_MIN DEC_MIN DIT_MIN SF_MIN DECGEN_MIN KILL_S < <(awk -v t="$TOTAL_MIN" \
+    -v s="$DIT_SHARE" -v d="$DEC_MIN" -v g="$DECGEN_MIN" -v a="$AE_MIN" -v n="$NEW_AE" 'BEGIN {
   train = t - 1.3 - 0.2 * n; if (train < 0.1) train = 0.1
   if (a > train / 2) a = train / 2; if (a < 0 || !n) a = 0
   if (d > train / 4) d = train / 4; if (d < 0) d = 0
-  rest = train - d - a
-  printf "%.2f %.2f %.2f %.2f %d\n", a, d, rest * s, rest * (1 - s), t * 60 - 25 }')
+  if (g > train / 4) g = train / 4; if (g < 0) g = 0
+  rest = train - d - a - g
+  printf "%.2f %.2f %.2f %.2f %.2f %d\n", a, d, rest * s, rest * (1 - s), g, t * 60 - 25 }')
 STAGES="dit,selfforce"
 STAGE_MIN="dit=$DIT_MIN,selfforce=$SF_MIN"
+if awk -v g="$DECGEN_MIN" 'BEGIN { exit !(g > 0) }'; then
+  STAGES="$STAGES,decgen"; STAGE_MIN="$STAGE_MIN,decgen=$DECGEN_MIN"
+fi
 if awk -v d="$DEC_MIN" 'BEGIN { exit !(d > 0) }'; then
   STAGES="dec,$STAGES"; STAGE_MIN="dec=$DEC_MIN,$STAGE_MIN"
 fi

@@ -235,3 +235,18 @@ def test_baseline_init_from_takes_the_autoencoder_and_sizes(tmp_path):
     assert decoder and all(np.array_equal(want[k], got[k]) for k in decoder)
     assert {r["stage"] for r in records(out)} == {"dit", "selfforce"}
     assert all("samples_per_s" in r for r in records(out))
+
+
+def test_decgen_trains_the_decoder_alone_on_dit_predictions(tmp_path):
+    # A short dit run first (so the DiT predicts something), then decgen from its export: only
+    # decoder tensors may change, and the loss is the pixel loss of real frames.
+    first = run(tmp_path, "--stage", "dit", "--max-steps", "2", "--no-plots", out="dit")
+    folder = run(tmp_path, "--stage", "decgen", "--max-steps", "3", "--no-plots", "--lr-dec", "1e-2",
+                 "--resume", str(first / "model.safetensors"), out="decgen")
+    rows = records(folder)
+    assert [r["stage"] for r in rows] == ["decgen"] * 3
+    assert all(np.isfinite(r["loss"]) and r["l1"] > 0 for r in rows)
+    before, _ = read_tensors(str(first / "model.safetensors"))
+    after, _ = read_tensors(str(folder / "model.safetensors"))
+    changed = {k for k in before if not np.array_equal(before[k], after[k])}
+    assert changed and all(k.startswith("decoder.") for k in changed), sorted(changed)[:5]
