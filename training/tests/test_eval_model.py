@@ -5,6 +5,7 @@ evaluate.py's per-frame reports correctly (no rendering: the reports are made up
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -76,3 +77,14 @@ def test_summary_of_perfect_frames_is_one_and_of_constant_frames_is_its_prompt_s
     # A constant answer scores exactly its share of the prompts: what "prompts ignored" predicts.
     assert abs(held["time"] - ignored["time"]) < 1e-9
     assert constant["switch_latency"]["fraction_within_2_blocks"] == 1.0
+
+
+def test_evaluate_model_sh_refuses_a_bad_recache_count(tmp_path):
+    # Checked before anything renders: one clear error, nothing written.
+    script = Path(__file__).resolve().parents[1] / "evaluate_model.sh"
+    out = tmp_path / "eval"
+    for bad in ("-1", "two"):
+        r = subprocess.run(["bash", str(script), "world", str(out), "--recache", bad],
+                           capture_output=True, text=True)
+        assert r.returncode == 2 and "--recache needs a number" in r.stderr, r.stderr
+    assert not out.exists()
