@@ -1487,9 +1487,31 @@ bool overlap_fits(long long blocks) {
   return blocks <= sms - 1;
 }
 
-// ready_ws: heads x chunks flags (overlapped single pass: prepare runs on the helper stream beside
-// the recurrence, which copies each chunk once its flag is set), or nullptr (prepare, then the
-// recurrence, on `stream`). Overlapped falls back to the plain order where overlap_fits says no.
+// Runs prepare(on_stream, ready) and then recurrence(ready) for one update. In order on `stream`
+// (ready nullptr), or overlapped where ready_ws is set and overlap_fits(blocks): the `flags`
+// ready flags reset on `stream`, prepare forked onto the helper stream, the recurrence on
+// `stream` beside it (copying each chunk once its flag is set), and `stream` joined to the helper
+// after both.
+template <class Prepare, class Recurrence>
+void run_prepare_and_recurrence(cudaStream_t stream, int* ready_ws, size_t flags, long long blocks,
+                                Prepare&& prepare, Recurrence&& recurrence) {
+  if (ready_ws == nullptr || !overlap_fits(blocks)) {
+    prepare(stream, nullptr);
+    recurrence(nullptr);
+    return;
+  }
+  const OverlapStreams& o = overlap_streams();
+  check_call(cudaMemsetAsync(ready_ws, 0, sizeof(int) * flags, stream),
+             "gated_delta_update (ready flags)");
+  check_call(cudaEventRecord(o.fork, stream), "gated_delta_update (fork)");
+  check_call(cudaStreamWaitEvent(o.aux, o.fork, 0), "gated_delta_update (fork)");
+  prepare(o.aux, ready_ws);
+  check_call(cudaEventRecord(o.join, o.aux), "gated_delta_update (join)");
+  recurrence(ready_ws);
+  check_call(cudaStreamWaitEvent(stream, o.join, 0), "gated_delta_update (join)");
+}
+
+// ready_ws: heads x chunks flags (the overlapped single pass), or nullptr.
 template <int kKeyPad, bool kExact>
 void launch_chunked(float* s, const float* k, int k_stride, const float* v, int v_stride,
                     const float* alpha, const float* beta, int tokens, int heads, int dk, int dv,
@@ -1500,28 +1522,18 @@ void launch_chunked(float* s, const float* k, int k_stride, const float* v, int 
   auto* recur = delta_recur_kernel<kKeyPad, kExact>;
   cudaFuncSetAttribute(recur, cudaFuncAttributeMaxDynamicSharedMemorySize,
                        static_cast<int>(recur_bytes));
-  const unsigned tiles = static_cast<unsigned>((dv + kTile - 1) / kTile);
-  const dim3 grid(tiles, static_cast<unsigned>(heads));
-  if (ready_ws != nullptr && overlap_fits(static_cast<long long>(tiles) * heads)) {
-    const OverlapStreams& o = overlap_streams();
-    check_call(cudaMemsetAsync(ready_ws, 0, sizeof(int) * heads * chunks, stream),
-               "gated_delta_update (ready flags)");
-    check_call(cudaEventRecord(o.fork, stream), "gated_delta_update (fork)");
-    check_call(cudaStreamWaitEvent(o.aux, o.fork, 0), "gated_delta_update (fork)");
-    launch_prepare<kKeyPad, kExact>(k, k_stride, alpha, beta, tokens, heads, dk, vec16, x_ws,
-                                    coef_ws, o.aux, ready_ws);
-    check_call(cudaEventRecord(o.join, o.aux), "gated_delta_update (join)");
-    recur<<<grid, kThreads, recur_bytes, stream>>>(s, k, k_stride, v, v_stride, tokens, dk, dv,
-                                                   vec16, chunks, x_ws, coef_ws, ready_ws);
-    check_launch("gated_delta_update (overlapped recurrence)");
-    check_call(cudaStreamWaitEvent(stream, o.join, 0), "gated_delta_update (join)");
-    return;
-  }
-  launch_prepare<kKeyPad, kExact>(k, k_stride, alpha, beta, tokens, heads, dk, vec16, x_ws, coef_ws,
-                                  stream);
-  recur<<<grid, kThreads, recur_bytes, stream>>>(s, k, k_stride, v, v_stride, tokens, dk, dv, vec16,
-                                                 chunks, x_ws, coef_ws, nullptr);
-  check_launch("gated_delta_update (recurrence)");
+  const dim3 grid(static_cast<unsigned>((dv + kTile - 1) / kTile), static_cast<unsigned>(heads));
+  run_prepare_and_recurrence(
+      stream, ready_ws, static_cast<size_t>(heads) * chunks, static_cast<long long>(grid.x) * heads,
+      [&](cudaStream_t on, int* ready) {
+        launch_prepare<kKeyPad, kExact>(k, k_stride, alpha, beta, tokens, heads, dk, vec16, x_ws,
+                                        coef_ws, on, ready);
+      },
+      [&](const int* ready) {
+        recur<<<grid, kThreads, recur_bytes, stream>>>(s, k, k_stride, v, v_stride, tokens, dk, dv,
+                                                       vec16, chunks, x_ws, coef_ws, ready);
+        check_launch("gated_delta_update (recurrence)");
+      });
 }
 
 template <bool kExact>
@@ -1589,23 +1601,17 @@ void launch_folded(float* s, const float* k, int k_stride, const float* v, int v
   cudaFuncSetAttribute(recur, cudaFuncAttributeMaxDynamicSharedMemorySize,
                        static_cast<int>(recur_bytes));
   const dim3 grid(static_cast<unsigned>(dv_pad / kTile), static_cast<unsigned>(heads));
-  const bool overlap = ready_ws != nullptr && overlap_fits(static_cast<long long>(grid.x) * heads);
-  const OverlapStreams* o = overlap ? &overlap_streams() : nullptr;
-  if (overlap) {
-    check_call(cudaMemsetAsync(ready_ws, 0, sizeof(int) * heads * chunks, stream),
-               "gated_delta_update (ready flags)");
-    check_call(cudaEventRecord(o->fork, stream), "gated_delta_update (fork)");
-    check_call(cudaStreamWaitEvent(o->aux, o->fork, 0), "gated_delta_update (fork)");
-  }
-  launch_prepare<kKeyPad, kExact>(k, k_stride, alpha, beta, tokens, heads, dk, vec16, nullptr,
-                                  coef_ws, overlap ? o->aux : stream, overlap ? ready_ws : nullptr,
-                                  fold);
-  if (overlap) check_call(cudaEventRecord(o->join, o->aux), "gated_delta_update (join)");
-  recur<<<grid, kThreads, recur_bytes, stream>>>(s, k, k_stride, u_ws, dv_pad, tokens, dk, dv,
-                                                 vec16, chunks, w_ws, coef_ws,
-                                                 overlap ? ready_ws : nullptr);
-  check_launch("gated_delta_update (folded recurrence)");
-  if (overlap) check_call(cudaStreamWaitEvent(stream, o->join, 0), "gated_delta_update (join)");
+  run_prepare_and_recurrence(
+      stream, ready_ws, static_cast<size_t>(heads) * chunks, static_cast<long long>(grid.x) * heads,
+      [&](cudaStream_t on, int* ready) {
+        launch_prepare<kKeyPad, kExact>(k, k_stride, alpha, beta, tokens, heads, dk, vec16, nullptr,
+                                        coef_ws, on, ready, fold);
+      },
+      [&](const int* ready) {
+        recur<<<grid, kThreads, recur_bytes, stream>>>(s, k, k_stride, u_ws, dv_pad, tokens, dk, dv,
+                                                       vec16, chunks, w_ws, coef_ws, ready);
+        check_launch("gated_delta_update (folded recurrence)");
+      });
 }
 
 template <bool kExact>
